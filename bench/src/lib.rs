@@ -1,0 +1,1 @@
+//! Helpers shared by fiberlb's benchmarks.

@@ -1,0 +1,2 @@
+//! fiberlb's control plane. For now: the CLI's offline commands.
+#![forbid(unsafe_code)]

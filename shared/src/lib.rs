@@ -1,0 +1,15 @@
+//! Code both fiberlb processes must agree on.
+//!
+//! - [`model`]: the declarative service model (load balancers, listeners, pools, backends) with
+//!   stable ids, as the data plane consumes it.
+//! - [`services`]: the services YAML file (the same schema `fiberlbctl apply -f` takes), parsed
+//!   and validated with line numbers in every error.
+//! - [`maglev`]: the Maglev lookup-table builder (deterministic for a given backend set).
+//! - [`flow_hash`]: the seeded flow hash, identical on every node and every restart.
+//!
+//! No tokio and no I/O here: this crate is linked into the data plane's workers.
+
+pub mod flow_hash;
+pub mod maglev;
+pub mod model;
+pub mod services;

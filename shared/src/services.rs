@@ -1,0 +1,1 @@
+//! The services YAML file. (to be written)

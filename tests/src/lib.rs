@@ -1,0 +1,1 @@
+//! Helpers for fiberlb's end-to-end tests.
