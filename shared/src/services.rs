@@ -1,1 +1,1418 @@
-//! The services YAML file. (to be written)
+//! The services file: fiberlb's declarative configuration in YAML.
+//!
+//! The data plane reads it with `--services` and `replay --services`; `fiberlbctl apply -f`
+//! takes the same schema and `fiberlbctl get -o yaml` prints it ([`to_yaml`]). A file is
+//! either accepted whole or rejected with the line, the column and the reason of the first
+//! problem — nothing is ever half-applied, because the result is one [`ServiceSet`] that has
+//! passed [`ServiceSet::validate`].
+//!
+//! # Schema
+//!
+//! ```yaml
+//! tunnel:                         # optional: node-wide tunnel settings
+//!   source_v4: 10.10.0.1          # outer source of IPv4 outer headers; required when a tunnel
+//!                                 #   listener has IPv4 backends
+//!   source_v6: "fd00::1"          # outer source of IPv6 outer headers; required when a tunnel
+//!                                 #   listener has IPv6 backends
+//!   gue_port: 6080                # UDP destination port of GUE, 1-65535, default 6080
+//! loadbalancers:                  # optional; absent, null or [] means no services
+//!   - name: web                   # required, unique; letters, digits, '.', '_', '-' (1-128)
+//!     vip: 10.10.0.100            # required, IPv4 or IPv6 unicast address
+//!     listeners:                  # optional list (may be empty)
+//!       - port: 80                # required, 1-65535
+//!         protocol: tcp           # required: tcp | udp
+//!         mode: nat               # required: dsr | tunnel | nat
+//!         pool: web               # required, name of a pool below
+//!         encap: ipip             # only for mode tunnel: ipip (default) | gue
+//!         name: web-http          # optional, unique; default "<loadbalancer>/<port>/<protocol>"
+//! pools:                          # optional
+//!   - name: web                   # required, unique; any 1-128 printable characters
+//!     algorithm: maglev           # maglev (5-tuple, default) | maglev-source-ip (3-tuple:
+//!                                 #   every connection of a client to the same backend)
+//!     table_size: 65537           # Maglev table size, must be prime, default 65537
+//!     backends:                   # optional list; a pool with no backends is valid (its
+//!                                 #   listeners drop with a counter)
+//!       - address: 10.10.1.1      # required, IPv4 or IPv6 unicast address
+//!         port: 8080              # required, 1-65535; the destination port after nat (dsr and
+//!                                 #   tunnel keep the VIP port)
+//!         weight: 1               # 0-10000 (0 = existing flows only), default 1
+//!         mac: "02:00:00:00:01:01" # optional: the backend's MAC (dsr) or next hop's (tunnel,
+//!                                 #   nat); default: the data plane's gateway MAC
+//!         state: enabled          # enabled (default) | drained (existing flows only) | disabled
+//!         healthy: true           # optional bool, default true
+//! ```
+//!
+//! Flow mappings (`{port: 80, protocol: tcp, mode: nat, pool: web}`) and block mappings are
+//! equivalent. An empty file, or one without load balancers, is a valid empty configuration.
+//! A field set to null (`weight: ~` or `weight:`) takes its default. Anchors and aliases work;
+//! merge keys (`<<`), custom tags and several documents in one file do not.
+//!
+//! # Ids
+//! Ids are assigned in order of appearance, starting at 1 (0 means "none" to the data plane):
+//! listeners in the order of `loadbalancers[*].listeners[*]`, pools in the order of `pools`,
+//! backends in the order of `pools[*].backends[*]`. The same file therefore always yields the
+//! same ids, so a restart or a replay keeps flows pointing at the same backends.
+//!
+//! # Rules beyond the types
+//! Load balancer, pool and listener names are unique; a listener names an existing pool; no
+//! two listeners share VIP, port and protocol; a backend appears once per pool; and
+//! everything [`ServiceSet::validate`] checks (address families of `dsr` and `nat` backends,
+//! tunnel source addresses, one `nat` listener per backend address/port/protocol so replies map
+//! back to one VIP, prime table sizes).
+//!
+//! # Errors
+//! Every [`ServicesError`] carries the 1-based line and column of the offending node: the key
+//! for unknown fields, the value for bad values, the list entry for missing fields and
+//! duplicates.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Tag};
+
+use crate::maglev::{check_table_size, DEFAULT_TABLE_SIZE};
+use crate::model::{
+    is_usable_unicast, AdminState, Algorithm, Backend, BackendId, Encap, Listener, ListenerId,
+    Mac, Mode, ModelError, Pool, PoolId, Protocol, ServiceSet, DEFAULT_GUE_PORT, MAX_WEIGHT,
+};
+
+/// Deepest nesting accepted. The schema needs 5 levels; the limit keeps hostile input from
+/// exhausting the stack when the tree is dropped.
+const MAX_DEPTH: usize = 32;
+
+/// Longest name accepted (load balancers, listeners, pools).
+const MAX_NAME_LEN: usize = 128;
+
+/// Why a services file was rejected, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ServicesError {
+    /// 1-based line of the offending node, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column (in characters) of the offending node.
+    pub column: Option<usize>,
+    /// What was wrong and, where it is not obvious, what is allowed.
+    pub message: String,
+    /// The file, when the text came from [`load_services`].
+    pub path: Option<PathBuf>,
+}
+
+impl ServicesError {
+    fn at(mark: Mark, message: impl Into<String>) -> ServicesError {
+        ServicesError {
+            line: Some(mark.line),
+            column: Some(mark.col),
+            message: message.into(),
+            path: None,
+        }
+    }
+
+    /// `path:line:col: message`, as compilers print it, so editors can jump to the place.
+    fn render(&self) -> String {
+        let mut out = String::new();
+        match &self.path {
+            Some(path) => {
+                let _ = write!(out, "{}", path.display());
+                if let Some(line) = self.line {
+                    let _ = write!(out, ":{line}");
+                    if let Some(col) = self.column {
+                        let _ = write!(out, ":{col}");
+                    }
+                }
+                out.push_str(": ");
+            }
+            None => {
+                if let Some(line) = self.line {
+                    let _ = write!(out, "line {line}");
+                    if let Some(col) = self.column {
+                        let _ = write!(out, ", column {col}");
+                    }
+                    out.push_str(": ");
+                }
+            }
+        }
+        out.push_str(&self.message);
+        out
+    }
+}
+
+/// Parses and validates a services file's text.
+///
+/// # Errors
+/// The first problem found, with its line and column (see the module documentation).
+pub fn parse_services(text: &str) -> Result<ServiceSet, ServicesError> {
+    let root = build_tree(text)?;
+    let mut conv = Converter::default();
+    if let Some(root) = &root {
+        conv.document(root)?;
+    }
+    conv.finish()
+}
+
+/// Reads, parses and validates a services file.
+///
+/// # Errors
+/// When the file cannot be read, is not UTF-8, or is rejected by [`parse_services`]; the error
+/// carries `path`.
+pub fn load_services(path: &Path) -> Result<ServiceSet, ServicesError> {
+    let with_path = |mut e: ServicesError| {
+        e.path = Some(path.to_path_buf());
+        e
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        with_path(ServicesError {
+            line: None,
+            column: None,
+            message: format!("cannot read the services file: {e}"),
+            path: None,
+        })
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let before = e.as_bytes().get(..valid).unwrap_or_default();
+        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        let col = 1 + before.iter().rev().take_while(|&&b| b != b'\n').count();
+        with_path(ServicesError {
+            line: Some(line),
+            column: Some(col),
+            message: "the file is not valid UTF-8; save it as UTF-8".to_string(),
+            path: None,
+        })
+    })?;
+    parse_services(&text).map_err(with_path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML events -> a small tree whose every node knows where it started.
+
+/// A place in the text, both 1-based.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mark {
+    line: usize,
+    col: usize,
+}
+
+impl Mark {
+    const START: Mark = Mark { line: 1, col: 1 };
+
+    fn from_marker(m: &Marker) -> Mark {
+        Mark {
+            line: m.line().max(1),
+            col: m.col() + 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    mark: Mark,
+    kind: Kind,
+}
+
+/// Collections are shared so that an alias costs no copy (and a chain of aliases cannot blow
+/// up memory).
+#[derive(Clone, Debug)]
+enum Kind {
+    Null,
+    /// `plain` is false for quoted and block scalars and for `!!str`: such a scalar is always
+    /// a string, never a number or a boolean.
+    Scalar {
+        text: Rc<str>,
+        plain: bool,
+    },
+    Seq(Rc<[Node]>),
+    Map(Rc<[(Node, Node)]>),
+}
+
+impl Kind {
+    fn describe(&self) -> String {
+        match self {
+            Kind::Null => "null".to_string(),
+            Kind::Scalar { text, plain: true } => format!("`{}`", shorten(text)),
+            Kind::Scalar { text, plain: false } => format!("the string {:?}", shorten(text)),
+            Kind::Seq(_) => "a list".to_string(),
+            Kind::Map(_) => "a mapping".to_string(),
+        }
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 40;
+    if text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        let mut s: String = text.chars().take(MAX).collect();
+        s.push('…');
+        s
+    }
+}
+
+enum Frame {
+    Seq {
+        mark: Mark,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        mark: Mark,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+/// Whether a tag is allowed, and whether it forces the scalar to be a string.
+fn check_tag(tag: Option<&Tag>, mark: Mark) -> Result<bool, ServicesError> {
+    let Some(tag) = tag else { return Ok(false) };
+    if tag.is_yaml_core_schema() {
+        match tag.suffix.as_str() {
+            "str" => return Ok(true),
+            "int" | "bool" | "null" | "float" | "map" | "seq" => return Ok(false),
+            _ => {}
+        }
+    }
+    Err(ServicesError::at(
+        mark,
+        format!("unsupported YAML tag {tag}; services files use no tags (except core ones like !!str)"),
+    ))
+}
+
+fn build_tree(text: &str) -> Result<Option<Node>, ServicesError> {
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root: Option<Node> = None;
+    let mut documents = 0usize;
+
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.map_err(|e| {
+            ServicesError::at(
+                Mark::from_marker(e.marker()),
+                format!("YAML syntax error: {}", e.info()),
+            )
+        })?;
+        let mark = Mark::from_marker(&span.start);
+        let node = match event {
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {
+                continue
+            }
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(ServicesError::at(
+                        mark,
+                        "a second YAML document starts here; a services file holds exactly one",
+                    ));
+                }
+                continue;
+            }
+            Event::Alias(id) => {
+                let target = anchors.get(&id).ok_or_else(|| {
+                    ServicesError::at(mark, "alias to an anchor that is not complete here")
+                })?;
+                Node {
+                    mark,
+                    kind: target.kind.clone(),
+                }
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                let forced_str = check_tag(tag.as_deref(), mark)?;
+                let plain = matches!(style, ScalarStyle::Plain) && !forced_str;
+                let kind = if plain && matches!(&*value, "" | "~" | "null" | "Null" | "NULL") {
+                    Kind::Null
+                } else {
+                    Kind::Scalar {
+                        text: Rc::from(&*value),
+                        plain,
+                    }
+                };
+                let node = Node { mark, kind };
+                if anchor > 0 {
+                    anchors.insert(anchor, node.clone());
+                }
+                node
+            }
+            Event::SequenceStart(anchor, tag) => {
+                check_tag(tag.as_deref(), mark)?;
+                open(
+                    &mut stack,
+                    Frame::Seq {
+                        mark,
+                        anchor,
+                        items: Vec::new(),
+                    },
+                )?;
+                continue;
+            }
+            Event::MappingStart(anchor, tag) => {
+                check_tag(tag.as_deref(), mark)?;
+                open(
+                    &mut stack,
+                    Frame::Map {
+                        mark,
+                        anchor,
+                        entries: Vec::new(),
+                        key: None,
+                    },
+                )?;
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (anchor, node) = match stack.pop() {
+                    Some(Frame::Seq {
+                        mark,
+                        anchor,
+                        items,
+                    }) => (
+                        anchor,
+                        Node {
+                            mark,
+                            kind: Kind::Seq(Rc::from(items)),
+                        },
+                    ),
+                    Some(Frame::Map {
+                        mark,
+                        anchor,
+                        entries,
+                        key,
+                    }) => {
+                        if let Some(key) = key {
+                            return Err(ServicesError::at(key.mark, "mapping key without a value"));
+                        }
+                        (
+                            anchor,
+                            Node {
+                                mark,
+                                kind: Kind::Map(Rc::from(entries)),
+                            },
+                        )
+                    }
+                    None => {
+                        return Err(ServicesError::at(mark, "YAML syntax error: unbalanced end"))
+                    }
+                };
+                if anchor > 0 {
+                    anchors.insert(anchor, node.clone());
+                }
+                node
+            }
+        };
+        match stack.last_mut() {
+            None => root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+    Ok(root)
+}
+
+fn open(stack: &mut Vec<Frame>, frame: Frame) -> Result<(), ServicesError> {
+    if stack.len() >= MAX_DEPTH {
+        let (Frame::Seq { mark, .. } | Frame::Map { mark, .. }) = frame;
+        return Err(ServicesError::at(
+            mark,
+            format!("nesting deeper than {MAX_DEPTH} levels; the schema needs 5"),
+        ));
+    }
+    stack.push(frame);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed reading of the tree, one helper per kind of value, each failing at the node's place.
+
+/// A mapping's fields, after checking their names against the schema.
+struct Fields<'a> {
+    what: &'static str,
+    mark: Mark,
+    entries: Vec<(&'a str, &'a Node)>,
+}
+
+impl<'a> Fields<'a> {
+    /// The value of a field; a null value counts as absent, so it takes the default.
+    fn get(&self, name: &str) -> Option<&'a Node> {
+        self.entries
+            .iter()
+            .find(|(k, v)| *k == name && !matches!(v.kind, Kind::Null))
+            .map(|(_, v)| *v)
+    }
+
+    fn required(&self, name: &str) -> Result<&'a Node, ServicesError> {
+        self.get(name).ok_or_else(|| {
+            ServicesError::at(
+                self.mark,
+                format!("{} is missing required field `{name}`", self.what),
+            )
+        })
+    }
+
+    fn mark_of(&self, name: &str) -> Mark {
+        self.get(name).map_or(self.mark, |n| n.mark)
+    }
+}
+
+fn fields<'a>(
+    node: &'a Node,
+    what: &'static str,
+    allowed: &[&'static str],
+    null_ok: bool,
+) -> Result<Fields<'a>, ServicesError> {
+    let entries: &[(Node, Node)] = match &node.kind {
+        Kind::Map(m) => m,
+        Kind::Null if null_ok => &[],
+        other => {
+            return Err(ServicesError::at(
+                node.mark,
+                format!(
+                    "expected {what} (a mapping with fields {}), got {}",
+                    allowed.join(", "),
+                    other.describe()
+                ),
+            ))
+        }
+    };
+    let mut out: Vec<(&'a str, &'a Node)> = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let name: &'a str = match &key.kind {
+            Kind::Scalar { text, .. } => text,
+            other => {
+                return Err(ServicesError::at(
+                    key.mark,
+                    format!("{what} field names are words, got {}", other.describe()),
+                ))
+            }
+        };
+        if name == "<<" {
+            return Err(ServicesError::at(
+                key.mark,
+                "merge keys (<<) are not supported; write the fields out",
+            ));
+        }
+        if !allowed.contains(&name) {
+            return Err(ServicesError::at(
+                key.mark,
+                format!(
+                    "unknown field `{}` in {what}; allowed fields: {}",
+                    shorten(name),
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(ServicesError::at(
+                key.mark,
+                format!("duplicate field `{name}` in {what}"),
+            ));
+        }
+        out.push((name, value));
+    }
+    Ok(Fields {
+        what,
+        mark: node.mark,
+        entries: out,
+    })
+}
+
+/// A list; absent or null is the empty list.
+fn list<'a>(node: Option<&'a Node>, what: &str) -> Result<&'a [Node], ServicesError> {
+    match node.map(|n| (n, &n.kind)) {
+        None | Some((_, Kind::Null)) => Ok(&[]),
+        Some((_, Kind::Seq(items))) => Ok(items),
+        Some((n, other)) => Err(ServicesError::at(
+            n.mark,
+            format!("`{what}` must be a list, got {}", other.describe()),
+        )),
+    }
+}
+
+fn string<'a>(node: &'a Node, what: &str) -> Result<&'a str, ServicesError> {
+    match &node.kind {
+        Kind::Scalar { text, .. } => Ok(text),
+        other => Err(ServicesError::at(
+            node.mark,
+            format!("{what} must be a string, got {}", other.describe()),
+        )),
+    }
+}
+
+/// An integer in `lo..=hi`. Quoted numbers are refused: a typo'd value should not slip through
+/// as a string somewhere else.
+fn integer(node: &Node, what: &str, lo: u64, hi: u64) -> Result<u64, ServicesError> {
+    let out_of_range = |shown: &str| {
+        ServicesError::at(
+            node.mark,
+            format!("{what} {shown} out of range {lo}-{hi}"),
+        )
+    };
+    match &node.kind {
+        Kind::Scalar { text, plain: true } => {
+            let digits = text.strip_prefix('+').unwrap_or(text);
+            if let Some(rest) = digits.strip_prefix('-') {
+                if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(out_of_range(text));
+                }
+            }
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ServicesError::at(
+                    node.mark,
+                    format!("{what} must be an integer, got `{}`", shorten(text)),
+                ));
+            }
+            match digits.parse::<u64>() {
+                Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+                _ => Err(out_of_range(&shorten(text))),
+            }
+        }
+        other => Err(ServicesError::at(
+            node.mark,
+            format!(
+                "{what} must be an integer, got {}{}",
+                other.describe(),
+                if matches!(other, Kind::Scalar { .. }) {
+                    "; remove the quotes"
+                } else {
+                    ""
+                }
+            ),
+        )),
+    }
+}
+
+fn port(node: &Node, what: &str) -> Result<u16, ServicesError> {
+    let v = integer(node, what, 1, u64::from(u16::MAX))?;
+    u16::try_from(v).map_err(|_| ServicesError::at(node.mark, format!("{what} out of range")))
+}
+
+fn boolean(node: &Node, what: &str) -> Result<bool, ServicesError> {
+    match &node.kind {
+        Kind::Scalar { text, plain: true } => match &**text {
+            "true" | "True" | "TRUE" => Ok(true),
+            "false" | "False" | "FALSE" => Ok(false),
+            _ => Err(ServicesError::at(
+                node.mark,
+                format!("{what} must be true or false, got `{}`", shorten(text)),
+            )),
+        },
+        other => Err(ServicesError::at(
+            node.mark,
+            format!("{what} must be true or false, got {}", other.describe()),
+        )),
+    }
+}
+
+fn ip(node: &Node, what: &str) -> Result<IpAddr, ServicesError> {
+    let text = string(node, what)?;
+    text.parse().map_err(|_| {
+        ServicesError::at(
+            node.mark,
+            format!(
+                "{what} `{}` is not an IP address; write IPv4 like 10.0.0.1 or IPv6 like fd00::1",
+                shorten(text)
+            ),
+        )
+    })
+}
+
+fn mac(node: &Node) -> Result<Mac, ServicesError> {
+    let text = string(node, "backend mac")?;
+    parse_mac(text).ok_or_else(|| {
+        ServicesError::at(
+            node.mark,
+            format!(
+                "backend mac `{}` is not a MAC address; write six hex bytes like \"02:00:00:00:01:01\"",
+                shorten(text)
+            ),
+        )
+    })
+}
+
+/// `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, either case.
+fn parse_mac(text: &str) -> Option<Mac> {
+    let sep = if text.contains('-') { '-' } else { ':' };
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(sep);
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn choice<T: Copy>(node: &Node, what: &str, options: &[(&str, T)]) -> Result<T, ServicesError> {
+    let text = string(node, what)?;
+    options
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let allowed: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            ServicesError::at(
+                node.mark,
+                format!(
+                    "unknown {what} `{}`; allowed: {}",
+                    shorten(text),
+                    allowed.join(", ")
+                ),
+            )
+        })
+}
+
+/// How strict a name must be: load balancer names become listener-name prefixes and metric
+/// labels, so they keep to a safe alphabet; pool and listener names only need to be printable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NameRule {
+    Word,
+    Printable,
+}
+
+fn name(node: &Node, what: &str, rule: NameRule) -> Result<String, ServicesError> {
+    let text = string(node, what)?;
+    let ok_char = |c: char| match rule {
+        NameRule::Word => c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+        NameRule::Printable => !c.is_control(),
+    };
+    let len = text.chars().count();
+    if len == 0 || len > MAX_NAME_LEN || !text.chars().all(ok_char) {
+        let allowed = match rule {
+            NameRule::Word => "letters, digits, '.', '_' and '-'",
+            NameRule::Printable => "printable characters",
+        };
+        return Err(ServicesError::at(
+            node.mark,
+            format!(
+                "{what} {:?} is not allowed; use 1-{MAX_NAME_LEN} {allowed}",
+                shorten(text)
+            ),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tree -> ServiceSet.
+
+const TOP_FIELDS: &[&str] = &["tunnel", "loadbalancers", "pools"];
+const TUNNEL_FIELDS: &[&str] = &["source_v4", "source_v6", "gue_port"];
+const LB_FIELDS: &[&str] = &["name", "vip", "listeners"];
+const LISTENER_FIELDS: &[&str] = &["port", "protocol", "mode", "pool", "encap", "name"];
+const POOL_FIELDS: &[&str] = &["name", "algorithm", "table_size", "backends"];
+const BACKEND_FIELDS: &[&str] = &["address", "port", "weight", "mac", "state", "healthy"];
+
+const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
+const MODES: &[(&str, Mode)] = &[("dsr", Mode::Dsr), ("tunnel", Mode::Tunnel), ("nat", Mode::Nat)];
+const ENCAPS: &[(&str, Encap)] = &[("ipip", Encap::Ipip), ("gue", Encap::Gue)];
+const ALGORITHMS: &[(&str, Algorithm)] = &[
+    ("maglev", Algorithm::Maglev),
+    ("maglev-source-ip", Algorithm::MaglevSourceIp),
+];
+const STATES: &[(&str, AdminState)] = &[
+    ("enabled", AdminState::Enabled),
+    ("drained", AdminState::Drained),
+    ("disabled", AdminState::Disabled),
+];
+
+/// Where a listener's parts are, to point at them from errors found after reading.
+#[derive(Clone, Copy)]
+struct ListenerPos {
+    node: Mark,
+    vip: Mark,
+    port: Mark,
+    mode: Mark,
+    pool: Mark,
+}
+
+#[derive(Clone, Copy)]
+struct PoolPos {
+    node: Mark,
+    name: Mark,
+    table_size: Mark,
+}
+
+#[derive(Clone, Copy)]
+struct BackendPos {
+    node: Mark,
+    address: Mark,
+    port: Mark,
+    weight: Mark,
+}
+
+/// A listener whose pool is still a name: pools may come after load balancers in the file.
+struct PendingListener {
+    listener: Listener,
+    pool_name: String,
+    pos: ListenerPos,
+}
+
+struct Converter {
+    set: ServiceSet,
+    gue_port: Mark,
+    lb_names: HashMap<String, Mark>,
+    pool_names: HashMap<String, Mark>,
+    pending: Vec<PendingListener>,
+    pools: Vec<PoolPos>,
+    backends: Vec<BackendPos>,
+    backend_keys: HashMap<(PoolId, IpAddr, u16), Mark>,
+}
+
+impl Default for Converter {
+    fn default() -> Self {
+        Converter {
+            set: ServiceSet::default(),
+            gue_port: Mark::START,
+            lb_names: HashMap::new(),
+            pool_names: HashMap::new(),
+            pending: Vec::new(),
+            pools: Vec::new(),
+            backends: Vec::new(),
+            backend_keys: HashMap::new(),
+        }
+    }
+}
+
+fn next_id(len: usize) -> u32 {
+    // More than u32::MAX objects cannot come from a file that fits in memory.
+    u32::try_from(len + 1).unwrap_or(u32::MAX)
+}
+
+impl Converter {
+    fn document(&mut self, root: &Node) -> Result<(), ServicesError> {
+        if !matches!(root.kind, Kind::Map(_) | Kind::Null) {
+            return Err(ServicesError::at(
+                root.mark,
+                format!(
+                    "a services file is a mapping with the fields {}; got {}",
+                    TOP_FIELDS.join(", "),
+                    root.kind.describe()
+                ),
+            ));
+        }
+        let top = fields(root, "the top level", TOP_FIELDS, true)?;
+        // Sections in the order they appear, so the first error reported is the first in the file.
+        for &(section, value) in &top.entries {
+            match section {
+                "tunnel" => self.tunnel(value)?,
+                "loadbalancers" => {
+                    for lb in list(Some(value), "loadbalancers")? {
+                        self.loadbalancer(lb)?;
+                    }
+                }
+                _ => {
+                    for pool in list(Some(value), "pools")? {
+                        self.pool(pool)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tunnel(&mut self, node: &Node) -> Result<(), ServicesError> {
+        let f = fields(node, "tunnel", TUNNEL_FIELDS, true)?;
+        if let Some(n) = f.get("source_v4") {
+            match ip(n, "tunnel.source_v4")? {
+                IpAddr::V4(a) if is_usable_unicast(a.into()) => self.set.tunnel.source_v4 = Some(a),
+                other => {
+                    return Err(ServicesError::at(
+                        n.mark,
+                        format!("tunnel.source_v4 must be a unicast IPv4 address, got {other}"),
+                    ))
+                }
+            }
+        }
+        if let Some(n) = f.get("source_v6") {
+            match ip(n, "tunnel.source_v6")? {
+                IpAddr::V6(a) if is_usable_unicast(a.into()) => self.set.tunnel.source_v6 = Some(a),
+                other => {
+                    return Err(ServicesError::at(
+                        n.mark,
+                        format!("tunnel.source_v6 must be a unicast IPv6 address, got {other}"),
+                    ))
+                }
+            }
+        }
+        if let Some(n) = f.get("gue_port") {
+            self.set.tunnel.gue_port = port(n, "tunnel.gue_port")?;
+        }
+        self.gue_port = f.mark_of("gue_port");
+        Ok(())
+    }
+
+    fn loadbalancer(&mut self, node: &Node) -> Result<(), ServicesError> {
+        let f = fields(node, "load balancer", LB_FIELDS, false)?;
+        let name_node = f.required("name")?;
+        let lb = name(name_node, "load balancer name", NameRule::Word)?;
+        if let Some(first) = self.lb_names.get(&lb) {
+            return Err(ServicesError::at(
+                name_node.mark,
+                format!(
+                    "duplicate load balancer name {lb:?} (first used on line {})",
+                    first.line
+                ),
+            ));
+        }
+        self.lb_names.insert(lb.clone(), name_node.mark);
+        let vip_node = f.required("vip")?;
+        let vip = ip(vip_node, "vip")?;
+        if !is_usable_unicast(vip) {
+            return Err(ServicesError::at(
+                vip_node.mark,
+                format!("vip {vip} is not a usable unicast address (it is unspecified, multicast or broadcast)"),
+            ));
+        }
+        for l in list(f.get("listeners"), "listeners")? {
+            self.listener(l, &lb, vip, vip_node.mark)?;
+        }
+        Ok(())
+    }
+
+    fn listener(
+        &mut self,
+        node: &Node,
+        lb: &str,
+        vip: IpAddr,
+        vip_mark: Mark,
+    ) -> Result<(), ServicesError> {
+        let f = fields(node, "listener", LISTENER_FIELDS, false)?;
+        let port_node = f.required("port")?;
+        let port = port(port_node, "listener port")?;
+        let protocol = choice(f.required("protocol")?, "protocol", PROTOCOLS)?;
+        let mode_node = f.required("mode")?;
+        let mode = choice(mode_node, "mode", MODES)?;
+        let encap = match f.get("encap") {
+            None => Encap::default(),
+            Some(n) => {
+                let encap = choice(n, "encap", ENCAPS)?;
+                if mode != Mode::Tunnel {
+                    return Err(ServicesError::at(
+                        n.mark,
+                        format!("encap applies only to mode tunnel; this listener's mode is {mode}"),
+                    ));
+                }
+                encap
+            }
+        };
+        let pool_node = f.required("pool")?;
+        let pool_name = string(pool_node, "pool")?.to_string();
+        let listener_name = match f.get("name") {
+            Some(n) => name(n, "listener name", NameRule::Printable)?,
+            None => format!("{lb}/{port}/{protocol}"),
+        };
+        self.pending.push(PendingListener {
+            listener: Listener {
+                id: ListenerId(next_id(self.pending.len())),
+                name: listener_name,
+                vip,
+                port,
+                protocol,
+                mode,
+                encap,
+                pool: PoolId(0),
+            },
+            pool_name,
+            pos: ListenerPos {
+                node: node.mark,
+                vip: vip_mark,
+                port: port_node.mark,
+                mode: mode_node.mark,
+                pool: pool_node.mark,
+            },
+        });
+        Ok(())
+    }
+
+    fn pool(&mut self, node: &Node) -> Result<(), ServicesError> {
+        let f = fields(node, "pool", POOL_FIELDS, false)?;
+        let name_node = f.required("name")?;
+        let pool_name = name(name_node, "pool name", NameRule::Printable)?;
+        if let Some(first) = self.pool_names.get(&pool_name) {
+            return Err(ServicesError::at(
+                name_node.mark,
+                format!(
+                    "duplicate pool name {pool_name:?} (first used on line {})",
+                    first.line
+                ),
+            ));
+        }
+        self.pool_names.insert(pool_name.clone(), name_node.mark);
+        let algorithm = match f.get("algorithm") {
+            Some(n) => choice(n, "algorithm", ALGORITHMS)?,
+            None => Algorithm::default(),
+        };
+        let table_size = match f.get("table_size") {
+            Some(n) => {
+                let size = integer(n, "table_size", 1, u64::from(u32::MAX))?;
+                let size = u32::try_from(size)
+                    .map_err(|_| ServicesError::at(n.mark, "table_size out of range"))?;
+                check_table_size(size).map_err(|e| {
+                    ServicesError::at(n.mark, format!("pool {pool_name:?}: {e}"))
+                })?;
+                size
+            }
+            None => DEFAULT_TABLE_SIZE,
+        };
+        let id = PoolId(next_id(self.set.pools.len()));
+        self.set.pools.push(Pool {
+            id,
+            name: pool_name.clone(),
+            algorithm,
+            table_size,
+        });
+        self.pools.push(PoolPos {
+            node: node.mark,
+            name: name_node.mark,
+            table_size: f.mark_of("table_size"),
+        });
+        for b in list(f.get("backends"), "backends")? {
+            self.backend(b, id, &pool_name)?;
+        }
+        Ok(())
+    }
+
+    fn backend(&mut self, node: &Node, pool: PoolId, pool_name: &str) -> Result<(), ServicesError> {
+        let f = fields(node, "backend", BACKEND_FIELDS, false)?;
+        let address_node = f.required("address")?;
+        let address = ip(address_node, "backend address")?;
+        if !is_usable_unicast(address) {
+            return Err(ServicesError::at(
+                address_node.mark,
+                format!("backend address {address} is not a usable unicast address (it is unspecified, multicast or broadcast)"),
+            ));
+        }
+        let port_node = f.required("port")?;
+        let port = port(port_node, "backend port")?;
+        let weight = match f.get("weight") {
+            Some(n) => {
+                let w = integer(n, "backend weight", 0, u64::from(MAX_WEIGHT))?;
+                u32::try_from(w).unwrap_or(u32::MAX)
+            }
+            None => 1,
+        };
+        let mac = f.get("mac").map(mac).transpose()?;
+        let admin = match f.get("state") {
+            Some(n) => choice(n, "backend state", STATES)?,
+            None => AdminState::default(),
+        };
+        let healthy = match f.get("healthy") {
+            Some(n) => boolean(n, "healthy")?,
+            None => true,
+        };
+        if let Some(first) = self.backend_keys.get(&(pool, address, port)) {
+            return Err(ServicesError::at(
+                node.mark,
+                format!(
+                    "backend {} appears twice in pool {pool_name:?} (first on line {})",
+                    SocketText(address, port),
+                    first.line
+                ),
+            ));
+        }
+        self.backend_keys.insert((pool, address, port), node.mark);
+        self.set.backends.push(Backend {
+            id: BackendId(next_id(self.set.backends.len())),
+            pool,
+            address,
+            port,
+            weight,
+            mac,
+            admin,
+            healthy,
+        });
+        self.backends.push(BackendPos {
+            node: node.mark,
+            address: address_node.mark,
+            port: port_node.mark,
+            weight: f.mark_of("weight"),
+        });
+        Ok(())
+    }
+
+    /// Resolves pool names, checks what spans objects, then runs the model's own validation.
+    fn finish(mut self) -> Result<ServiceSet, ServicesError> {
+        let pool_ids: HashMap<&str, PoolId> = self
+            .set
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.id))
+            .collect();
+        let mut names: HashMap<&str, Mark> = HashMap::new();
+        let mut keys: HashMap<(IpAddr, u16, Protocol), (&str, Mark)> = HashMap::new();
+        let mut listeners = Vec::with_capacity(self.pending.len());
+        for p in &self.pending {
+            let l = &p.listener;
+            let Some(&pool) = pool_ids.get(p.pool_name.as_str()) else {
+                let mut defined: Vec<&str> = self.set.pools.iter().map(|p| p.name.as_str()).collect();
+                defined.truncate(10);
+                return Err(ServicesError::at(
+                    p.pos.pool,
+                    format!(
+                        "listener {:?} names pool {:?}, which is not defined under pools; defined: {}",
+                        l.name,
+                        shorten(&p.pool_name),
+                        if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                    ),
+                ));
+            };
+            if let Some((other, mark)) = keys.get(&(l.vip, l.port, l.protocol)) {
+                return Err(ServicesError::at(
+                    p.pos.node,
+                    format!(
+                        "listener {:?}: {} port {}/{} is already used by listener {other:?} (line {})",
+                        l.name, l.vip, l.port, l.protocol, mark.line
+                    ),
+                ));
+            }
+            keys.insert((l.vip, l.port, l.protocol), (&l.name, p.pos.node));
+            if let Some(first) = names.get(l.name.as_str()) {
+                return Err(ServicesError::at(
+                    p.pos.node,
+                    format!("duplicate listener name {:?} (first used on line {})", l.name, first.line),
+                ));
+            }
+            names.insert(&l.name, p.pos.node);
+            listeners.push(Listener {
+                pool,
+                ..l.clone()
+            });
+        }
+        self.set.listeners = listeners;
+        match self.set.validate() {
+            Ok(()) => Ok(self.set),
+            Err(e) => Err(ServicesError::at(self.locate(&e), e.to_string())),
+        }
+    }
+
+    fn listener_pos(&self, name: &str) -> Option<(usize, ListenerPos)> {
+        let i = self.set.listeners.iter().position(|l| l.name == name)?;
+        Some((i, self.pending.get(i)?.pos))
+    }
+
+    fn backend_pos(&self, f: impl Fn(&Backend) -> bool) -> Option<BackendPos> {
+        let i = self.set.backends.iter().position(f)?;
+        self.backends.get(i).copied()
+    }
+
+    /// The place of the object a [`ModelError`] names.
+    fn locate(&self, e: &ModelError) -> Mark {
+        let mark = match e {
+            ModelError::DuplicateId { kind, id } => {
+                let i = usize::try_from(*id).unwrap_or(usize::MAX).wrapping_sub(1);
+                match *kind {
+                    "listener" => self.pending.get(i).map(|p| p.pos.node),
+                    "pool" => self.pools.get(i).map(|p| p.node),
+                    _ => self.backends.get(i).map(|b| b.node),
+                }
+            }
+            ModelError::ListenerPortZero { listener } => {
+                self.listener_pos(listener).map(|(_, p)| p.port)
+            }
+            ModelError::BadVip { listener, .. } => self.listener_pos(listener).map(|(_, p)| p.vip),
+            ModelError::UnknownPool { listener, .. } => {
+                self.listener_pos(listener).map(|(_, p)| p.pool)
+            }
+            ModelError::DuplicateListener { listener, .. } => {
+                let last = self.set.listeners.iter().rposition(|l| l.name == *listener);
+                last.and_then(|i| self.pending.get(i)).map(|p| p.pos.node)
+            }
+            ModelError::MissingTunnelSource { listener, .. } => {
+                self.listener_pos(listener).map(|(_, p)| p.mode)
+            }
+            ModelError::DsrFamilyMismatch { listener, backend }
+            | ModelError::NatFamilyMismatch { listener, backend } => {
+                self.listener_pos(listener).map(|(i, p)| {
+                    let pool = self.set.listeners.get(i).map(|l| l.pool);
+                    self.backend_pos(|b| Some(b.pool) == pool && b.address == *backend)
+                        .map_or(p.mode, |b| b.address)
+                })
+            }
+            ModelError::AmbiguousNatReturn { second, .. } => {
+                self.listener_pos(second).map(|(_, p)| p.pool)
+            }
+            ModelError::BadTableSize { pool, .. } => {
+                let i = self.set.pools.iter().position(|p| p.name == *pool);
+                i.and_then(|i| self.pools.get(i)).map(|p| p.table_size)
+            }
+            ModelError::DuplicatePoolName { pool } => {
+                let i = self.set.pools.iter().rposition(|p| p.name == *pool);
+                i.and_then(|i| self.pools.get(i)).map(|p| p.name)
+            }
+            ModelError::BackendUnknownPool { address, port, .. } => self
+                .backend_pos(|b| b.address == *address && b.port == *port)
+                .map(|b| b.node),
+            ModelError::WeightOutOfRange { address, port, .. } => self
+                .backend_pos(|b| b.address == *address && b.port == *port && b.weight > MAX_WEIGHT)
+                .map(|b| b.weight),
+            ModelError::BackendPortZero { address, .. } => self
+                .backend_pos(|b| b.address == *address && b.port == 0)
+                .map(|b| b.port),
+            ModelError::BadBackendAddress { address, port } => self
+                .backend_pos(|b| b.address == *address && b.port == *port)
+                .map(|b| b.address),
+            ModelError::DuplicateBackend { address, port, .. } => {
+                let i = self
+                    .set
+                    .backends
+                    .iter()
+                    .rposition(|b| b.address == *address && b.port == *port);
+                i.and_then(|i| self.backends.get(i)).map(|b| b.node)
+            }
+            ModelError::GuePortZero => Some(self.gue_port),
+        };
+        mark.unwrap_or(Mark::START)
+    }
+}
+
+/// `10.0.0.1:80` or `[fd00::1]:80`.
+struct SocketText(IpAddr, u16);
+
+impl fmt::Display for SocketText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}:{}", self.1),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.1),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ServiceSet -> YAML.
+
+/// Writes a [`ServiceSet`] as a services file that [`parse_services`] reads back.
+///
+/// Listeners are grouped into load balancers by their default names
+/// (`<loadbalancer>/<port>/<protocol>`) and VIPs; a listener with another name is written with
+/// an explicit `name`. For a set that came from [`parse_services`],
+/// `parse_services(&to_yaml(&set)) == Ok(set)`; for any other valid set the result is the same
+/// objects with ids renumbered in order of appearance. An invalid set is written as well as it
+/// can be (backends of an unknown pool are left out), and will be rejected on reading.
+pub fn to_yaml(set: &ServiceSet) -> String {
+    let mut out = String::new();
+    let t = &set.tunnel;
+    if t.source_v4.is_some() || t.source_v6.is_some() || t.gue_port != DEFAULT_GUE_PORT {
+        out.push_str("tunnel:\n");
+        if let Some(a) = t.source_v4 {
+            let _ = writeln!(out, "  source_v4: {a}");
+        }
+        if let Some(a) = t.source_v6 {
+            let _ = writeln!(out, "  source_v6: \"{a}\"");
+        }
+        let _ = writeln!(out, "  gue_port: {}", t.gue_port);
+    }
+
+    let pool_names: HashMap<PoolId, &str> =
+        set.pools.iter().map(|p| (p.id, p.name.as_str())).collect();
+    let lbs = group_listeners(&set.listeners);
+    if lbs.is_empty() {
+        out.push_str("loadbalancers: []\n");
+    } else {
+        out.push_str("loadbalancers:\n");
+    }
+    for lb in &lbs {
+        let _ = writeln!(out, "  - name: {}", yaml_string(&lb.name));
+        let _ = writeln!(out, "    vip: {}", yaml_ip(lb.vip));
+        out.push_str("    listeners:\n");
+        for l in &lb.listeners {
+            let pool = match pool_names.get(&l.pool) {
+                Some(name) => yaml_string(name),
+                None => yaml_string(&format!("#unknown pool id {}", l.pool.0)),
+            };
+            let _ = write!(
+                out,
+                "      - {{port: {}, protocol: {}, mode: {}",
+                l.port, l.protocol, l.mode
+            );
+            if l.mode == Mode::Tunnel {
+                let encap = match l.encap {
+                    Encap::Ipip => "ipip",
+                    Encap::Gue => "gue",
+                };
+                let _ = write!(out, ", encap: {encap}");
+            }
+            let _ = write!(out, ", pool: {pool}");
+            if l.name != format!("{}/{}/{}", lb.name, l.port, l.protocol) {
+                let _ = write!(out, ", name: {}", yaml_string(&l.name));
+            }
+            out.push_str("}\n");
+        }
+    }
+
+    let mut members: HashMap<PoolId, Vec<&Backend>> = HashMap::new();
+    for b in &set.backends {
+        members.entry(b.pool).or_default().push(b);
+    }
+    if set.pools.is_empty() {
+        out.push_str("pools: []\n");
+    } else {
+        out.push_str("pools:\n");
+    }
+    for p in &set.pools {
+        let algorithm = match p.algorithm {
+            Algorithm::Maglev => "maglev",
+            Algorithm::MaglevSourceIp => "maglev-source-ip",
+        };
+        let _ = writeln!(out, "  - name: {}", yaml_string(&p.name));
+        let _ = writeln!(out, "    algorithm: {algorithm}");
+        let _ = writeln!(out, "    table_size: {}", p.table_size);
+        let backends = members.get(&p.id).map(Vec::as_slice).unwrap_or(&[]);
+        if backends.is_empty() {
+            out.push_str("    backends: []\n");
+            continue;
+        }
+        out.push_str("    backends:\n");
+        for b in backends {
+            let _ = write!(
+                out,
+                "      - {{address: {}, port: {}, weight: {}",
+                yaml_ip(b.address),
+                b.port,
+                b.weight
+            );
+            if let Some(m) = b.mac {
+                let _ = write!(
+                    out,
+                    ", mac: \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"",
+                    m[0], m[1], m[2], m[3], m[4], m[5]
+                );
+            }
+            let state = match b.admin {
+                AdminState::Enabled => "enabled",
+                AdminState::Drained => "drained",
+                AdminState::Disabled => "disabled",
+            };
+            let _ = writeln!(out, ", state: {state}, healthy: {}}}", b.healthy);
+        }
+    }
+    out
+}
+
+struct LbOut<'a> {
+    name: String,
+    vip: IpAddr,
+    listeners: Vec<&'a Listener>,
+}
+
+/// Rebuilds load balancers from listeners: by default-name prefix and VIP, or by VIP alone for
+/// listeners with their own names. Load balancer names are kept unique.
+fn group_listeners(listeners: &[Listener]) -> Vec<LbOut<'_>> {
+    let mut lbs: Vec<LbOut<'_>> = Vec::new();
+    let mut by_key: HashMap<(&str, IpAddr), usize> = HashMap::new();
+    let mut used: HashSet<String> = HashSet::new();
+    let mut new_lb = |lbs: &mut Vec<LbOut<'_>>, base: &str, vip: IpAddr| {
+        let mut name = base.to_string();
+        let mut n = 2;
+        while used.contains(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        used.insert(name.clone());
+        lbs.push(LbOut {
+            name,
+            vip,
+            listeners: Vec::new(),
+        });
+        lbs.len() - 1
+    };
+    for l in listeners {
+        let idx = match default_prefix(l) {
+            Some(prefix) => match by_key.get(&(prefix, l.vip)) {
+                Some(&i) => i,
+                None => {
+                    let i = new_lb(&mut lbs, prefix, l.vip);
+                    by_key.insert((prefix, l.vip), i);
+                    i
+                }
+            },
+            None => match lbs.iter().position(|lb| lb.vip == l.vip) {
+                Some(i) => i,
+                None => {
+                    let base = word_name(&l.name);
+                    new_lb(&mut lbs, &base, l.vip)
+                }
+            },
+        };
+        if let Some(lb) = lbs.get_mut(idx) {
+            lb.listeners.push(l);
+        }
+    }
+    lbs
+}
+
+/// The load balancer part of a default listener name, if the name is a default one.
+fn default_prefix(l: &Listener) -> Option<&str> {
+    let prefix = l
+        .name
+        .strip_suffix(&format!("/{}/{}", l.port, l.protocol))?;
+    let ok = !prefix.is_empty()
+        && prefix.len() <= MAX_NAME_LEN - 12
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    ok.then_some(prefix)
+}
+
+/// A load balancer name made from any listener name.
+fn word_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_NAME_LEN - 12)
+        .collect();
+    if s.is_empty() {
+        "lb".to_string()
+    } else {
+        s
+    }
+}
+
+fn yaml_ip(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(a) => a.to_string(),
+        // Quoted: a plain scalar starting with ':' (`::1`) is not valid YAML.
+        IpAddr::V6(a) => format!("\"{a}\""),
+    }
+}
+
+/// A string as a YAML scalar: plain when that cannot be read as anything else, else
+/// double-quoted.
+fn yaml_string(s: &str) -> String {
+    let plain = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
+        );
+    if plain {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
