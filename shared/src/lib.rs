@@ -13,3 +13,4 @@ pub mod flow_hash;
 pub mod maglev;
 pub mod model;
 pub mod services;
+pub mod shm;
