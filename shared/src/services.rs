@@ -75,8 +75,8 @@ use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Tag};
 
 use crate::maglev::{check_table_size, DEFAULT_TABLE_SIZE};
 use crate::model::{
-    is_usable_unicast, AdminState, Algorithm, Backend, BackendId, Encap, Listener, ListenerId,
-    Mac, Mode, ModelError, Pool, PoolId, Protocol, ServiceSet, DEFAULT_GUE_PORT, MAX_WEIGHT,
+    is_usable_unicast, AdminState, Algorithm, Backend, BackendId, Encap, Listener, ListenerId, Mac,
+    Mode, ModelError, Pool, PoolId, Protocol, ServiceSet, DEFAULT_GUE_PORT, MAX_WEIGHT,
 };
 
 /// Deepest nesting accepted. The schema needs 5 levels; the limit keeps hostile input from
@@ -276,7 +276,9 @@ fn check_tag(tag: Option<&Tag>, mark: Mark) -> Result<bool, ServicesError> {
     }
     Err(ServicesError::at(
         mark,
-        format!("unsupported YAML tag {tag}; services files use no tags (except core ones like !!str)"),
+        format!(
+            "unsupported YAML tag {tag}; services files use no tags (except core ones like !!str)"
+        ),
     ))
 }
 
@@ -295,9 +297,7 @@ fn build_tree(text: &str) -> Result<Option<Node>, ServicesError> {
         })?;
         let mark = Mark::from_marker(&span.start);
         let node = match event {
-            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {
-                continue
-            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => continue,
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
@@ -544,10 +544,7 @@ fn string<'a>(node: &'a Node, what: &str) -> Result<&'a str, ServicesError> {
 /// as a string somewhere else.
 fn integer(node: &Node, what: &str, lo: u64, hi: u64) -> Result<u64, ServicesError> {
     let out_of_range = |shown: &str| {
-        ServicesError::at(
-            node.mark,
-            format!("{what} {shown} out of range {lo}-{hi}"),
-        )
+        ServicesError::at(node.mark, format!("{what} {shown} out of range {lo}-{hi}"))
     };
     match &node.kind {
         Kind::Scalar { text, plain: true } => {
@@ -638,7 +635,7 @@ fn parse_mac(text: &str) -> Option<Mac> {
     let mut parts = text.split(sep);
     for byte in &mut mac {
         let part = parts.next()?;
-        if part.len() != 2 {
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *byte = u8::from_str_radix(part, 16).ok()?;
@@ -707,7 +704,11 @@ const POOL_FIELDS: &[&str] = &["name", "algorithm", "table_size", "backends"];
 const BACKEND_FIELDS: &[&str] = &["address", "port", "weight", "mac", "state", "healthy"];
 
 const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
-const MODES: &[(&str, Mode)] = &[("dsr", Mode::Dsr), ("tunnel", Mode::Tunnel), ("nat", Mode::Nat)];
+const MODES: &[(&str, Mode)] = &[
+    ("dsr", Mode::Dsr),
+    ("tunnel", Mode::Tunnel),
+    ("nat", Mode::Nat),
+];
 const ENCAPS: &[(&str, Encap)] = &[("ipip", Encap::Ipip), ("gue", Encap::Gue)];
 const ALGORITHMS: &[(&str, Algorithm)] = &[
     ("maglev", Algorithm::Maglev),
@@ -893,7 +894,9 @@ impl Converter {
                 if mode != Mode::Tunnel {
                     return Err(ServicesError::at(
                         n.mark,
-                        format!("encap applies only to mode tunnel; this listener's mode is {mode}"),
+                        format!(
+                            "encap applies only to mode tunnel; this listener's mode is {mode}"
+                        ),
                     ));
                 }
                 encap
@@ -951,9 +954,8 @@ impl Converter {
                 let size = integer(n, "table_size", 1, u64::from(u32::MAX))?;
                 let size = u32::try_from(size)
                     .map_err(|_| ServicesError::at(n.mark, "table_size out of range"))?;
-                check_table_size(size).map_err(|e| {
-                    ServicesError::at(n.mark, format!("pool {pool_name:?}: {e}"))
-                })?;
+                check_table_size(size)
+                    .map_err(|e| ServicesError::at(n.mark, format!("pool {pool_name:?}: {e}")))?;
                 size
             }
             None => DEFAULT_TABLE_SIZE,
@@ -1048,7 +1050,8 @@ impl Converter {
         for p in &self.pending {
             let l = &p.listener;
             let Some(&pool) = pool_ids.get(p.pool_name.as_str()) else {
-                let mut defined: Vec<&str> = self.set.pools.iter().map(|p| p.name.as_str()).collect();
+                let mut defined: Vec<&str> =
+                    self.set.pools.iter().map(|p| p.name.as_str()).collect();
                 defined.truncate(10);
                 return Err(ServicesError::at(
                     p.pos.pool,
@@ -1073,14 +1076,14 @@ impl Converter {
             if let Some(first) = names.get(l.name.as_str()) {
                 return Err(ServicesError::at(
                     p.pos.node,
-                    format!("duplicate listener name {:?} (first used on line {})", l.name, first.line),
+                    format!(
+                        "duplicate listener name {:?} (first used on line {})",
+                        l.name, first.line
+                    ),
                 ));
             }
             names.insert(&l.name, p.pos.node);
-            listeners.push(Listener {
-                pool,
-                ..l.clone()
-            });
+            listeners.push(Listener { pool, ..l.clone() });
         }
         self.set.listeners = listeners;
         match self.set.validate() {
@@ -1389,8 +1392,7 @@ fn yaml_ip(a: IpAddr) -> String {
 /// double-quoted.
 fn yaml_string(s: &str) -> String {
     let plain = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
         && !matches!(
             s.to_ascii_lowercase().as_str(),
@@ -1415,4 +1417,467 @@ fn yaml_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TunnelSettings;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn err(text: &str) -> ServicesError {
+        match parse_services(text) {
+            Ok(set) => panic!("accepted {text:?}: {set:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn empty_files_are_empty_configurations() {
+        for text in [
+            "",
+            "\n\n",
+            "# nothing yet\n",
+            "---\n",
+            "loadbalancers: []\npools: []\n",
+            "loadbalancers:\npools:\ntunnel:\n",
+            "~\n",
+        ] {
+            let set = parse_services(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(set, ServiceSet::default(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_ids_in_order_of_appearance() {
+        let text = "\
+loadbalancers:
+  - name: b
+    vip: 10.0.0.2
+    listeners:
+      - {port: 80, protocol: tcp, mode: tunnel, pool: second}
+  - name: a
+    vip: \"fd00::1\"
+    listeners:
+      - {port: 53, protocol: udp, mode: dsr, pool: first}
+      - {port: 54, protocol: udp, mode: dsr, pool: first, name: custom}
+pools:
+  - name: first
+    backends:
+      - {address: \"fd00::10\", port: 53}
+  - name: second
+    algorithm: maglev-source-ip
+    table_size: 251
+    backends:
+      - {address: 10.1.0.1, port: 80, weight: 0, mac: 02-AB-00-00-00-01, state: drained}
+      - {address: 10.1.0.2, port: 80, state: disabled, healthy: false}
+tunnel:
+  source_v4: 10.0.0.254
+";
+        let set = parse_services(text).unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<(u32, &str, u32)> = set
+            .listeners
+            .iter()
+            .map(|l| (l.id.0, l.name.as_str(), l.pool.0))
+            .collect();
+        assert_eq!(
+            ids,
+            [(1, "b/80/tcp", 2), (2, "a/53/udp", 1), (3, "custom", 1)]
+        );
+        assert_eq!(set.listeners[0].encap, Encap::Ipip);
+        assert_eq!(set.listeners[1].vip, "fd00::1".parse::<IpAddr>().unwrap());
+        assert_eq!(set.pools[0].id, PoolId(1));
+        assert_eq!(set.pools[0].algorithm, Algorithm::Maglev);
+        assert_eq!(set.pools[0].table_size, DEFAULT_TABLE_SIZE);
+        assert_eq!(set.pools[1].algorithm, Algorithm::MaglevSourceIp);
+        assert_eq!(set.pools[1].table_size, 251);
+        let b: Vec<_> = set
+            .backends
+            .iter()
+            .map(|b| (b.id.0, b.pool.0, b.weight, b.mac, b.admin, b.healthy))
+            .collect();
+        assert_eq!(
+            b,
+            [
+                (1, 1, 1, None, AdminState::Enabled, true),
+                (
+                    2,
+                    2,
+                    0,
+                    Some([0x02, 0xab, 0, 0, 0, 1]),
+                    AdminState::Drained,
+                    true
+                ),
+                (3, 2, 1, None, AdminState::Disabled, false),
+            ]
+        );
+        assert_eq!(set.tunnel.source_v4, Some(Ipv4Addr::new(10, 0, 0, 254)));
+        assert_eq!(set.tunnel.source_v6, None);
+        assert_eq!(set.tunnel.gue_port, DEFAULT_GUE_PORT);
+    }
+
+    #[test]
+    fn nulls_take_defaults_and_aliases_work() {
+        let text = "\
+pools:
+  - name: p
+    algorithm:
+    table_size: ~
+    backends:
+      - &b {address: 10.1.0.1, port: 80, weight: 7}
+  - name: q
+    backends: [*b]
+";
+        let set = parse_services(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set.pools[0].table_size, DEFAULT_TABLE_SIZE);
+        assert_eq!(set.backends.len(), 2);
+        assert_eq!(set.backends[1].weight, 7);
+        assert_eq!(set.backends[1].pool, PoolId(2));
+        // An error in an aliased node is reported where the alias is used.
+        let e = err("pools:\n  - name: p\n    backends:\n      - &b {address: 10.1.0.1, port: 80}\n      - *b\n");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn quoted_strings_and_plain_macs_and_v6_are_read_as_text() {
+        let text = "\
+pools:
+  - name: \"web pool: main\"
+    backends:
+      - {address: fd00::2, port: 80, mac: 02:00:00:00:01:01}
+      - {address: '10.0.0.2', port: 80, mac: !!str 02:00:00:00:01:02}
+";
+        let set = parse_services(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set.pools[0].name, "web pool: main");
+        assert_eq!(
+            set.backends[0].address,
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2))
+        );
+        assert_eq!(set.backends[0].mac, Some([2, 0, 0, 0, 1, 1]));
+        assert_eq!(set.backends[1].mac, Some([2, 0, 0, 0, 1, 2]));
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(parse_mac("02:00:00:00:01:ff"), Some([2, 0, 0, 0, 1, 0xff]));
+        assert_eq!(parse_mac("02-00-00-00-01-FF"), Some([2, 0, 0, 0, 1, 0xff]));
+        for bad in [
+            "",
+            "02:00:00:00:01",
+            "02:00:00:00:01:01:01",
+            "2:00:00:00:01:01",
+            "02:00:00:00:01:0g",
+            "02:00-00:00:01:01",
+            "+2:00:00:00:01:01",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_not_overflowed() {
+        // The parser's own recursion limit or ours, whichever comes first: an error either way.
+        for deep in [
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            "a: ".repeat(10_000),
+            "- ".repeat(10_000),
+        ] {
+            let e = err(&deep);
+            assert_eq!(e.line, Some(1), "{e}");
+        }
+        let e = err(&format!("pools: {}{}", "[".repeat(40), "]".repeat(40)));
+        assert!(e.message.contains("nesting deeper than 32 levels"), "{e}");
+    }
+
+    #[test]
+    fn display_with_and_without_path() {
+        let mut e = err("pools:\n  - {name: a, table_size: x}\n");
+        assert_eq!(
+            e.to_string(),
+            "line 2, column 27: table_size must be an integer, got `x`"
+        );
+        e.path = Some(PathBuf::from("conf/services.yaml"));
+        assert_eq!(
+            e.to_string(),
+            "conf/services.yaml:2:27: table_size must be an integer, got `x`"
+        );
+        e.line = None;
+        e.column = None;
+        assert_eq!(
+            e.to_string(),
+            "conf/services.yaml: table_size must be an integer, got `x`"
+        );
+    }
+
+    #[test]
+    fn load_services_names_the_path() {
+        let dir = std::env::temp_dir().join(format!("fiberlb-services-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.yaml");
+        let e = load_services(&missing).unwrap_err();
+        assert_eq!(e.path.as_deref(), Some(missing.as_path()));
+        assert!(e.message.contains("cannot read"), "{e}");
+
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "pools:\n  - name: a\n    wat: 1\n").unwrap();
+        let e = load_services(&bad).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:3:5: unknown field `wat`", bad.display())),
+            "{e}"
+        );
+
+        let latin1 = dir.join("latin1.yaml");
+        std::fs::write(&latin1, b"pools:\n  - name: caf\xe9\n").unwrap();
+        let e = load_services(&latin1).unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(14)), "{e}");
+        assert!(e.message.contains("UTF-8"), "{e}");
+
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, "pools:\n  - name: a\n").unwrap();
+        assert_eq!(load_services(&good).unwrap().pools.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn yaml_strings_read_back() {
+        for s in [
+            "web",
+            "true",
+            "No",
+            "123",
+            "a b",
+            "x: y",
+            "\"quoted\"",
+            "back\\slash",
+            "#hash",
+            "-dash",
+            "ünï",
+            "null",
+            "~",
+        ] {
+            let text = format!("pools:\n  - name: {}\n", yaml_string(s));
+            let set = parse_services(&text).unwrap_or_else(|e| panic!("{s:?} -> {text}: {e}"));
+            assert_eq!(set.pools[0].name, s);
+        }
+        assert_eq!(yaml_string("web-tls"), "web-tls");
+        assert_eq!(yaml_string("true"), "\"true\"");
+    }
+
+    #[test]
+    fn to_yaml_of_an_empty_set_reads_back() {
+        let set = ServiceSet::default();
+        assert_eq!(to_yaml(&set), "loadbalancers: []\npools: []\n");
+        assert_eq!(parse_services(&to_yaml(&set)), Ok(set));
+    }
+
+    fn listener(id: u32, name: &str, vip: &str, port: u16, pool: u32) -> Listener {
+        Listener {
+            id: ListenerId(id),
+            name: name.to_string(),
+            vip: vip.parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+            mode: Mode::Dsr,
+            encap: Encap::Ipip,
+            pool: PoolId(pool),
+        }
+    }
+
+    #[test]
+    fn to_yaml_keeps_names_that_do_not_follow_the_default() {
+        // As the control plane may hold them: custom names, and one load balancer name on two
+        // VIPs.
+        let set = ServiceSet {
+            listeners: vec![
+                listener(1, "web/80/tcp", "10.0.0.1", 80, 1),
+                listener(2, "web/443/tcp", "10.0.0.1", 443, 1),
+                listener(3, "web/8080/tcp", "10.0.0.2", 8080, 1),
+                listener(4, "ssh for \"ops\"", "10.0.0.2", 22, 1),
+                listener(5, "a/b", "10.0.0.3", 1, 1),
+            ],
+            pools: vec![Pool {
+                id: PoolId(1),
+                name: "p".into(),
+                algorithm: Algorithm::Maglev,
+                table_size: 251,
+            }],
+            backends: vec![],
+            tunnel: TunnelSettings::default(),
+        };
+        set.validate().unwrap();
+        let yaml = to_yaml(&set);
+        let back = parse_services(&yaml).unwrap_or_else(|e| panic!("{yaml}\n{e}"));
+        assert_eq!(back, set, "{yaml}");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_set() -> impl Strategy<Value = ServiceSet> {
+            let backend = (
+                any::<u16>(),
+                1u16..,
+                0..=MAX_WEIGHT,
+                proptest::option::of(any::<Mac>()),
+                prop_oneof![
+                    Just(AdminState::Enabled),
+                    Just(AdminState::Drained),
+                    Just(AdminState::Disabled)
+                ],
+                any::<bool>(),
+            );
+            let pool = (
+                "[a-z][a-z0-9 ._:-]{0,8}",
+                any::<bool>(),
+                any::<bool>(),
+                prop_oneof![Just(251u32), Just(65537)],
+                proptest::collection::vec(backend, 0..4),
+            );
+            let listener = (
+                "[a-z][a-z0-9_-]{0,6}",
+                any::<u8>(),
+                1u16..,
+                any::<bool>(),
+                0u8..4,
+                any::<bool>(),
+                any::<usize>(),
+            );
+            (
+                proptest::collection::vec(pool, 1..4),
+                proptest::collection::vec(listener, 0..6),
+            )
+                .prop_map(|(pools, listeners)| {
+                    let mut set = ServiceSet {
+                        tunnel: TunnelSettings {
+                            source_v4: Some(Ipv4Addr::new(10, 255, 0, 1)),
+                            source_v6: Some(Ipv6Addr::new(0xfd00, 0xff, 0, 0, 0, 0, 0, 1)),
+                            gue_port: 6080,
+                        },
+                        ..ServiceSet::default()
+                    };
+                    let mut v6_pools = Vec::new();
+                    for (i, (name, v6, source_ip, table_size, backends)) in
+                        pools.into_iter().enumerate()
+                    {
+                        let pool = PoolId(next_id(i));
+                        set.pools.push(Pool {
+                            id: pool,
+                            name: format!("{name}{i}"),
+                            algorithm: if source_ip {
+                                Algorithm::MaglevSourceIp
+                            } else {
+                                Algorithm::Maglev
+                            },
+                            table_size,
+                        });
+                        v6_pools.push(v6);
+                        for (host, port, weight, mac, admin, healthy) in backends {
+                            // One family per pool, so dsr and nat listeners can be valid.
+                            let host = host.max(1);
+                            let address = if v6 {
+                                IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, host])
+                            } else {
+                                IpAddr::from([10, 1, (host >> 8) as u8, host as u8])
+                            };
+                            set.backends.push(Backend {
+                                id: BackendId(next_id(set.backends.len())),
+                                pool,
+                                address,
+                                port,
+                                weight,
+                                mac,
+                                admin,
+                                healthy,
+                            });
+                        }
+                    }
+                    // Listeners grouped per load balancer, as the file orders them.
+                    let mut sorted = listeners;
+                    sorted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                    for (lb, vip, port, udp, mode, gue, pool) in sorted {
+                        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+                        let mode = match mode {
+                            0 => Mode::Dsr,
+                            1 => Mode::Nat,
+                            _ => Mode::Tunnel,
+                        };
+                        set.listeners.push(Listener {
+                            id: ListenerId(next_id(set.listeners.len())),
+                            name: format!("{lb}-{vip}/{port}/{protocol}"),
+                            vip: if v6_pools[pool % v6_pools.len()] {
+                                IpAddr::from([0xfd00, 1, 0, 0, 0, 0, 0, u16::from(vip)])
+                            } else {
+                                IpAddr::from([10, 0, 0, vip.max(1)])
+                            },
+                            port,
+                            protocol,
+                            mode,
+                            encap: if mode == Mode::Tunnel && gue {
+                                Encap::Gue
+                            } else {
+                                Encap::Ipip
+                            },
+                            pool: PoolId(next_id(pool % set.pools.len())),
+                        });
+                    }
+                    set
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn to_yaml_round_trips(set in arb_set()) {
+                // Mostly nat listeners sharing a pool, which is ambiguous; the rest round-trip.
+                prop_assume!(set.validate().is_ok());
+                let yaml = to_yaml(&set);
+                let back = parse_services(&yaml);
+                prop_assert_eq!(back, Ok(set), "{}", yaml);
+            }
+
+            #[test]
+            fn any_text_is_parsed_or_rejected_with_a_line(text in "(?s).{0,200}") {
+                if let Err(e) = parse_services(&text) {
+                    prop_assert!(e.line.is_some(), "{}", e);
+                }
+            }
+
+            #[test]
+            fn mangled_files_are_parsed_or_rejected_with_a_line(
+                edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4)
+            ) {
+                let mut text = String::from(EXAMPLE).into_bytes();
+                const BYTES: &[u8] = b" -:{}[],#&*!|>'\"%@`abc019\n\t";
+                for (at, byte) in edits {
+                    let at = at % text.len();
+                    text[at] = BYTES[usize::from(byte) % BYTES.len()];
+                }
+                let text = String::from_utf8_lossy(&text);
+                if let Err(e) = parse_services(&text) {
+                    prop_assert!(e.line.is_some(), "{}", e);
+                }
+            }
+        }
+
+        const EXAMPLE: &str = "\
+tunnel: {source_v4: 10.0.0.1, source_v6: \"fd00::1\", gue_port: 6080}
+loadbalancers:
+  - name: web
+    vip: 10.10.0.100
+    listeners:
+      - {port: 80, protocol: tcp, mode: nat, pool: web}
+      - {port: 443, protocol: tcp, mode: tunnel, encap: gue, pool: web}
+pools:
+  - name: web
+    algorithm: maglev
+    table_size: 65537
+    backends:
+      - {address: 10.10.1.1, port: 8080, weight: 1, mac: \"02:00:00:00:01:01\"}
+      - {address: 10.10.1.2, port: 8080, weight: 2, state: drained}
+";
+    }
 }
