@@ -61,9 +61,13 @@
 //! back to one VIP, prime table sizes).
 //!
 //! # Errors
-//! Every [`ServicesError`] carries the 1-based line and column of the offending node: the key
-//! for unknown fields, the value for bad values, the list entry for missing fields and
-//! duplicates.
+//! Every [`ServicesError`] about the file's content carries the 1-based line and column of the
+//! offending node: the key for unknown fields, the value for bad values, the list entry for
+//! missing fields and duplicates, the node an alias is used at. Only "cannot read the file"
+//! has no line.
+//!
+//! Scalars follow YAML 1.2: `yes`/`no` are not booleans, and a number in quotes (`"80"`) is a
+//! string, refused where a number is expected. Unquoted MACs and IPv6 addresses are fine.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
