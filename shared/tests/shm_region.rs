@@ -1,0 +1,177 @@
+//! Creating and attaching the shared-memory region, and what attach refuses.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fiberlb_shared::shm::counters::CountersLayout;
+use fiberlb_shared::shm::message::Message;
+use fiberlb_shared::shm::region::{Region, RegionConfig, RegionError, Role, REGION_MAGIC};
+
+fn temp_path(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("fiberlb-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn small() -> RegionConfig {
+    RegionConfig {
+        ring_capacity: 8,
+        counters: CountersLayout {
+            workers: 2,
+            listeners: 16,
+            backends: 64,
+        },
+    }
+}
+
+fn poke(path: &PathBuf, offset: u64, bytes: &[u8]) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+#[test]
+fn create_then_attach_and_talk() {
+    let path = temp_path("good");
+    let mut dp = Region::create(&path, &small()).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut cp = Region::attach(&path).unwrap();
+    assert_eq!(cp.role(), Role::ControlPlane);
+    assert_eq!(cp.header().instance_id(), dp.header().instance_id());
+    assert_ne!(dp.header().instance_id(), 0);
+    assert_eq!(cp.header().data_plane_pid(), std::process::id());
+    assert!(cp.peer_alive(Duration::from_secs(5)));
+    assert!(!dp.peer_alive(Duration::from_secs(5)));
+    cp.beat();
+    assert!(dp.peer_alive(Duration::from_secs(5)));
+
+    let (mut dp_tx, mut dp_rx) = dp.endpoints().unwrap();
+    let (mut cp_tx, mut cp_rx) = cp.endpoints().unwrap();
+    assert!(matches!(cp.endpoints(), Err(RegionError::EndpointsTaken)));
+    cp_tx.send(1, Message::Begin).unwrap();
+    cp_tx.send(1, Message::Commit { count: 0 }).unwrap();
+    let f = dp_rx.try_recv().unwrap().unwrap();
+    assert_eq!((f.seq, f.generation, f.message), (1, 1, Message::Begin));
+    assert_eq!(dp_rx.try_recv().unwrap().unwrap().seq, 2);
+    assert_eq!(dp_rx.try_recv().unwrap(), None);
+    dp_tx.send(1, Message::Applied).unwrap();
+    dp.header().set_applied_generation(1);
+    assert_eq!(cp_rx.try_recv().unwrap().unwrap().message, Message::Applied);
+    assert_eq!(cp.header().applied_generation(), 1);
+
+    // Ring full: 8 slots.
+    for _ in 0..8 {
+        cp_tx.send(2, Message::Abort).unwrap();
+    }
+    assert!(cp_tx.send(2, Message::Abort).is_err());
+
+    // Counters written through one mapping, read through the other.
+    let w = dp.worker_counters(1).unwrap();
+    w.set_drops(3, 42);
+    assert_eq!(cp.counters().drops(3), 42);
+    assert!(cp.worker_counters(0).is_none());
+    assert!(dp.worker_counters(2).is_none());
+    drop((dp_tx, dp_rx, cp_tx, cp_rx, cp, dp));
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn second_data_plane_refused_and_restart_replaces() {
+    let path = temp_path("second");
+    let dp = Region::create(&path, &small()).unwrap();
+    match Region::create(&path, &small()) {
+        Err(RegionError::AlreadyRunning { pid, .. }) => assert_eq!(pid, std::process::id()),
+        other => panic!("expected AlreadyRunning, got {other:?}"),
+    }
+    let cp = Region::attach(&path).unwrap();
+    assert!(matches!(
+        Region::attach(&path),
+        Err(RegionError::ControlPlaneAttached { .. })
+    ));
+    let old_id = dp.header().instance_id();
+    drop(dp);
+    // A restarted data plane gets a new file and instance id; the old mapping notices.
+    let dp2 = Region::create(&path, &small()).unwrap();
+    assert_ne!(dp2.header().instance_id(), old_id);
+    assert!(cp.is_replaced());
+    drop(cp);
+    let cp2 = Region::attach(&path).unwrap();
+    assert!(!cp2.is_replaced());
+    assert_eq!(cp2.header().instance_id(), dp2.header().instance_id());
+    drop((cp2, dp2));
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn attach_refuses_bad_regions() {
+    // Missing.
+    let path = temp_path("missing");
+    assert!(matches!(Region::attach(&path), Err(RegionError::Io { .. })));
+
+    // Each case: a good region, damaged, then attached.
+    type Damage = fn(&PathBuf);
+    type Check = fn(&RegionError) -> bool;
+    let cases: [(&str, Damage, Check); 5] = [
+        (
+            "magic",
+            |p| poke(p, 0, &0xdead_beefu64.to_ne_bytes()),
+            |e| {
+                matches!(
+                    e,
+                    RegionError::BadMagic {
+                        found: 0xdead_beef,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "version",
+            |p| poke(p, 8, &99u32.to_ne_bytes()),
+            |e| matches!(e, RegionError::BadVersion { found: 99, .. }),
+        ),
+        (
+            "size-field",
+            |p| poke(p, 16, &12345u64.to_ne_bytes()),
+            |e| matches!(e, RegionError::SizeMismatch { header: 12345, .. }),
+        ),
+        (
+            "truncated",
+            |p| {
+                let f = OpenOptions::new().write(true).open(p).unwrap();
+                f.set_len(100).unwrap();
+            },
+            |e| matches!(e, RegionError::Truncated { len: 100, .. }),
+        ),
+        (
+            "mode",
+            |p| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap(),
+            |e| matches!(e, RegionError::BadPermissions { mode: 0o644, .. }),
+        ),
+    ];
+    for (name, damage, check) in cases {
+        let path = temp_path(name);
+        let dp = Region::create(&path, &small()).unwrap();
+        drop(dp);
+        damage(&path);
+        let err = Region::attach(&path).unwrap_err();
+        assert!(check(&err), "{name}: got {err:?}");
+        // The message tells what to do.
+        assert!(!err.to_string().is_empty());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    // A header whose magic is right but whose ring offset points outside the layout.
+    let path = temp_path("offsets");
+    drop(Region::create(&path, &small()).unwrap());
+    let off = 8 + 4 + 4 + 8 + 16 + 4 + 4 + 8; // cmd_ring_offset
+    poke(&path, off, &(1u64 << 40).to_ne_bytes());
+    assert!(matches!(
+        Region::attach(&path),
+        Err(RegionError::BadLayout { .. })
+    ));
+    std::fs::remove_file(&path).unwrap();
+    let _ = REGION_MAGIC;
+}
