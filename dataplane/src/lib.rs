@@ -2,7 +2,14 @@
 //!
 //! - [`wire`]: zero-copy header views and builders.
 //! - [`flow_table`]: the per-worker connection table.
-//! - [`pipeline`]: classify, flow lookup, backend choice, rewrite/encap.
+//! - [`snapshot`]: immutable forwarding configurations built from the service model.
+//! - [`pipeline`]: parse, listener lookup, backend choice, rewrite/encapsulation.
 //! - [`nic`]: packet I/O backends (memory, pcap).
+//! - [`config`]: dataplane.toml.
 
+pub mod config;
+pub mod flow_table;
+pub mod nic;
+pub mod pipeline;
+pub mod snapshot;
 pub mod wire;

@@ -84,6 +84,17 @@ fn to_v6(a: IpAddr) -> [u8; 16] {
     }
 }
 
+/// Maps a flow hash onto a table of `size` slots (a Maglev table).
+///
+/// Uses the high 32 bits with Lemire's multiply-shift range reduction instead of `%`: one
+/// multiplication instead of a 64-bit division on the per-packet path, and no correlation with
+/// the flow table, which indexes by the low bits. Every node and the control plane's `Lookup`
+/// must use this same function.
+#[inline]
+pub const fn table_index(hash: u64, size: u32) -> u32 {
+    (((hash >> 32) * size as u64) >> 32) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

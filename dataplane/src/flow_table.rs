@@ -1,0 +1,478 @@
+//! The per-worker connection table.
+//!
+//! Maps a client flow — (listener, client address, client port) — to the backend chosen for
+//! it, so that a flow keeps its backend when the Maglev table changes under it (Maglev's
+//! consistency is good, not perfect; the table makes it exact for live flows).
+//!
+//! Layout: a fixed array of 4-way *buckets*, one 128-byte bucket (two cache lines) per hash
+//! value, allocated once at start and never grown. A lookup reads one bucket. An insert into
+//! a full bucket replaces its least-recently-seen entry, so a SYN flood cannot grow memory: it
+//! can only push out idle entries of its own bucket. This is "evict the oldest when full",
+//! applied per bucket instead of globally — a global LRU list would cost two more pointers per
+//! entry and a cache miss per touch; set-associative replacement is what VPP's lb sticky table
+//! and CPU caches do.
+//!
+//! Entries expire after an idle timeout that depends on the protocol and TCP state (see
+//! [`Timeouts`]); an expired entry is treated as absent and is the first to be replaced.
+//!
+//! Time is a `u32` count of milliseconds from the worker's clock, compared with wrapping
+//! arithmetic: timeouts must stay below 2^31 ms (24 days).
+
+use std::fmt;
+
+/// Entries per bucket.
+pub const WAYS: usize = 4;
+
+/// Memory per entry, in bytes (stated in the README).
+pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
+/// TCP / UDP state of an entry, which selects its idle timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// A TCP flow that has not seen FIN or RST.
+    TcpOpen = 1,
+    /// A TCP flow after FIN or RST: kept briefly for the last packets.
+    TcpClosing = 2,
+    /// A UDP flow.
+    Udp = 3,
+}
+
+/// Idle timeouts in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_open_ms: u32,
+    pub tcp_closing_ms: u32,
+    pub udp_ms: u32,
+}
+
+impl Default for Timeouts {
+    /// IPVS-like defaults: 15 minutes for open TCP, 10 s after FIN/RST, 60 s for UDP.
+    fn default() -> Self {
+        Timeouts {
+            tcp_open_ms: 900_000,
+            tcp_closing_ms: 10_000,
+            udp_ms: 60_000,
+        }
+    }
+}
+
+impl Timeouts {
+    #[inline]
+    fn for_state(&self, state: u8) -> u32 {
+        match state {
+            1 => self.tcp_open_ms,
+            2 => self.tcp_closing_ms,
+            _ => self.udp_ms,
+        }
+    }
+}
+
+/// The key of a flow: which listener it came in on and the client's address and port.
+/// (The listener stands for VIP, VIP port and protocol.) IPv4 addresses are stored in the
+/// first four bytes, the rest zero; listener slots differ per family so keys cannot collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowKey {
+    pub client: [u8; 16],
+    pub listener: u32,
+    pub port: u16,
+}
+
+/// One table entry: 32 bytes, two per cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Entry {
+    client: [u8; 16],
+    /// Listener slot + 1; 0 marks an empty entry.
+    listener: u32,
+    port: u16,
+    state: u8,
+    _pad: u8,
+    backend: u32,
+    last_seen: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Bucket {
+    entries: [Entry; WAYS],
+}
+
+/// Outcome of [`FlowTable::lookup`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// The backend recorded for the flow.
+    pub backend: u32,
+    /// Where the entry is, for [`FlowTable::touch`] / [`FlowTable::update`].
+    pub slot: usize,
+    pub state: FlowState,
+}
+
+/// Counts of what the table did, for the worker's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTableStats {
+    pub inserts: u64,
+    /// Inserts that replaced a live (unexpired) entry because its bucket was full.
+    pub evictions: u64,
+}
+
+/// Why a table cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowTableError {
+    #[error("flow table capacity {0} is too small (minimum {min})", min = WAYS * 2)]
+    TooSmall(usize),
+    #[error("flow table capacity {0} is too large (maximum 2^31 entries)")]
+    TooLarge(usize),
+    #[error("cannot allocate {bytes} bytes for a flow table of {entries} entries: lower flow_table.capacity or add memory")]
+    OutOfMemory { entries: usize, bytes: usize },
+}
+
+/// A fixed-capacity flow table owned by one worker.
+pub struct FlowTable {
+    buckets: Box<[Bucket]>,
+    mask: usize,
+    timeouts: Timeouts,
+    stats: FlowTableStats,
+}
+
+impl fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("capacity", &self.capacity())
+            .field("timeouts", &self.timeouts)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl FlowTable {
+    /// A table of at least `capacity` entries (rounded up to a power of two), all memory
+    /// allocated and touched now so the first packets pay no page faults.
+    ///
+    /// # Errors
+    /// When the capacity is out of range or the memory cannot be allocated.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Result<Self, FlowTableError> {
+        if capacity < WAYS * 2 {
+            return Err(FlowTableError::TooSmall(capacity));
+        }
+        if capacity > 1 << 31 {
+            return Err(FlowTableError::TooLarge(capacity));
+        }
+        let entries = capacity.next_power_of_two();
+        let nbuckets = entries / WAYS;
+        let bytes = nbuckets * std::mem::size_of::<Bucket>();
+        let mut v: Vec<Bucket> = Vec::new();
+        v.try_reserve_exact(nbuckets)
+            .map_err(|_| FlowTableError::OutOfMemory { entries, bytes })?;
+        v.resize(nbuckets, Bucket::default());
+        Ok(FlowTable {
+            buckets: v.into_boxed_slice(),
+            mask: nbuckets - 1,
+            timeouts,
+            stats: FlowTableStats::default(),
+        })
+    }
+
+    /// Number of entries.
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
+    /// Memory used, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Bucket>()
+    }
+
+    /// What the table did so far.
+    pub fn stats(&self) -> FlowTableStats {
+        self.stats
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    #[inline]
+    fn bucket_index(&self, hash: u64) -> usize {
+        (hash as usize) & self.mask
+    }
+
+    /// Hints the CPU to load the bucket of `hash`, so a burst can overlap its cache misses.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        let b = &self.buckets[self.bucket_index(hash)];
+        prefetch_read(b as *const Bucket as *const u8);
+    }
+
+    /// Finds a live entry for `key`.
+    #[inline]
+    pub fn lookup(&self, hash: u64, key: &FlowKey, now: u32) -> Option<Hit> {
+        let bi = self.bucket_index(hash);
+        let bucket = &self.buckets[bi];
+        let tag = key.listener.wrapping_add(1);
+        for (way, e) in bucket.entries.iter().enumerate() {
+            if e.listener == tag && e.port == key.port && e.client == key.client {
+                if now.wrapping_sub(e.last_seen) > self.timeouts.for_state(e.state) {
+                    return None;
+                }
+                return Some(Hit {
+                    backend: e.backend,
+                    slot: bi * WAYS + way,
+                    state: state_from_u8(e.state),
+                });
+            }
+        }
+        None
+    }
+
+    /// Refreshes an entry found by [`lookup`](Self::lookup), moving it to `state` (a TCP flow
+    /// that saw FIN/RST goes to [`FlowState::TcpClosing`]).
+    #[inline]
+    pub fn touch(&mut self, slot: usize, state: FlowState, now: u32) {
+        if let Some(e) = self.entry_mut(slot) {
+            e.last_seen = now;
+            e.state = state as u8;
+        }
+    }
+
+    /// Points an existing entry at another backend (its old one became unusable).
+    #[inline]
+    pub fn update(&mut self, slot: usize, backend: u32, state: FlowState, now: u32) {
+        if let Some(e) = self.entry_mut(slot) {
+            e.backend = backend;
+            e.last_seen = now;
+            e.state = state as u8;
+        }
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
+        self.buckets
+            .get_mut(slot / WAYS)
+            .map(|b| &mut b.entries[slot % WAYS])
+    }
+
+    /// Records a new flow. Uses, in order: the entry of the same key, an empty or expired
+    /// entry, or the least recently seen entry of the bucket (counted as an eviction).
+    #[inline]
+    pub fn insert(&mut self, hash: u64, key: &FlowKey, backend: u32, state: FlowState, now: u32) {
+        let bi = self.bucket_index(hash);
+        let timeouts = self.timeouts;
+        let bucket = &mut self.buckets[bi];
+        let tag = key.listener.wrapping_add(1);
+        let mut victim = 0;
+        let mut victim_age = 0u32;
+        let mut victim_live = true;
+        for (way, e) in bucket.entries.iter().enumerate() {
+            if e.listener == tag && e.port == key.port && e.client == key.client {
+                victim = way;
+                victim_live = false;
+                break;
+            }
+            let age = now.wrapping_sub(e.last_seen);
+            let dead = e.listener == 0 || age > timeouts.for_state(e.state);
+            if dead {
+                if victim_live || age > victim_age {
+                    victim = way;
+                    victim_age = age;
+                    victim_live = false;
+                }
+            } else if victim_live && age >= victim_age {
+                victim = way;
+                victim_age = age;
+            }
+        }
+        self.stats.inserts += 1;
+        if victim_live {
+            self.stats.evictions += 1;
+        }
+        bucket.entries[victim] = Entry {
+            client: key.client,
+            listener: tag,
+            port: key.port,
+            state: state as u8,
+            _pad: 0,
+            backend,
+            last_seen: now,
+        };
+    }
+
+    /// Number of live entries at `now` (walks the whole table: for statistics, not per packet).
+    pub fn count_live(&self, now: u32) -> usize {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .filter(|e| {
+                e.listener != 0 && now.wrapping_sub(e.last_seen) <= self.timeouts.for_state(e.state)
+            })
+            .count()
+    }
+}
+
+#[inline]
+fn state_from_u8(s: u8) -> FlowState {
+    match s {
+        1 => FlowState::TcpOpen,
+        2 => FlowState::TcpClosing,
+        _ => FlowState::Udp,
+    }
+}
+
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint that never faults, whatever the address; `p` points into
+    // the bucket array anyway. SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32) -> FlowKey {
+        let mut client = [0u8; 16];
+        client[..4].copy_from_slice(&i.to_be_bytes());
+        FlowKey {
+            client,
+            listener: 7,
+            port: (i % 60000) as u16 + 1,
+        }
+    }
+
+    #[test]
+    fn entry_is_32_bytes() {
+        assert_eq!(ENTRY_BYTES, 32);
+        assert_eq!(std::mem::size_of::<Bucket>(), 128);
+    }
+
+    #[test]
+    fn insert_then_lookup() {
+        let mut t = FlowTable::new(1024, Timeouts::default()).unwrap();
+        let k = key(1);
+        assert_eq!(t.lookup(99, &k, 0), None);
+        t.insert(99, &k, 5, FlowState::TcpOpen, 10);
+        let hit = t.lookup(99, &k, 20).unwrap();
+        assert_eq!(hit.backend, 5);
+        assert_eq!(hit.state, FlowState::TcpOpen);
+        // Different port, listener or address: miss.
+        assert_eq!(t.lookup(99, &FlowKey { port: 2, ..k }, 20), None);
+        assert_eq!(t.lookup(99, &FlowKey { listener: 8, ..k }, 20), None);
+        assert_eq!(t.lookup(99, &key(2), 20), None);
+        // Re-insert of the same key replaces, does not duplicate.
+        t.insert(99, &k, 6, FlowState::TcpOpen, 30);
+        assert_eq!(t.lookup(99, &k, 31).unwrap().backend, 6);
+        assert_eq!(t.count_live(31), 1);
+    }
+
+    #[test]
+    fn timeouts_per_state() {
+        let to = Timeouts {
+            tcp_open_ms: 1000,
+            tcp_closing_ms: 100,
+            udp_ms: 500,
+        };
+        let mut t = FlowTable::new(64, to).unwrap();
+        t.insert(1, &key(1), 1, FlowState::TcpOpen, 0);
+        t.insert(2, &key(2), 1, FlowState::Udp, 0);
+        t.insert(3, &key(3), 1, FlowState::TcpClosing, 0);
+        assert!(t.lookup(1, &key(1), 1000).is_some());
+        assert!(t.lookup(1, &key(1), 1001).is_none());
+        assert!(t.lookup(2, &key(2), 500).is_some());
+        assert!(t.lookup(2, &key(2), 501).is_none());
+        assert!(t.lookup(3, &key(3), 100).is_some());
+        assert!(t.lookup(3, &key(3), 101).is_none());
+        // Touch moves an open flow to closing and refreshes it.
+        let hit = t.lookup(1, &key(1), 900).unwrap();
+        t.touch(hit.slot, FlowState::TcpClosing, 900);
+        assert_eq!(
+            t.lookup(1, &key(1), 950).unwrap().state,
+            FlowState::TcpClosing
+        );
+        assert!(t.lookup(1, &key(1), 1001).is_none());
+    }
+
+    #[test]
+    fn wrapping_clock() {
+        let mut t = FlowTable::new(64, Timeouts::default()).unwrap();
+        let start = u32::MAX - 10;
+        t.insert(1, &key(1), 3, FlowState::Udp, start);
+        assert!(t.lookup(1, &key(1), start.wrapping_add(1000)).is_some());
+    }
+
+    #[test]
+    fn full_bucket_evicts_least_recently_seen() {
+        let mut t = FlowTable::new(64, Timeouts::default()).unwrap();
+        // All keys hash to the same bucket.
+        for i in 0..WAYS as u32 {
+            t.insert(5, &key(i), i, FlowState::TcpOpen, 100 + i);
+        }
+        // Refresh key 0 so key 1 becomes the oldest.
+        let h = t.lookup(5, &key(0), 200).unwrap();
+        t.touch(h.slot, FlowState::TcpOpen, 200);
+        t.insert(5, &key(100), 100, FlowState::TcpOpen, 201);
+        assert_eq!(t.stats().evictions, 1);
+        assert!(t.lookup(5, &key(1), 202).is_none(), "oldest entry evicted");
+        for i in [0u32, 2, 3, 100] {
+            assert!(t.lookup(5, &key(i), 202).is_some(), "entry {i} kept");
+        }
+    }
+
+    #[test]
+    fn expired_entry_is_reused_before_evicting() {
+        let to = Timeouts {
+            tcp_open_ms: 1000,
+            tcp_closing_ms: 10,
+            udp_ms: 1000,
+        };
+        let mut t = FlowTable::new(64, to).unwrap();
+        for i in 0..WAYS as u32 {
+            let st = if i == 2 {
+                FlowState::TcpClosing
+            } else {
+                FlowState::TcpOpen
+            };
+            t.insert(5, &key(i), i, st, 100);
+        }
+        t.insert(5, &key(9), 9, FlowState::TcpOpen, 200);
+        assert_eq!(t.stats().evictions, 0);
+        assert!(t.lookup(5, &key(2), 200).is_none());
+        for i in [0u32, 1, 3, 9] {
+            assert!(t.lookup(5, &key(i), 200).is_some());
+        }
+    }
+
+    #[test]
+    fn flood_does_not_grow_and_keeps_capacity() {
+        let mut t = FlowTable::new(1 << 12, Timeouts::default()).unwrap();
+        let before = t.memory_bytes();
+        for i in 0..100_000u32 {
+            let h = xxhash_like(i);
+            t.insert(h, &key(i), i, FlowState::TcpOpen, i);
+        }
+        assert_eq!(t.memory_bytes(), before);
+        let live = t.count_live(100_000);
+        assert!(live <= t.capacity());
+        assert!(live > t.capacity() * 9 / 10, "table well used: {live}");
+    }
+
+    fn xxhash_like(i: u32) -> u64 {
+        let mut x = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+        x.wrapping_mul(0xBF58_476D_1CE4_E5B9)
+    }
+
+    #[test]
+    fn rejects_bad_capacity() {
+        assert!(matches!(
+            FlowTable::new(3, Timeouts::default()),
+            Err(FlowTableError::TooSmall(3))
+        ));
+        assert!(FlowTable::new(1 << 32, Timeouts::default()).is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! The memory port: packets in an in-process buffer area, for tests, benchmarks and replay.
+//!
+//! It models a NIC queue pair the way AF_XDP does: a fixed area of chunks allocated once, a
+//! free list, an RX queue of descriptors (filled by [`MemoryPort::inject`]) and a TX queue
+//! (read back with [`MemoryPort::drain_tx`]). Nothing is allocated after [`MemoryPort::new`].
+
+use std::collections::VecDeque;
+
+use super::{AreaBurst, Desc};
+
+/// Default chunk size, as an AF_XDP UMEM frame.
+pub const DEFAULT_CHUNK: usize = 2048;
+/// Default headroom in front of a received packet, room for the largest encapsulation
+/// (Ethernet + IPv6 + UDP/GUE) several times over.
+pub const DEFAULT_HEADROOM: usize = 256;
+
+/// Why a packet could not be injected.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryPortError {
+    #[error("no free buffer: the port's {0} frames are all in use")]
+    NoBuffer(usize),
+    #[error("packet of {len} bytes does not fit a {room}-byte frame after headroom")]
+    TooLong { len: usize, room: usize },
+}
+
+/// An in-memory port.
+#[derive(Debug)]
+pub struct MemoryPort {
+    area: Box<[u8]>,
+    chunk: usize,
+    headroom: usize,
+    free: Vec<u64>,
+    rx: VecDeque<Desc>,
+    tx: VecDeque<Desc>,
+}
+
+impl MemoryPort {
+    /// A port with `frames` chunks of `chunk` bytes, packets placed `headroom` bytes in.
+    pub fn new(frames: usize, chunk: usize, headroom: usize) -> Self {
+        let area = vec![0u8; frames * chunk].into_boxed_slice();
+        let free = (0..frames as u64).rev().map(|i| i * chunk as u64).collect();
+        MemoryPort {
+            area,
+            chunk,
+            headroom: headroom.min(chunk),
+            free,
+            rx: VecDeque::with_capacity(frames),
+            tx: VecDeque::with_capacity(frames),
+        }
+    }
+
+    /// Puts a packet on the receive queue, as if it arrived from the wire.
+    ///
+    /// # Errors
+    /// When no chunk is free or the packet is too long.
+    pub fn inject(&mut self, pkt: &[u8]) -> Result<(), MemoryPortError> {
+        let room = self.chunk - self.headroom;
+        if pkt.len() > room {
+            return Err(MemoryPortError::TooLong {
+                len: pkt.len(),
+                room,
+            });
+        }
+        let base = self
+            .free
+            .pop()
+            .ok_or(MemoryPortError::NoBuffer(self.frames()))?;
+        let start = base as usize + self.headroom;
+        self.area[start..start + pkt.len()].copy_from_slice(pkt);
+        self.rx.push_back(Desc {
+            addr: start as u64,
+            len: pkt.len() as u32,
+        });
+        Ok(())
+    }
+
+    /// Number of chunks.
+    pub fn frames(&self) -> usize {
+        self.area.len() / self.chunk
+    }
+
+    /// Packets waiting on the receive queue.
+    pub fn rx_pending(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Takes up to `out.len()` received packets.
+    pub fn rx_burst(&mut self, out: &mut [Desc]) -> usize {
+        let n = out.len().min(self.rx.len());
+        for (slot, d) in out.iter_mut().zip(self.rx.drain(..n)) {
+            *slot = d;
+        }
+        n
+    }
+
+    /// A burst view over received descriptors, for the pipeline.
+    pub fn burst<'a>(&'a mut self, descs: &'a mut [Desc]) -> AreaBurst<'a> {
+        AreaBurst::new(&mut self.area, self.chunk, descs)
+    }
+
+    /// Queues a packet for transmission.
+    pub fn transmit(&mut self, d: Desc) {
+        self.tx.push_back(d);
+    }
+
+    /// Returns a packet's chunk to the free list.
+    pub fn free(&mut self, d: Desc) {
+        let base = d.addr - d.addr % self.chunk as u64;
+        if (base as usize) < self.area.len() {
+            self.free.push(base);
+        }
+    }
+
+    /// Hands every transmitted packet to `f`, then frees it.
+    pub fn drain_tx(&mut self, mut f: impl FnMut(&[u8])) {
+        while let Some(d) = self.tx.pop_front() {
+            let start = d.addr as usize;
+            if let Some(bytes) = self.area.get(start..start + d.len as usize) {
+                f(bytes);
+            }
+            self.free(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nic::Burst;
+
+    #[test]
+    fn inject_receive_grow_transmit() {
+        let mut port = MemoryPort::new(4, 256, 64);
+        port.inject(&[1, 2, 3]).unwrap();
+        let mut descs = [Desc::default(); 8];
+        let n = port.rx_burst(&mut descs);
+        assert_eq!(n, 1);
+        {
+            let mut burst = port.burst(&mut descs[..n]);
+            assert_eq!(burst.data(0), &[1, 2, 3]);
+            burst.with_buf(0, |p| {
+                let d = p.push_front(2).unwrap();
+                d[0] = 9;
+                d[1] = 8;
+            });
+            assert_eq!(burst.data(0), &[9, 8, 1, 2, 3]);
+        }
+        port.transmit(descs[0]);
+        let mut out = Vec::new();
+        port.drain_tx(|b| out.push(b.to_vec()));
+        assert_eq!(out, vec![vec![9, 8, 1, 2, 3]]);
+        // All four chunks are free again.
+        for _ in 0..4 {
+            port.inject(&[0]).unwrap();
+        }
+        assert_eq!(port.inject(&[0]), Err(MemoryPortError::NoBuffer(4)));
+    }
+
+    #[test]
+    fn rejects_oversized_and_bogus_descriptors() {
+        let mut port = MemoryPort::new(2, 128, 64);
+        assert!(matches!(
+            port.inject(&[0; 65]),
+            Err(MemoryPortError::TooLong { .. })
+        ));
+        let mut descs = [
+            Desc {
+                addr: 10_000,
+                len: 10,
+            },
+            Desc {
+                addr: 100,
+                len: 100,
+            },
+        ];
+        let mut burst = port.burst(&mut descs);
+        assert!(burst.data(0).is_empty());
+        assert!(burst.data(1).is_empty(), "crosses a chunk boundary");
+        burst.with_buf(0, |p| assert!(p.is_empty()));
+    }
+}

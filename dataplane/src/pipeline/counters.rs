@@ -1,0 +1,150 @@
+//! Per-worker counters: plain integers owned by one worker, no atomics on the fast path.
+
+/// Why a packet was dropped. Each reason indexes a per-worker counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// A header was truncated or inconsistent (bad version, lengths, offsets).
+    Malformed = 0,
+    /// Not IPv4/IPv6 (ARP and the like belong to the kernel; the XDP program passes them).
+    NotIp,
+    /// An IP protocol fiberlb does not balance.
+    UnsupportedProtocol,
+    /// No listener for the destination VIP, port and protocol.
+    NoListener,
+    /// The listener's pool has no usable backend.
+    NoBackend,
+    /// TTL / hop limit would reach zero.
+    TtlExceeded,
+    /// A non-first IP fragment whose VIP has several listeners with different pools or modes.
+    FragmentAmbiguous,
+    /// An ICMP error about a flow that is not a VIP flow, or too short to tell.
+    IcmpNotForVip,
+    /// Encapsulation would exceed the egress MTU.
+    TooBigForTunnel,
+    /// Not enough headroom in the buffer for the outer headers.
+    NoHeadroom,
+    /// No next-hop MAC is known for the egress (configure gateway MACs).
+    NoNextHop,
+    /// An IPv6 extension header chain fiberlb does not walk (too long, ESP, ...).
+    UnsupportedExtension,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 12;
+
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::Malformed,
+        DropReason::NotIp,
+        DropReason::UnsupportedProtocol,
+        DropReason::NoListener,
+        DropReason::NoBackend,
+        DropReason::TtlExceeded,
+        DropReason::FragmentAmbiguous,
+        DropReason::IcmpNotForVip,
+        DropReason::TooBigForTunnel,
+        DropReason::NoHeadroom,
+        DropReason::NoNextHop,
+        DropReason::UnsupportedExtension,
+    ];
+
+    /// Stable snake_case name for counters and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NotIp => "not_ip",
+            DropReason::UnsupportedProtocol => "unsupported_protocol",
+            DropReason::NoListener => "no_listener",
+            DropReason::NoBackend => "no_backend",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::FragmentAmbiguous => "fragment_ambiguous",
+            DropReason::IcmpNotForVip => "icmp_not_for_vip",
+            DropReason::TooBigForTunnel => "too_big_for_tunnel",
+            DropReason::NoHeadroom => "no_headroom",
+            DropReason::NoNextHop => "no_next_hop",
+            DropReason::UnsupportedExtension => "unsupported_extension",
+        }
+    }
+}
+
+/// Packets, bytes and new flows of one listener or backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl ObjectCounters {
+    #[inline]
+    pub(crate) fn count(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// Adds another worker's counters.
+    pub fn add(&mut self, o: &ObjectCounters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_flows += o.new_flows;
+    }
+}
+
+/// Everything one worker counts. Arrays are sized at start and indexed by listener / backend
+/// slot, so counting never allocates.
+#[derive(Clone, Debug)]
+pub struct WorkerCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Packets the pipeline sent on (to a backend or back to a client).
+    pub forwarded: u64,
+    /// nat replies rewritten back to the VIP.
+    pub nat_replies: u64,
+    /// ICMP errors steered to the backend owning the inner flow.
+    pub icmp_to_backend: u64,
+    /// Flow-table hits whose backend was no longer usable, re-balanced.
+    pub flows_rebalanced: u64,
+    pub drops: [u64; DropReason::COUNT],
+    pub listeners: Box<[ObjectCounters]>,
+    pub backends: Box<[ObjectCounters]>,
+}
+
+impl WorkerCounters {
+    /// Counters with room for `listener_slots` listeners and `backend_slots` backends.
+    pub fn new(listener_slots: usize, backend_slots: usize) -> Self {
+        WorkerCounters {
+            rx_packets: 0,
+            rx_bytes: 0,
+            forwarded: 0,
+            nat_replies: 0,
+            icmp_to_backend: 0,
+            flows_rebalanced: 0,
+            drops: [0; DropReason::COUNT],
+            listeners: vec![ObjectCounters::default(); listener_slots].into_boxed_slice(),
+            backends: vec![ObjectCounters::default(); backend_slots].into_boxed_slice(),
+        }
+    }
+
+    /// Counts a drop.
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// Total dropped packets.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    #[inline]
+    pub(crate) fn listener(&mut self, slot: u32) -> Option<&mut ObjectCounters> {
+        self.listeners.get_mut(slot as usize)
+    }
+
+    #[inline]
+    pub(crate) fn backend(&mut self, slot: usize) -> Option<&mut ObjectCounters> {
+        self.backends.get_mut(slot)
+    }
+}

@@ -1,0 +1,238 @@
+//! First stage of the pipeline: find the headers of a frame, read-only.
+//!
+//! Produces a small [`Parsed`] record with offsets and the 5-tuple, so the second stage
+//! (lookup and rewrite) does not parse again. Validation is done once here, through the
+//! checked constructors of [`crate::wire`]; later stages rely on the offsets it found.
+
+use crate::pipeline::DropReason;
+use crate::wire::ethernet::{ethertype, EthernetFrame};
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::{self, Ipv6Packet};
+
+/// IP protocol numbers the pipeline cares about.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const IPIP: u8 = 4;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const IPV6: u8 = 41;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Fragment position of a packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Frag {
+    /// Not a fragment.
+    #[default]
+    No,
+    /// First fragment: carries the L4 header.
+    First,
+    /// A later fragment: no L4 header, no ports.
+    Later,
+}
+
+/// What the parse stage found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Parsed {
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
+    pub v6: bool,
+    /// Length of the IP packet (header + payload) as its header says.
+    pub ip_len: usize,
+    /// Offset of the L4 header in the frame (after IPv6 extension headers).
+    pub l4: usize,
+    pub proto: u8,
+    /// Source and destination addresses, IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub frag: Frag,
+    pub tcp_flags: u8,
+}
+
+/// TCP flag bits.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+#[inline]
+pub(crate) fn be16(b: &[u8], off: usize) -> Option<u16> {
+    let s = b.get(off..off + 2)?;
+    Some(u16::from_be_bytes([s[0], s[1]]))
+}
+
+/// Finds the L3 offset and ethertype after up to two VLAN tags (802.1Q, 802.1ad).
+#[inline]
+pub fn l2(frame: &[u8]) -> Result<(usize, u16), DropReason> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
+    let mut et = eth.ethertype();
+    let mut off = 14;
+    for _ in 0..2 {
+        if et != ethertype::VLAN && et != ethertype::QINQ {
+            break;
+        }
+        et = be16(frame, off + 2).ok_or(DropReason::Malformed)?;
+        off += 4;
+    }
+    Ok((off, et))
+}
+
+/// Parses a frame up to the L4 ports.
+#[inline]
+pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
+    let (l3, et) = l2(frame)?;
+    let rest = &frame[l3..];
+    let mut p = Parsed {
+        l3,
+        ..Parsed::default()
+    };
+    match et {
+        ethertype::IPV4 => {
+            let ip = Ipv4Packet::new_checked(rest).map_err(|_| DropReason::Malformed)?;
+            p.ip_len = usize::from(ip.total_len());
+            p.l4 = l3 + ip.header_len();
+            p.proto = ip.protocol();
+            p.src[..4].copy_from_slice(&ip.src_addr());
+            p.dst[..4].copy_from_slice(&ip.dst_addr());
+            if ip.frag_offset() != 0 {
+                p.frag = Frag::Later;
+            } else if ip.more_frags() {
+                p.frag = Frag::First;
+            }
+        }
+        ethertype::IPV6 => {
+            let ip = Ipv6Packet::new_checked(rest).map_err(|_| DropReason::Malformed)?;
+            p.v6 = true;
+            p.ip_len = 40 + usize::from(ip.payload_len());
+            p.src = ip.src_addr();
+            p.dst = ip.dst_addr();
+            let walk = ipv6::walk_extension_headers(ip.next_header(), ip.payload())
+                .map_err(|_| DropReason::Malformed)?;
+            p.proto = walk.protocol;
+            p.l4 = l3 + 40 + walk.offset;
+            if let Some(f) = walk.fragment {
+                p.frag = if f.offset != 0 {
+                    Frag::Later
+                } else if f.more {
+                    Frag::First
+                } else {
+                    Frag::No
+                };
+            }
+        }
+        _ => return Err(DropReason::NotIp),
+    }
+    if p.frag == Frag::Later {
+        return Ok(p);
+    }
+    let end = p.l3 + p.ip_len;
+    let l4 = frame.get(p.l4..end).ok_or(DropReason::Malformed)?;
+    match p.proto {
+        proto::TCP => {
+            if l4.len() < 20 {
+                return Err(DropReason::Malformed);
+            }
+            let doff = usize::from(l4[12] >> 4) * 4;
+            if doff < 20 || (p.frag == Frag::No && doff > l4.len()) {
+                return Err(DropReason::Malformed);
+            }
+            p.sport = u16::from_be_bytes([l4[0], l4[1]]);
+            p.dport = u16::from_be_bytes([l4[2], l4[3]]);
+            p.tcp_flags = l4[13];
+        }
+        proto::UDP => {
+            if l4.len() < 8 {
+                return Err(DropReason::Malformed);
+            }
+            let ulen = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+            if ulen < 8 || (p.frag == Frag::No && ulen > l4.len()) {
+                return Err(DropReason::Malformed);
+            }
+            p.sport = u16::from_be_bytes([l4[0], l4[1]]);
+            p.dport = u16::from_be_bytes([l4[2], l4[3]]);
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            if l4.len() < 8 {
+                return Err(DropReason::Malformed);
+            }
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// An IP packet embedded in an ICMP error: the part of the original datagram the router
+/// quoted back.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Inner {
+    /// Offset of the inner IP header in the frame.
+    pub l3: usize,
+    /// Offset of the inner L4 header in the frame.
+    pub l4: usize,
+    pub proto: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// ICMP types that report a path MTU problem.
+const ICMP4_DEST_UNREACH: u8 = 3;
+const ICMP4_FRAG_NEEDED: u8 = 4;
+const ICMP6_PACKET_TOO_BIG: u8 = 2;
+
+/// Parses the packet quoted by an ICMP "fragmentation needed" (v4) or "packet too big" (v6)
+/// message. Returns `None` for any other ICMP message or a quote too short to name a flow.
+pub fn icmp_inner(frame: &[u8], p: &Parsed) -> Option<Inner> {
+    let icmp = frame.get(p.l4..p.l3 + p.ip_len)?;
+    let (ty, code) = (*icmp.first()?, *icmp.get(1)?);
+    let quoted_at = p.l4 + 8;
+    let quoted = icmp.get(8..)?;
+    let mut inner = Inner {
+        l3: quoted_at,
+        ..Inner::default()
+    };
+    if !p.v6 {
+        if ty != ICMP4_DEST_UNREACH || code != ICMP4_FRAG_NEEDED || p.frag != Frag::No {
+            return None;
+        }
+        // The quote is a truncated datagram: read the header fields directly, since its
+        // total length field describes the original, not the quote.
+        let vihl = *quoted.first()?;
+        let hl = usize::from(vihl & 0x0f) * 4;
+        if vihl >> 4 != 4 || hl < 20 || quoted.len() < hl + 4 {
+            return None;
+        }
+        inner.proto = quoted[9];
+        inner.src[..4].copy_from_slice(&quoted[12..16]);
+        inner.dst[..4].copy_from_slice(&quoted[16..20]);
+        inner.l4 = quoted_at + hl;
+    } else {
+        if ty != ICMP6_PACKET_TOO_BIG || p.frag != Frag::No {
+            return None;
+        }
+        if quoted.len() < 44 || quoted[0] >> 4 != 6 {
+            return None;
+        }
+        inner.src.copy_from_slice(&quoted[8..24]);
+        inner.dst.copy_from_slice(&quoted[24..40]);
+        let walk = ipv6::walk_extension_headers(quoted[6], &quoted[40..]).ok()?;
+        if walk.fragment.is_some_and(|f| f.offset != 0) {
+            return None;
+        }
+        inner.proto = walk.protocol;
+        inner.l4 = quoted_at + 40 + walk.offset;
+    }
+    if inner.proto != proto::TCP && inner.proto != proto::UDP {
+        return None;
+    }
+    let ports = frame.get(inner.l4..inner.l4 + 4)?;
+    inner.sport = u16::from_be_bytes([ports[0], ports[1]]);
+    inner.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    // The quote must lie inside the outer packet.
+    (inner.l4 + 4 <= p.l3 + p.ip_len).then_some(inner)
+}

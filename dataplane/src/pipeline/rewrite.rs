@@ -1,0 +1,272 @@
+//! Second stage: rewrite or encapsulate a parsed frame in place.
+//!
+//! Every function here works on offsets found by [`super::parse`], so it indexes without
+//! re-validating; the parse stage proved the ranges exist. Checksums are updated
+//! incrementally (RFC 1624) except for ICMP errors (rare, short) and IPv6 GUE (its UDP
+//! checksum is mandatory and covers the payload, which was never summed before).
+
+use super::parse::{proto, Frag, Inner, Parsed};
+use super::DropReason;
+use crate::nic::PacketBuf;
+use crate::wire::checksum;
+use fiberlb_shared::model::{Encap, Mac};
+
+const V4_SRC: usize = 12;
+const V4_DST: usize = 16;
+const V6_SRC: usize = 8;
+const V6_DST: usize = 24;
+
+#[inline]
+fn rd16(b: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([b[off], b[off + 1]])
+}
+
+#[inline]
+fn wr16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Offset of the L4 checksum field, if the packet carries one in its L4 header.
+#[inline]
+fn l4_csum_at(p_proto: u8, l4: usize) -> Option<usize> {
+    match p_proto {
+        proto::TCP => Some(l4 + 16),
+        proto::UDP => Some(l4 + 6),
+        _ => None,
+    }
+}
+
+/// Writes the Ethernet addresses.
+#[inline]
+pub fn set_macs(frame: &mut [u8], dst: &Mac, src: &Mac) {
+    frame[0..6].copy_from_slice(dst);
+    frame[6..12].copy_from_slice(src);
+}
+
+/// Decrements the TTL / hop limit, as a router does.
+#[inline]
+pub fn dec_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
+    let l3 = p.l3;
+    if p.v6 {
+        let hl = frame[l3 + 7];
+        if hl <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        frame[l3 + 7] = hl - 1;
+    } else {
+        let ttl = frame[l3 + 8];
+        if ttl <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        let old = rd16(frame, l3 + 8);
+        frame[l3 + 8] = ttl - 1;
+        let new = rd16(frame, l3 + 8);
+        let c = checksum::update_u16(rd16(frame, l3 + 10), old, new);
+        wr16(frame, l3 + 10, c);
+    }
+    Ok(())
+}
+
+/// Replaces an address (and optionally the port right after it in the L4 header) of a
+/// TCP/UDP packet, fixing the IPv4 header checksum and the L4 checksum.
+///
+/// `dst` selects the destination fields (nat towards a backend) or the source fields (nat
+/// replies back to the client).
+#[inline]
+pub fn nat(frame: &mut [u8], p: &Parsed, dst: bool, addr: &[u8; 16], port: u16) {
+    let (aoff, alen) = match (p.v6, dst) {
+        (false, false) => (p.l3 + V4_SRC, 4),
+        (false, true) => (p.l3 + V4_DST, 4),
+        (true, false) => (p.l3 + V6_SRC, 16),
+        (true, true) => (p.l3 + V6_DST, 16),
+    };
+    let mut old = [0u8; 16];
+    old[..alen].copy_from_slice(&frame[aoff..aoff + alen]);
+    frame[aoff..aoff + alen].copy_from_slice(&addr[..alen]);
+    if !p.v6 {
+        let c = checksum::update_bytes(rd16(frame, p.l3 + 10), &old[..4], &addr[..4]);
+        wr16(frame, p.l3 + 10, c);
+    }
+    if p.frag == Frag::Later {
+        // No L4 header here; the first fragment's L4 checksum covers the whole datagram and
+        // is updated there.
+        return;
+    }
+    let poff = if dst { p.l4 + 2 } else { p.l4 };
+    let old_port = rd16(frame, poff);
+    wr16(frame, poff, port);
+    if let Some(coff) = l4_csum_at(p.proto, p.l4) {
+        let c = rd16(frame, coff);
+        if p.proto == proto::UDP && c == 0 && !p.v6 {
+            return; // IPv4 UDP without checksum stays without.
+        }
+        let c = checksum::update_bytes(c, &old[..alen], &addr[..alen]);
+        let mut c = checksum::update_u16(c, old_port, port);
+        if p.proto == proto::UDP && c == 0 {
+            c = 0xffff;
+        }
+        wr16(frame, coff, c);
+    }
+}
+
+/// Steers an ICMP error about a nat flow to the backend: the outer destination (the VIP)
+/// and the quoted packet's source (VIP:port) become the backend's address and port, so the
+/// backend's stack matches it to its own connection. Checksums of the quote are updated
+/// incrementally; the ICMP checksum is recomputed (it covers the quote).
+pub fn nat_icmp(frame: &mut [u8], p: &Parsed, inner: &Inner, addr: &[u8; 16], port: u16) {
+    let alen = if p.v6 { 16 } else { 4 };
+    let outer = Parsed {
+        frag: Frag::Later,
+        ..*p
+    };
+    nat(frame, &outer, true, addr, port);
+    // The quoted header: its source is the VIP.
+    let (soff, icsum) = if p.v6 {
+        (inner.l3 + V6_SRC, None)
+    } else {
+        (inner.l3 + V4_SRC, Some(inner.l3 + 10))
+    };
+    let mut old = [0u8; 16];
+    old[..alen].copy_from_slice(&frame[soff..soff + alen]);
+    frame[soff..soff + alen].copy_from_slice(&addr[..alen]);
+    if let Some(ic) = icsum {
+        let c = checksum::update_bytes(rd16(frame, ic), &old[..4], &addr[..4]);
+        wr16(frame, ic, c);
+    }
+    let old_port = rd16(frame, inner.l4);
+    wr16(frame, inner.l4, port);
+    let end = p.l3 + p.ip_len;
+    if let Some(coff) = l4_csum_at(inner.proto, inner.l4) {
+        if coff + 2 <= end {
+            let c = rd16(frame, coff);
+            if !(inner.proto == proto::UDP && c == 0 && !p.v6) {
+                let c = checksum::update_bytes(c, &old[..alen], &addr[..alen]);
+                let c = checksum::update_u16(c, old_port, port);
+                wr16(
+                    frame,
+                    coff,
+                    if inner.proto == proto::UDP && c == 0 {
+                        0xffff
+                    } else {
+                        c
+                    },
+                );
+            }
+        }
+    }
+    fill_icmp_checksum(frame, p);
+}
+
+/// Recomputes the ICMP / ICMPv6 checksum of a (short) ICMP error message.
+fn fill_icmp_checksum(frame: &mut [u8], p: &Parsed) {
+    let end = p.l3 + p.ip_len;
+    wr16(frame, p.l4 + 2, 0);
+    let body = checksum::ones_complement_sum(&frame[p.l4..end]);
+    let sum = if p.v6 {
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&frame[p.l3 + V6_SRC..p.l3 + V6_SRC + 16]);
+        dst.copy_from_slice(&frame[p.l3 + V6_DST..p.l3 + V6_DST + 16]);
+        let ph = checksum::pseudo_header_v6(&src, &dst, proto::ICMPV6, (end - p.l4) as u32);
+        checksum::combine(&[ph, body])
+    } else {
+        body
+    };
+    wr16(frame, p.l4 + 2, !sum);
+}
+
+/// Where to send an encapsulated packet.
+#[derive(Clone, Copy, Debug)]
+pub struct Outer<'a> {
+    pub encap: Encap,
+    /// Backend address (IPv4 in the first 4 bytes) and family.
+    pub dst: &'a [u8; 16],
+    pub dst_v6: bool,
+    /// Outer source address of that family.
+    pub src: &'a [u8; 16],
+    pub gue_port: u16,
+    /// Flow hash, for the GUE source port and the IPv6 flow label (ECMP/RSS entropy on the
+    /// way to the backend).
+    pub hash: u64,
+    /// Largest outer IP packet allowed.
+    pub mtu: u16,
+}
+
+/// Encapsulates the IP packet of a frame: IPIP / IP6IP6 (and the mixed 4in6 / 6in4) or GUE,
+/// keeping the Ethernet header (and VLAN tags) in front. Trims Ethernet padding first.
+pub fn encapsulate(pkt: &mut PacketBuf<'_>, p: &Parsed, o: &Outer<'_>) -> Result<(), DropReason> {
+    let inner_len = p.ip_len;
+    let ip_hdr = if o.dst_v6 { 40 } else { 20 };
+    let udp_hdr = if o.encap == Encap::Gue { 8 } else { 0 };
+    let add = ip_hdr + udp_hdr;
+    let outer_len = inner_len + add;
+    if outer_len > usize::from(o.mtu) {
+        return Err(DropReason::TooBigForTunnel);
+    }
+    pkt.set_len(p.l3 + inner_len).ok_or(DropReason::Malformed)?;
+    let (tos, df) = {
+        let d = pkt.data();
+        if p.v6 {
+            ((((rd16(d, p.l3) >> 4) & 0xff) as u8), true)
+        } else {
+            (d[p.l3 + 1], d[p.l3 + 6] & 0x40 != 0)
+        }
+    };
+    let l3 = p.l3;
+    let data = pkt.push_front(add).ok_or(DropReason::NoHeadroom)?;
+    // Move the L2 header (with any VLAN tags) to the new front.
+    data.copy_within(add..add + l3, 0);
+    let et: u16 = if o.dst_v6 { 0x86dd } else { 0x0800 };
+    wr16(data, l3 - 2, et);
+    let inner_proto = if p.v6 { proto::IPV6 } else { proto::IPIP };
+    let next = if udp_hdr != 0 {
+        proto::UDP
+    } else {
+        inner_proto
+    };
+    let h = &mut data[l3..l3 + ip_hdr];
+    if o.dst_v6 {
+        let flow = (o.hash as u32) & 0x000f_ffff;
+        let w0 = (6u32 << 28) | (u32::from(tos) << 20) | flow;
+        h[0..4].copy_from_slice(&w0.to_be_bytes());
+        h[4..6].copy_from_slice(&((outer_len - 40) as u16).to_be_bytes());
+        h[6] = next;
+        h[7] = 64;
+        h[8..24].copy_from_slice(o.src);
+        h[24..40].copy_from_slice(o.dst);
+    } else {
+        h[0] = 0x45;
+        h[1] = tos;
+        h[2..4].copy_from_slice(&(outer_len as u16).to_be_bytes());
+        h[4..6].copy_from_slice(&[0, 0]);
+        h[6..8].copy_from_slice(&[if df { 0x40 } else { 0 }, 0]);
+        h[8] = 64;
+        h[9] = next;
+        h[10..12].copy_from_slice(&[0, 0]);
+        h[12..16].copy_from_slice(&o.src[..4]);
+        h[16..20].copy_from_slice(&o.dst[..4]);
+        let c = !checksum::ones_complement_sum(h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    if udp_hdr != 0 {
+        let u = l3 + ip_hdr;
+        let ulen = (inner_len + 8) as u16;
+        // Source port from the flow hash (never 0), like Katran's GUE: lets the backend's
+        // NIC spread flows over its queues.
+        let sport = 0x8000 | ((o.hash >> 16) as u16 & 0x7fff);
+        wr16(data, u, sport);
+        wr16(data, u + 2, o.gue_port);
+        wr16(data, u + 4, ulen);
+        wr16(data, u + 6, 0);
+        if o.dst_v6 {
+            let ph = checksum::pseudo_header_v6(o.src, o.dst, proto::UDP, u32::from(ulen));
+            let body = checksum::ones_complement_sum(&data[u..u + usize::from(ulen)]);
+            let mut c = !checksum::combine(&[ph, body]);
+            if c == 0 {
+                c = 0xffff;
+            }
+            wr16(data, u + 6, c);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,521 @@
+//! Immutable forwarding snapshots.
+//!
+//! A [`Snapshot`] is everything a worker needs to forward: the listener map, the Maglev table
+//! of every pool and the backend table. It is built off the fast path from a validated
+//! [`ServiceSet`] and never changed afterwards; a configuration change builds a new one.
+//!
+//! Listeners and backends get *slots*: small integers that index the workers' counter arrays
+//! and the backend table, kept stable across snapshots by the [`SnapshotBuilder`] for as long
+//! as the object exists. A backend is referred to by a *handle* = slot | incarnation << 24; the
+//! incarnation changes when a slot is reused, so a flow-table entry that names a deleted
+//! backend can never be mistaken for the slot's next occupant.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use fiberlb_shared::maglev::{self, MaglevBackend};
+use fiberlb_shared::model::{
+    Algorithm, BackendId, Encap, ListenerId, Mac, Mode, Protocol, ServiceSet, TunnelSettings,
+    Usability,
+};
+use rustc_hash::FxHashMap;
+
+/// Handle value that names no backend (an empty Maglev slot).
+pub const NO_BACKEND: u32 = u32::MAX;
+
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
+
+/// Largest number of backend slots a snapshot can have (handles keep 24 bits for the slot).
+pub const MAX_BACKEND_SLOTS: usize = SLOT_MASK as usize;
+
+/// The slot part of a backend handle.
+#[inline]
+pub const fn handle_slot(handle: u32) -> usize {
+    (handle & SLOT_MASK) as usize
+}
+
+/// Key of the listener map: VIP (IPv4 in the first 4 bytes), port, protocol and family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+    pub v6: bool,
+}
+
+impl ListenerKey {
+    #[inline]
+    pub fn v4(addr: [u8; 4], port: u16, proto: u8) -> Self {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&addr);
+        ListenerKey {
+            addr: a,
+            port,
+            proto,
+            v6: false,
+        }
+    }
+
+    #[inline]
+    pub fn v6(addr: [u8; 16], port: u16, proto: u8) -> Self {
+        ListenerKey {
+            addr,
+            port,
+            proto,
+            v6: true,
+        }
+    }
+
+    pub fn from_ip(addr: IpAddr, port: u16, proto: u8) -> Self {
+        match addr {
+            IpAddr::V4(a) => Self::v4(a.octets(), port, proto),
+            IpAddr::V6(a) => Self::v6(a.octets(), port, proto),
+        }
+    }
+}
+
+/// A listener as the workers see it.
+#[derive(Clone, Debug)]
+pub struct ListenerRec {
+    pub id: ListenerId,
+    pub name: String,
+    /// Counter slot, also the flow-table key's listener field.
+    pub slot: u32,
+    pub vip: IpAddr,
+    /// VIP bytes, IPv4 in the first 4.
+    pub vip_addr: [u8; 16],
+    pub port: u16,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    pub encap: Encap,
+    /// Index into [`Snapshot::pools`].
+    pub pool: u32,
+}
+
+/// A pool as the workers see it.
+#[derive(Clone, Debug)]
+pub struct PoolRec {
+    pub name: String,
+    pub algorithm: Algorithm,
+    /// Maglev lookup table: backend handles, or [`NO_BACKEND`] when the pool has no active
+    /// backend. Its length is the pool's table size.
+    pub table: Box<[u32]>,
+    /// Number of backends with [`Usability::Active`].
+    pub active: u32,
+}
+
+/// A backend as the workers see it.
+#[derive(Clone, Debug)]
+pub struct BackendRec {
+    pub id: BackendId,
+    pub handle: u32,
+    /// Index into [`Snapshot::pools`].
+    pub pool: u32,
+    pub address: IpAddr,
+    /// Address bytes, IPv4 in the first 4.
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub mac: Option<Mac>,
+    pub usability: Usability,
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Invalid(#[from] fiberlb_shared::model::ModelError),
+    #[error("pool {pool:?}: {source}")]
+    Maglev {
+        pool: String,
+        source: maglev::MaglevError,
+    },
+    #[error(
+        "too many listeners: {count} (this data plane was started with max_listeners = {max})"
+    )]
+    TooManyListeners { count: usize, max: usize },
+    #[error("too many backends: {count} (this data plane was started with max_backends = {max})")]
+    TooManyBackends { count: usize, max: usize },
+}
+
+/// One immutable forwarding configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Configuration generation this snapshot was built from.
+    pub generation: u64,
+    pub listeners: Vec<ListenerRec>,
+    pub listener_map: FxHashMap<ListenerKey, u32>,
+    /// For IP fragments without ports: (VIP, protocol) -> listener index, present only when
+    /// every listener on that VIP and protocol uses the same pool and mode (otherwise a
+    /// non-first fragment could belong to any of them, and is dropped).
+    pub fragment_map: FxHashMap<ListenerKey, u32>,
+    /// nat return traffic: (backend address, backend port, protocol) -> listener index.
+    pub nat_return: FxHashMap<ListenerKey, u32>,
+    pub pools: Vec<PoolRec>,
+    /// Indexed by backend slot; `None` for free slots.
+    pub backends: Vec<Option<BackendRec>>,
+    pub tunnel: TunnelSettings,
+}
+
+impl Snapshot {
+    /// The backend a handle names, if it still exists in this snapshot.
+    #[inline]
+    pub fn backend(&self, handle: u32) -> Option<&BackendRec> {
+        match self.backends.get(handle_slot(handle)) {
+            Some(Some(b)) if b.handle == handle => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Number of listener counter slots in use (max slot + 1).
+    pub fn listener_slots(&self) -> usize {
+        self.listeners
+            .iter()
+            .map(|l| l.slot as usize + 1)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Stable small integers for objects with arbitrary ids.
+#[derive(Debug, Default)]
+struct SlotMap {
+    by_id: HashMap<u32, u32>,
+    incarnation: Vec<u8>,
+    free: Vec<u32>,
+}
+
+impl SlotMap {
+    /// Keeps slots of ids still present, frees the others, assigns slots to new ids.
+    fn assign(&mut self, ids: &[u32]) -> Vec<u32> {
+        let keep: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        let gone: Vec<u32> = self
+            .by_id
+            .keys()
+            .copied()
+            .filter(|id| !keep.contains(id))
+            .collect();
+        for id in gone {
+            if let Some(slot) = self.by_id.remove(&id) {
+                let inc = &mut self.incarnation[slot as usize];
+                *inc = inc.wrapping_add(1);
+                self.free.push(slot);
+            }
+        }
+        // Reuse the lowest free slots first, so counters stay dense.
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        ids.iter()
+            .map(|id| {
+                *self
+                    .by_id
+                    .entry(*id)
+                    .or_insert_with(|| match self.free.pop() {
+                        Some(s) => s,
+                        None => {
+                            self.incarnation.push(0);
+                            (self.incarnation.len() - 1) as u32
+                        }
+                    })
+            })
+            .collect()
+    }
+
+    fn incarnation(&self, slot: u32) -> u8 {
+        self.incarnation[slot as usize]
+    }
+}
+
+/// Builds snapshots, keeping listener and backend slots stable from one to the next.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    listeners: SlotMap,
+    backends: SlotMap,
+    max_listeners: usize,
+    max_backends: usize,
+}
+
+impl SnapshotBuilder {
+    /// A builder for a data plane whose counter arrays have room for `max_listeners` and
+    /// `max_backends` slots.
+    pub fn new(max_listeners: usize, max_backends: usize) -> Self {
+        SnapshotBuilder {
+            listeners: SlotMap::default(),
+            backends: SlotMap::default(),
+            max_listeners,
+            max_backends: max_backends.min(MAX_BACKEND_SLOTS),
+        }
+    }
+
+    /// Validates `set` and builds its snapshot. Nothing is changed on error (slots included:
+    /// they are assigned after every check passed).
+    ///
+    /// # Errors
+    /// The first reason the set cannot be forwarded by.
+    pub fn build(&mut self, set: &ServiceSet, generation: u64) -> Result<Snapshot, SnapshotError> {
+        set.validate()?;
+        if set.listeners.len() > self.max_listeners {
+            return Err(SnapshotError::TooManyListeners {
+                count: set.listeners.len(),
+                max: self.max_listeners,
+            });
+        }
+        if set.backends.len() > self.max_backends {
+            return Err(SnapshotError::TooManyBackends {
+                count: set.backends.len(),
+                max: self.max_backends,
+            });
+        }
+        // Maglev tables first: they are the only other thing that can fail.
+        let pool_index: HashMap<_, _> = set
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id, i as u32))
+            .collect();
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); set.pools.len()];
+        for (i, b) in set.backends.iter().enumerate() {
+            members[pool_index[&b.pool] as usize].push(i);
+        }
+        let mut raw_tables = Vec::with_capacity(set.pools.len());
+        for (pi, p) in set.pools.iter().enumerate() {
+            let active: Vec<usize> = members[pi]
+                .iter()
+                .copied()
+                .filter(|&i| set.backends[i].usability() == Usability::Active)
+                .collect();
+            let inputs: Vec<MaglevBackend> = active
+                .iter()
+                .map(|&i| {
+                    let b = &set.backends[i];
+                    MaglevBackend {
+                        address: b.address,
+                        port: b.port,
+                        weight: b.weight,
+                    }
+                })
+                .collect();
+            let table = maglev::build_table(&inputs, p.table_size).map_err(|source| {
+                SnapshotError::Maglev {
+                    pool: p.name.clone(),
+                    source,
+                }
+            })?;
+            raw_tables.push((active, table));
+        }
+
+        let backend_ids: Vec<u32> = set.backends.iter().map(|b| b.id.0).collect();
+        let backend_slots = self.backends.assign(&backend_ids);
+        let listener_ids: Vec<u32> = set.listeners.iter().map(|l| l.id.0).collect();
+        let listener_slots = self.listeners.assign(&listener_ids);
+
+        let handles: Vec<u32> = backend_slots
+            .iter()
+            .map(|&s| s | (u32::from(self.backends.incarnation(s)) << SLOT_BITS))
+            .collect();
+        let nslots = backend_slots
+            .iter()
+            .map(|&s| s as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut backends: Vec<Option<BackendRec>> = vec![None; nslots];
+        for (i, b) in set.backends.iter().enumerate() {
+            backends[backend_slots[i] as usize] = Some(BackendRec {
+                id: b.id,
+                handle: handles[i],
+                pool: pool_index[&b.pool],
+                address: b.address,
+                addr: ListenerKey::from_ip(b.address, 0, 0).addr,
+                port: b.port,
+                mac: b.mac,
+                usability: b.usability(),
+            });
+        }
+        let pools = set
+            .pools
+            .iter()
+            .zip(raw_tables)
+            .map(|(p, (active, table))| PoolRec {
+                name: p.name.clone(),
+                algorithm: p.algorithm,
+                active: active.len() as u32,
+                table: table
+                    .into_iter()
+                    .map(|e| {
+                        if e == maglev::EMPTY {
+                            NO_BACKEND
+                        } else {
+                            handles[active[e as usize]]
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+
+        let mut listeners = Vec::with_capacity(set.listeners.len());
+        let mut listener_map = FxHashMap::default();
+        let mut nat_return = FxHashMap::default();
+        let mut frag_candidates: FxHashMap<ListenerKey, Option<u32>> = FxHashMap::default();
+        for (i, l) in set.listeners.iter().enumerate() {
+            let idx = i as u32;
+            let pool = pool_index[&l.pool];
+            listeners.push(ListenerRec {
+                id: l.id,
+                name: l.name.clone(),
+                slot: listener_slots[i],
+                vip: l.vip,
+                vip_addr: ListenerKey::from_ip(l.vip, 0, 0).addr,
+                port: l.port,
+                protocol: l.protocol,
+                mode: l.mode,
+                encap: l.encap,
+                pool,
+            });
+            let proto = l.protocol.ip_proto();
+            listener_map.insert(ListenerKey::from_ip(l.vip, l.port, proto), idx);
+            let fkey = ListenerKey::from_ip(l.vip, 0, proto);
+            frag_candidates
+                .entry(fkey)
+                .and_modify(|cur| {
+                    if let Some(c) = *cur {
+                        let other: &ListenerRec = &listeners[c as usize];
+                        if other.pool != pool || other.mode != l.mode || other.encap != l.encap {
+                            *cur = None;
+                        }
+                    }
+                })
+                .or_insert(Some(idx));
+            if l.mode == Mode::Nat {
+                for &bi in &members[pool as usize] {
+                    let b = &set.backends[bi];
+                    nat_return.insert(ListenerKey::from_ip(b.address, b.port, proto), idx);
+                }
+            }
+        }
+        let fragment_map = frag_candidates
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        Ok(Snapshot {
+            generation,
+            listeners,
+            listener_map,
+            fragment_map,
+            nat_return,
+            pools,
+            backends,
+            tunnel: set.tunnel.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fiberlb_shared::model::*;
+
+    fn set(backends: &[(u32, &str, u32)]) -> ServiceSet {
+        ServiceSet {
+            listeners: vec![Listener {
+                id: ListenerId(1),
+                name: "web/80/tcp".into(),
+                vip: "10.0.0.100".parse().unwrap(),
+                port: 80,
+                protocol: Protocol::Tcp,
+                mode: Mode::Nat,
+                encap: Encap::Ipip,
+                pool: PoolId(1),
+            }],
+            pools: vec![Pool {
+                id: PoolId(1),
+                name: "web".into(),
+                algorithm: Algorithm::Maglev,
+                table_size: 251,
+            }],
+            backends: backends
+                .iter()
+                .map(|&(id, addr, weight)| Backend {
+                    id: BackendId(id),
+                    pool: PoolId(1),
+                    address: addr.parse().unwrap(),
+                    port: 8080,
+                    weight,
+                    mac: None,
+                    admin: AdminState::Enabled,
+                    healthy: true,
+                })
+                .collect(),
+            tunnel: TunnelSettings::default(),
+        }
+    }
+
+    #[test]
+    fn slots_stay_stable_and_reuse_bumps_incarnation() {
+        let mut b = SnapshotBuilder::new(16, 16);
+        let s1 = b
+            .build(&set(&[(10, "10.1.0.1", 1), (11, "10.1.0.2", 1)]), 1)
+            .unwrap();
+        let h10 = s1
+            .backends
+            .iter()
+            .flatten()
+            .find(|r| r.id == BackendId(10))
+            .unwrap()
+            .handle;
+        let h11 = s1
+            .backends
+            .iter()
+            .flatten()
+            .find(|r| r.id == BackendId(11))
+            .unwrap()
+            .handle;
+        // Remove 10, add 12: 11 keeps its handle, 12 takes 10's slot with a new incarnation.
+        let s2 = b
+            .build(&set(&[(11, "10.1.0.2", 1), (12, "10.1.0.3", 1)]), 2)
+            .unwrap();
+        let h12 = s2
+            .backends
+            .iter()
+            .flatten()
+            .find(|r| r.id == BackendId(12))
+            .unwrap()
+            .handle;
+        assert!(s2.backend(h11).is_some());
+        assert!(s2.backend(h10).is_none(), "stale handle must not resolve");
+        assert_eq!(handle_slot(h12), handle_slot(h10));
+        assert_ne!(h12, h10);
+        // Every Maglev slot names a live active backend.
+        assert!(s2.pools[0].table.iter().all(|&h| s2.backend(h).is_some()));
+        assert_eq!(s2.nat_return.len(), 2);
+    }
+
+    #[test]
+    fn inactive_backends_leave_the_table() {
+        let mut b = SnapshotBuilder::new(16, 16);
+        let mut s = set(&[(1, "10.1.0.1", 1), (2, "10.1.0.2", 1), (3, "10.1.0.3", 0)]);
+        s.backends[1].healthy = false;
+        let snap = b.build(&s, 1).unwrap();
+        let h1 = snap
+            .backends
+            .iter()
+            .flatten()
+            .find(|r| r.id == BackendId(1))
+            .unwrap()
+            .handle;
+        assert!(snap.pools[0].table.iter().all(|&h| h == h1));
+        assert_eq!(snap.pools[0].active, 1);
+        s.backends[0].admin = AdminState::Drained;
+        let snap = b.build(&s, 2).unwrap();
+        assert!(snap.pools[0].table.iter().all(|&h| h == NO_BACKEND));
+        assert_eq!(snap.backend(h1).unwrap().usability, Usability::ExistingOnly);
+    }
+
+    #[test]
+    fn limits_are_enforced_without_side_effects() {
+        let mut b = SnapshotBuilder::new(16, 1);
+        let err = b
+            .build(&set(&[(1, "10.1.0.1", 1), (2, "10.1.0.2", 1)]), 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("max_backends = 1"), "{err}");
+        assert!(b.backends.by_id.is_empty());
+    }
+}

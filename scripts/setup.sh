@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what fiberlb's build, tests and demo need on a fresh Debian machine (as root).
+# Idempotent and non-interactive; safe to run again.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: run as root (it installs packages and mounts bpffs/hugetlbfs)" >&2
+    exit 1
+  fi
+}
+need_root
+
+# Debian packages:
+#  python3-scapy, tshark  independent packet parsers that check the pipeline's output
+#  iproute2, ethtool      network namespaces and veths for end-to-end tests
+#  clang, llvm, libbpf-dev  compile the XDP program (installed by deps-afxdp.sh)
+pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if [ -x "$here/deps-afxdp.sh" ] || [ -f "$here/deps-afxdp.sh" ]; then
+  bash "$here/deps-afxdp.sh"
+fi
+
+# bpffs and hugepages for the data plane (AF_XDP UMEM and the shared-memory region).
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+if [ -w /proc/sys/vm/nr_hugepages ] && [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 64 ]; then
+  echo 64 > /proc/sys/vm/nr_hugepages || true
+fi
+mkdir -p /dev/hugepages
+mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages 2>/dev/null || true
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup.sh: cargo not found; install Rust (rustup) first" >&2
+  exit 1
+fi
