@@ -1,0 +1,79 @@
+//! The forwarding pipeline alone, on pre-built batches of 64-byte frames: ns/packet per mode
+//! for 1k and 1M flows (flow-table hits in steady state, as on a live LB).
+//!
+//! Run: `cargo bench -p fiberlb-bench --bench pipeline`. Each iteration copies 32 frames from
+//! their templates into receive buffers (what a NIC does), then processes the burst: that copy
+//! is included in the figure.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fiberlb_bench::{config, frames, port_of, services};
+use fiberlb_dataplane::nic::PacketBuf;
+use fiberlb_dataplane::pipeline::{DropReason, Pipeline, Verdict, BURST};
+use fiberlb_dataplane::snapshot::SnapshotBuilder;
+use fiberlb_shared::model::{Encap, Mode, Protocol};
+
+const CHUNK: usize = 2048;
+const HEADROOM: usize = 256;
+
+struct Rig {
+    pipeline: Pipeline,
+    templates: Vec<Vec<u8>>,
+    chunks: Vec<u8>,
+    next: usize,
+}
+
+impl Rig {
+    fn burst(&mut self, snap: &fiberlb_dataplane::snapshot::Snapshot) -> usize {
+        let n = self.templates.len();
+        let mut bufs: [Option<PacketBuf<'_>>; BURST] = Default::default();
+        let mut verdicts = [Verdict::Drop(DropReason::Malformed); BURST];
+        let mut k = 0;
+        for (i, chunk) in self.chunks.chunks_mut(CHUNK).enumerate().take(BURST) {
+            let t = &self.templates[(self.next + i) % n];
+            chunk[HEADROOM..HEADROOM + t.len()].copy_from_slice(t);
+            bufs[i] = PacketBuf::new(chunk, HEADROOM, t.len());
+            k += 1;
+        }
+        self.next = (self.next + k) % n;
+        let mut pkts: [PacketBuf<'_>; BURST] = bufs.map(|b| b.expect("chunk fits"));
+        self.pipeline.process_burst(snap, &mut pkts[..], &mut verdicts, 1)
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let snap = SnapshotBuilder::new(64, 65536).build(&services(100), 1).unwrap();
+    let mut g = c.benchmark_group("pipeline");
+    g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    g.throughput(Throughput::Elements(BURST as u64));
+    for flows in [1_000usize, 1_000_000] {
+        for (mode, encap, proto) in [
+            (Mode::Nat, Encap::Ipip, Protocol::Tcp),
+            (Mode::Nat, Encap::Ipip, Protocol::Udp),
+            (Mode::Dsr, Encap::Ipip, Protocol::Tcp),
+            (Mode::Tunnel, Encap::Ipip, Protocol::Tcp),
+            (Mode::Tunnel, Encap::Gue, Protocol::Udp),
+        ] {
+            let templates = frames(flows, proto, port_of(mode, encap));
+            let mut rig = Rig {
+                pipeline: Pipeline::new(config(flows)).unwrap(),
+                templates,
+                chunks: vec![0; CHUNK * BURST],
+                next: 0,
+            };
+            // Warm the flow table: every flow seen once.
+            for _ in 0..flows.div_ceil(BURST) {
+                rig.burst(&snap);
+            }
+            let fwd = rig.pipeline.counters().forwarded;
+            assert_eq!(fwd, rig.pipeline.counters().rx_packets, "all forwarded");
+            let name = format!("{mode}-{}-{proto}", if mode == Mode::Tunnel { format!("{encap:?}").to_lowercase() } else { "l2".into() });
+            g.bench_with_input(BenchmarkId::new(name, flows), &flows, |b, _| b.iter(|| rig.burst(&snap)));
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
