@@ -20,6 +20,9 @@ mod field {
 /// Length of the fixed IPv6 header.
 pub const HEADER_LEN: usize = field::DST_ADDR.end;
 
+/// Length of a Fragment header.
+pub const FRAGMENT_HEADER_LEN: usize = 8;
+
 /// Most extension headers [`walk_extension_headers`] will skip before giving up.
 pub const MAX_EXT_HEADERS: usize = 8;
 
@@ -273,11 +276,6 @@ pub struct FragmentHeader<T: AsRef<[u8]>> {
     buffer: T,
 }
 
-impl FragmentHeader<&[u8]> {
-    /// Length of a Fragment header.
-    pub const LEN: usize = 8;
-}
-
 impl<T: AsRef<[u8]>> FragmentHeader<T> {
     /// Wraps `buffer` without checking it.
     #[inline]
@@ -288,7 +286,7 @@ impl<T: AsRef<[u8]>> FragmentHeader<T> {
     /// Wraps `buffer`, [`Error::Truncated`] if shorter than 8 bytes.
     #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < 8 {
+        if buffer.as_ref().len() < FRAGMENT_HEADER_LEN {
             return Err(Error::Truncated);
         }
         Ok(Self::new_unchecked(buffer))
@@ -423,11 +421,13 @@ pub fn walk_extension_headers(next_header: u8, payload: &[u8]) -> Result<ExtWalk
                 if i == MAX_EXT_HEADERS {
                     return Err(Error::Unsupported);
                 }
-                let bytes = payload.get(offset..offset + 8).ok_or(Error::Truncated)?;
+                let bytes = payload
+                    .get(offset..offset + FRAGMENT_HEADER_LEN)
+                    .ok_or(Error::Truncated)?;
                 let fh = FragmentHeader::new_unchecked(bytes);
                 let info = fh.info();
                 protocol = fh.next_header();
-                offset += 8;
+                offset += FRAGMENT_HEADER_LEN;
                 fragment = Some(info);
                 if info.offset != 0 {
                     break;

@@ -271,3 +271,197 @@ proptest! {
         let _ = parse_chain(&frame);
     }
 }
+
+/// Writes the seed corpus of the `parse_packet` fuzz target (`fuzz/seeds/parse_packet/`):
+/// `cargo test -p fiberlb-dataplane --lib wire::tests::write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files; run by hand to refresh the fuzz seeds"]
+#[allow(clippy::vec_init_then_push)] // one seed per statement reads better
+fn write_fuzz_seeds() {
+    use super::arp::{operation, ArpPacket, ArpRepr};
+    use super::build::{icmpv4_frag_needed, icmpv6_packet_too_big};
+    use super::ethernet::EthernetRepr;
+    use super::gue::GueRepr;
+    use super::tcp::flags;
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/parse_packet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a4, b4) = ([10, 0, 0, 1], [10, 0, 0, 100]);
+    let a6 = core::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets();
+    let b6 = core::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100).octets();
+    let mut seeds: Vec<(&str, Vec<u8>)> = Vec::new();
+
+    seeds.push((
+        "tcp4_syn",
+        FrameBuilder::tcp_v4(a4, b4, 40000, 80)
+            .tcp_flags(flags::SYN)
+            .tcp_options(&[2, 4, 5, 0xb4])
+            .build(),
+    ));
+    seeds.push((
+        "tcp4_vlan_opts_data",
+        FrameBuilder::tcp_v4(a4, b4, 40000, 443)
+            .vlan_tag(5, 100)
+            .ipv4_options(&[0x94, 4, 0, 0])
+            .tcp_flags(flags::ACK | flags::PSH)
+            .payload(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .build(),
+    ));
+    seeds.push((
+        "udp4_dns",
+        FrameBuilder::udp_v4(a4, b4, 5353, 53)
+            .payload(&[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+            .build(),
+    ));
+    seeds.push((
+        "udp4_nocsum",
+        FrameBuilder::udp_v4(a4, b4, 1, 2)
+            .udp_no_checksum()
+            .payload(b"x")
+            .build(),
+    ));
+    seeds.push((
+        "tcp6_ext",
+        FrameBuilder::tcp_v6(a6, b6, 1000, 80)
+            .ext(Ipv6Ext::HopByHop(vec![5, 2, 0, 0]))
+            .ext(Ipv6Ext::Routing(vec![0; 6]))
+            .ext(Ipv6Ext::DestOptions(vec![]))
+            .tcp_flags(flags::SYN)
+            .build(),
+    ));
+    seeds.push((
+        "udp6",
+        FrameBuilder::udp_v6(a6, b6, 9999, 53)
+            .payload(b"hello")
+            .build(),
+    ));
+    let frags4 = FrameBuilder::udp_v4(a4, b4, 7, 8)
+        .ident(77)
+        .payload(&[0xab; 64])
+        .build_fragments(32);
+    seeds.push(("udp4_frag_first", frags4[0].clone()));
+    seeds.push(("udp4_frag_last", frags4[frags4.len() - 1].clone()));
+    let frags6 = FrameBuilder::udp_v6(a6, b6, 7, 8)
+        .ident(78)
+        .payload(&[0xcd; 64])
+        .build_fragments(32);
+    seeds.push(("udp6_frag_first", frags6[0].clone()));
+    seeds.push(("udp6_frag_last", frags6[frags6.len() - 1].clone()));
+    let big4 = FrameBuilder::tcp_v4(a4, b4, 40000, 80)
+        .dont_frag(true)
+        .payload(&[0; 1460])
+        .build_ip();
+    seeds.push((
+        "icmp4_frag_needed",
+        icmpv4_frag_needed(
+            [2, 0, 0, 0, 0, 9],
+            [2, 0, 0, 0, 0, 1],
+            [10, 0, 0, 254],
+            a4,
+            1400,
+            &big4[..48],
+        ),
+    ));
+    let big6 = FrameBuilder::tcp_v6(a6, b6, 40000, 80)
+        .payload(&[0; 1440])
+        .build_ip();
+    seeds.push((
+        "icmp6_ptb",
+        icmpv6_packet_too_big(
+            [2, 0, 0, 0, 0, 9],
+            [2, 0, 0, 0, 0, 1],
+            b6,
+            a6,
+            1280,
+            &big6[..1232],
+        ),
+    ));
+    seeds.push((
+        "icmp4_echo",
+        FrameBuilder::icmpv4(a4, b4, 8, 0, 0x0001_0001)
+            .payload(b"abcdefghijklmnopqrstuvwabcdefghi")
+            .build(),
+    ));
+    seeds.push((
+        "icmp6_echo",
+        FrameBuilder::icmpv6(a6, b6, 128, 0, 0x1234_0001).build(),
+    ));
+    // GUE variant 1 (what fiberlb emits): IPv4-in-UDP and IPv6-in-UDP.
+    let inner4 = FrameBuilder::tcp_v4(a4, b4, 40000, 80)
+        .tcp_flags(flags::SYN)
+        .build_ip();
+    seeds.push((
+        "gue1_v4",
+        FrameBuilder::udp_v4([172, 16, 0, 1], [172, 16, 0, 2], 41000, 6080)
+            .payload(&inner4)
+            .build(),
+    ));
+    let inner6 = FrameBuilder::udp_v6(a6, b6, 1, 53).payload(b"q").build_ip();
+    seeds.push((
+        "gue1_v6",
+        FrameBuilder::udp_v6(b6, a6, 41000, 6080)
+            .payload(&inner6)
+            .build(),
+    ));
+    // GUE variant 0 with one extension word carrying IPIP.
+    let mut gue0 = vec![0u8; 8];
+    GueRepr {
+        control: false,
+        hlen: 1,
+        proto: ip_protocol::IPIP,
+        flags: 0,
+    }
+    .emit(&mut GueHeader::new_unchecked(&mut gue0[..]));
+    gue0.extend_from_slice(&inner4);
+    seeds.push((
+        "gue0_ipip",
+        FrameBuilder::udp_v4([172, 16, 0, 1], [172, 16, 0, 2], 41000, 6080)
+            .payload(&gue0)
+            .build(),
+    ));
+    seeds.push((
+        "ipip",
+        FrameBuilder::new(
+            Ip::V4 {
+                src: [172, 16, 0, 1],
+                dst: [172, 16, 0, 2],
+            },
+            Transport::Raw {
+                protocol: ip_protocol::IPIP,
+            },
+        )
+        .payload(&inner4)
+        .build(),
+    ));
+    // ARP request.
+    let mut arp = vec![0u8; 42];
+    EthernetRepr {
+        src: [2, 0, 0, 0, 0, 1],
+        dst: [0xff; 6],
+        ethertype: ethertype::ARP,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut arp[..]));
+    ArpRepr {
+        operation: operation::REQUEST,
+        sender_hw_addr: [2, 0, 0, 0, 0, 1],
+        sender_proto_addr: a4,
+        target_hw_addr: [0; 6],
+        target_proto_addr: b4,
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut arp[14..]));
+    seeds.push(("arp_request", arp));
+    // QinQ: outer 802.1ad tag, inner 802.1Q tag.
+    let single = FrameBuilder::udp_v4(a4, b4, 1, 2).vlan(10).build();
+    let mut qinq = single[..12].to_vec();
+    qinq.extend_from_slice(&[0x88, 0xa8, 0x00, 0x64]);
+    qinq.extend_from_slice(&single[12..]);
+    seeds.push(("qinq_udp4", qinq));
+
+    for (name, bytes) in seeds {
+        assert!(
+            parse_chain(&bytes).is_ok() || name == "arp_request" || name == "qinq_udp4",
+            "{name}"
+        );
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
