@@ -38,14 +38,19 @@ impl Rig {
         }
         self.next = (self.next + k) % n;
         let mut pkts: [PacketBuf<'_>; BURST] = bufs.map(|b| b.expect("chunk fits"));
-        self.pipeline.process_burst(snap, &mut pkts[..], &mut verdicts, 1)
+        self.pipeline
+            .process_burst(snap, &mut pkts[..], &mut verdicts, 1)
     }
 }
 
 fn bench(c: &mut Criterion) {
-    let snap = SnapshotBuilder::new(64, 65536).build(&services(100), 1).unwrap();
+    let snap = SnapshotBuilder::new(64, 65536)
+        .build(&services(100), 1)
+        .unwrap();
     let mut g = c.benchmark_group("pipeline");
-    g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20);
     g.throughput(Throughput::Elements(BURST as u64));
     for flows in [1_000usize, 1_000_000] {
         for (mode, encap, proto) in [
@@ -68,8 +73,17 @@ fn bench(c: &mut Criterion) {
             }
             let fwd = rig.pipeline.counters().forwarded;
             assert_eq!(fwd, rig.pipeline.counters().rx_packets, "all forwarded");
-            let name = format!("{mode}-{}-{proto}", if mode == Mode::Tunnel { format!("{encap:?}").to_lowercase() } else { "l2".into() });
-            g.bench_with_input(BenchmarkId::new(name, flows), &flows, |b, _| b.iter(|| rig.burst(&snap)));
+            let name = format!(
+                "{mode}-{}-{proto}",
+                if mode == Mode::Tunnel {
+                    format!("{encap:?}").to_lowercase()
+                } else {
+                    "l2".into()
+                }
+            );
+            g.bench_with_input(BenchmarkId::new(name, flows), &flows, |b, _| {
+                b.iter(|| rig.burst(&snap))
+            });
         }
     }
     g.finish();

@@ -84,10 +84,17 @@ pub fn services(backends: u32) -> ServiceSet {
 pub fn frames(flows: usize, protocol: Protocol, port: u16) -> Vec<Vec<u8>> {
     (0..flows)
         .map(|i| {
-            let client = [100, 64 + (i >> 24) as u8 % 64, (i >> 16) as u8, (i >> 8) as u8];
+            let client = [
+                100,
+                64 + (i >> 24) as u8 % 64,
+                (i >> 16) as u8,
+                (i >> 8) as u8,
+            ];
             let sport = 1024 + (i & 0xff) as u16 * 97 % 60000;
             let b = match protocol {
-                Protocol::Tcp => FrameBuilder::tcp_v4(client, VIP, sport, port).tcp_flags(flags::ACK),
+                Protocol::Tcp => {
+                    FrameBuilder::tcp_v4(client, VIP, sport, port).tcp_flags(flags::ACK)
+                }
                 Protocol::Udp => FrameBuilder::udp_v4(client, VIP, sport, port).payload(&[0; 18]),
             };
             let mut f = b.macs(MAC_GW, MAC_LB).build();

@@ -396,6 +396,14 @@ impl Pipeline {
         let mut our_mac = [0u8; 6];
         our_mac.copy_from_slice(&pkt.data()[0..6]);
         let src_mac = self.cfg.backend_side_mac.unwrap_or(our_mac);
+        if l.mode == Mode::Nat && !p.v6 && icmp_inner.is_none() && p.frag != Frag::Later {
+            // The common nat case, one fused pass over the headers.
+            if let Err(r) = rewrite::nat_v4_dst_fused(pkt.data_mut(), p, v4(addr), port) {
+                return Verdict::Drop(r);
+            }
+            rewrite::set_macs(pkt.data_mut(), &dst_mac, &src_mac);
+            return Verdict::ToBackend;
+        }
         if let Err(r) = rewrite::dec_ttl(pkt.data_mut(), p) {
             return Verdict::Drop(r);
         }
