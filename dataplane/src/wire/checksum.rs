@@ -267,6 +267,9 @@ mod tests {
         assert_eq!(update_u16(hc, 0x5555, 0x3285), 0x0000);
         assert_eq!(update_u32(hc, 0x0000_5555, 0x0000_3285), 0x0000);
         assert_eq!(update_bytes(hc, &[0x55, 0x55], &[0x32, 0x85]), 0x0000);
+        // And back again, starting from a checksum of 0x0000.
+        assert_eq!(update_u16(0x0000, 0x3285, 0x5555), 0xdd2f);
+        assert_eq!(finish(combine(&[0xcd7a, 0x3285])), 0x0000);
     }
 
     #[test]
