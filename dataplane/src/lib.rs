@@ -5,7 +5,7 @@
 //! - [`snapshot`]: immutable forwarding configurations built from the service model.
 //! - [`pipeline`]: parse, listener lookup, backend choice, rewrite/encapsulation.
 //! - [`nic`]: packet I/O backends (memory, pcap).
-//! - [`config`]: dataplane.toml.
+//! - [`config`] — the node's `dataplane.toml`.
 
 pub mod config;
 pub mod flow_table;

@@ -225,7 +225,7 @@ impl Pipeline {
                 if p.frag == Frag::Later {
                     let key = key_of(p.v6, &p.dst, 0, p.proto);
                     return match snap.fragment_map.get(&key) {
-                        Some(&li) => self.to_backend(snap, pkt, p, li, hash, now),
+                        Some(&li) => self.new_or_existing_flow(snap, pkt, p, li, hash, now),
                         None => Verdict::Drop(DropReason::FragmentAmbiguous),
                     };
                 }
@@ -233,7 +233,7 @@ impl Pipeline {
                     .listener_map
                     .get(&key_of(p.v6, &p.dst, p.dport, p.proto))
                 {
-                    return self.to_backend(snap, pkt, p, li, hash, now);
+                    return self.new_or_existing_flow(snap, pkt, p, li, hash, now);
                 }
                 if let Some(&li) = snap.nat_return.get(&key_of(p.v6, &p.src, p.sport, p.proto)) {
                     return self.nat_reply(snap, pkt, p, li);
@@ -278,7 +278,7 @@ impl Pipeline {
         }
     }
 
-    fn to_backend(
+    fn new_or_existing_flow(
         &mut self,
         snap: &Snapshot,
         pkt: &mut PacketBuf<'_>,

@@ -155,11 +155,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
             p.sport = u16::from_be_bytes([l4[0], l4[1]]);
             p.dport = u16::from_be_bytes([l4[2], l4[3]]);
         }
-        proto::ICMP | proto::ICMPV6 => {
-            if l4.len() < 8 {
-                return Err(DropReason::Malformed);
-            }
-        }
+        proto::ICMP | proto::ICMPV6 if l4.len() < 8 => return Err(DropReason::Malformed),
         _ => {}
     }
     Ok(p)
