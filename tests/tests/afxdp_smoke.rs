@@ -543,7 +543,11 @@ fn afxdp_redirects_vip_traffic_and_passes_the_rest() {
     assert_eq!(report.mode, AttachedMode::Native, "veth has native XDP");
     assert!(!report.zerocopy, "veth has no zero-copy: {report:?}");
     let _ = report.hugepages;
-    assert_eq!(report.stats.rx_invalid_descs + report.stats.tx_invalid_descs, 0, "{report:?}");
+    assert_eq!(
+        report.stats.rx_invalid_descs + report.stats.tx_invalid_descs,
+        0,
+        "{report:?}"
+    );
 
     // The program is detached with the XdpProgram.
     let after = run(&["ip", "-n", &topo.a, "link", "show", &topo.va]);
