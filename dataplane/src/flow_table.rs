@@ -361,7 +361,7 @@ mod tests {
         assert_eq!(hit.backend, 5);
         assert_eq!(hit.state, FlowState::TcpOpen);
         // Different port, listener or address: miss.
-        assert_eq!(t.lookup(99, &FlowKey { port: 2, ..k }, 20), None);
+        assert_eq!(t.lookup(99, &FlowKey { port: k.port + 1, ..k }, 20), None);
         assert_eq!(t.lookup(99, &FlowKey { listener: 8, ..k }, 20), None);
         assert_eq!(t.lookup(99, &key(2), 20), None);
         // Re-insert of the same key replaces, does not duplicate.
