@@ -15,15 +15,42 @@
 //! tcp_open = 900
 //! tcp_closing = 10
 //! udp = 60
+//!
+//! [[ports]]                         # the NIC ports `run` forwards on (AF_XDP)
+//! name = "clients"
+//! interface = "eth0"
+//! role = "client"                   # client | backend | both
+//! queues = 1                        # queues used (one per worker); default: one per worker
+//! xdp_mode = "auto"                 # auto | native | generic
+//! bind = "auto"                     # auto | copy | zerocopy
+//! gateway_mac = "02:00:00:00:01:fe" # next hop on this side
+//! # mac = "..."                     # this port's own MAC; default /sys/class/net/IF/address
+//!
+//! [workers]
+//! cores = [1]                       # one worker per core
+//! idle_backoff = false              # sleep (up to ~1 ms) when idle: shared machines only
+//! burst = 32
+//!
+//! [shm]
+//! path = "/dev/shm/fiberlb"         # default: fiberlb in shm::region::default_dir()
+//!
+//! [umem]                            # per worker
+//! frames = 8192
+//! chunk_size = 4096                 # 2048 | 4096
+//! hugepages = "auto"                # auto | on | off
 //! ```
-//! Unknown keys are errors, reported with their line.
+//! Unknown keys are errors, reported with their line. The ports' roles give the pipeline its
+//! MACs: frames towards backends leave with the backend port's MAC to its `gateway_mac` (unless
+//! the backend has a MAC of its own), nat replies with the client port's MAC to its
+//! `gateway_mac`; values set in `[forwarding]` win.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fiberlb_shared::model::Mac;
 use serde::Deserialize;
 
 use crate::flow_table::Timeouts;
+use crate::nic::afxdp::{BindMode, HugePages, XdpMode};
 use crate::pipeline::PipelineConfig;
 
 /// Why dataplane.toml was refused.
@@ -36,6 +63,12 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
+    #[error("cannot read the MAC address of interface {interface:?} ({file}): {reason}; give it as `mac = \"..\"` in its [[ports]] entry, or check the interface exists in this network namespace")]
+    Mac {
+        interface: String,
+        file: String,
+        reason: String,
+    },
 }
 
 /// The whole file.
@@ -46,6 +79,195 @@ pub struct DataplaneConfig {
     pub forwarding: ForwardingConfig,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// The ports to forward on (`run` needs at least one).
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub workers: WorkersConfig,
+    #[serde(default)]
+    pub shm: ShmConfig,
+    #[serde(default)]
+    pub umem: UmemSection,
+}
+
+/// Which traffic a port carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortRole {
+    /// Faces clients: VIP traffic comes in here, nat replies go out here.
+    Client,
+    /// Faces backends: forwarded traffic goes out here, nat replies come in here.
+    Backend,
+    /// One port for both sides (one-armed).
+    Both,
+}
+
+impl PortRole {
+    /// True when the port faces clients.
+    pub fn serves_clients(self) -> bool {
+        matches!(self, PortRole::Client | PortRole::Both)
+    }
+    /// True when the port faces backends.
+    pub fn serves_backends(self) -> bool {
+        matches!(self, PortRole::Backend | PortRole::Both)
+    }
+}
+
+/// `xdp_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeConfig {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<XdpModeConfig> for XdpMode {
+    fn from(m: XdpModeConfig) -> Self {
+        match m {
+            XdpModeConfig::Auto => XdpMode::Auto,
+            XdpModeConfig::Native => XdpMode::Native,
+            XdpModeConfig::Generic => XdpMode::Generic,
+        }
+    }
+}
+
+/// `bind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindConfig {
+    #[default]
+    Auto,
+    Copy,
+    Zerocopy,
+}
+
+impl From<BindConfig> for BindMode {
+    fn from(m: BindConfig) -> Self {
+        match m {
+            BindConfig::Auto => BindMode::Auto,
+            BindConfig::Copy => BindMode::Copy,
+            BindConfig::Zerocopy => BindMode::ZeroCopy,
+        }
+    }
+}
+
+/// `hugepages` of `[umem]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HugePagesConfig {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl From<HugePagesConfig> for HugePages {
+    fn from(m: HugePagesConfig) -> Self {
+        match m {
+            HugePagesConfig::Auto => HugePages::Auto,
+            HugePagesConfig::On => HugePages::Require,
+            HugePagesConfig::Off => HugePages::Never,
+        }
+    }
+}
+
+/// One `[[ports]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// A name for messages and stats; default: the interface name.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub interface: String,
+    pub role: PortRole,
+    /// Queues used, one per worker; default: the number of workers.
+    #[serde(default)]
+    pub queues: Option<u32>,
+    #[serde(default)]
+    pub xdp_mode: XdpModeConfig,
+    #[serde(default)]
+    pub bind: BindConfig,
+    /// Next hop on this port's side (backends without a MAC / clients for nat replies).
+    #[serde(default, deserialize_with = "opt_mac")]
+    pub gateway_mac: Option<Mac>,
+    /// This port's own MAC; default: read from /sys/class/net/IF/address.
+    #[serde(default, deserialize_with = "opt_mac")]
+    pub mac: Option<Mac>,
+}
+
+impl PortConfig {
+    /// The name used in messages.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.interface)
+    }
+}
+
+/// `[workers]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// One worker per listed core, pinned to it.
+    pub cores: Vec<usize>,
+    /// Sleep with exponential back-off (up to ~1 ms) after a run of empty polls; for machines
+    /// where the workers share cores with other work (tests, CI). Adds latency after idle.
+    pub idle_backoff: bool,
+    /// Packets per receive burst (1-32).
+    pub burst: usize,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            cores: vec![1],
+            idle_backoff: false,
+            burst: crate::pipeline::BURST,
+        }
+    }
+}
+
+/// `[shm]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShmConfig {
+    /// Region file; default: `fiberlb` in [`fiberlb_shared::shm::region::default_dir`].
+    pub path: Option<PathBuf>,
+}
+
+impl ShmConfig {
+    /// The region path in force.
+    pub fn resolved_path(&self) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| fiberlb_shared::shm::region::default_dir().join("fiberlb"))
+    }
+}
+
+/// `[umem]`: each worker's packet memory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UmemSection {
+    pub frames: u32,
+    pub chunk_size: u32,
+    pub hugepages: HugePagesConfig,
+}
+
+impl Default for UmemSection {
+    fn default() -> Self {
+        UmemSection {
+            frames: 8192,
+            chunk_size: 4096,
+            hugepages: HugePagesConfig::Auto,
+        }
+    }
+}
+
+impl UmemSection {
+    /// Bytes of one worker's UMEM.
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.frames) * u64::from(self.chunk_size)
+    }
 }
 
 /// `[forwarding]`.
@@ -118,6 +340,32 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
     parts.next().is_none().then_some(mac)
 }
 
+/// Formats a MAC as "02:00:00:00:01:01".
+pub fn format_mac(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// Reads an interface's MAC from sysfs (in the calling thread's network namespace).
+///
+/// # Errors
+/// When the interface does not exist or the file does not hold a MAC.
+pub fn interface_mac(interface: &str) -> Result<Mac, ConfigError> {
+    let file = format!("/sys/class/net/{interface}/address");
+    let err = |reason: String| ConfigError::Mac {
+        interface: interface.to_string(),
+        file: file.clone(),
+        reason,
+    };
+    if interface.is_empty() || interface.contains('/') || interface.contains("..") {
+        return Err(err("not an interface name".into()));
+    }
+    let text = std::fs::read_to_string(&file).map_err(|e| err(e.to_string()))?;
+    parse_mac(text.trim()).ok_or_else(|| err(format!("{:?} is not a MAC", text.trim())))
+}
+
 fn opt_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Mac>, D::Error> {
     let s = String::deserialize(d)?;
     parse_mac(&s).map(Some).ok_or_else(|| {
@@ -152,6 +400,7 @@ impl DataplaneConfig {
                 });
             }
         }
+        cfg.check_node(path)?;
         if cfg.forwarding.mtu < 576 {
             return Err(ConfigError::Parse {
                 path: path.to_string(),
@@ -162,6 +411,133 @@ impl DataplaneConfig {
             });
         }
         Ok(cfg)
+    }
+
+    /// Checks of the ports, workers and UMEM that need no system access.
+    fn check_node(&self, path: &str) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError::Parse {
+            path: path.to_string(),
+            message,
+        };
+        let w = &self.workers;
+        if w.burst == 0 || w.burst > crate::pipeline::BURST {
+            return Err(bad(format!(
+                "workers.burst = {}: must be 1-{}",
+                w.burst,
+                crate::pipeline::BURST
+            )));
+        }
+        if w.cores.is_empty() {
+            return Err(bad("workers.cores is empty: list at least one core".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &w.cores {
+            if !seen.insert(*c) {
+                return Err(bad(format!(
+                    "workers.cores lists core {c} twice: one worker per core"
+                )));
+            }
+        }
+        let u = &self.umem;
+        if u.chunk_size != 2048 && u.chunk_size != 4096 {
+            return Err(bad(format!(
+                "umem.chunk_size = {}: must be 2048 or 4096",
+                u.chunk_size
+            )));
+        }
+        if !(1024..=(1 << 24)).contains(&u.frames) {
+            return Err(bad(format!(
+                "umem.frames = {}: must be 1024-16777216 (every port's fill ring takes 2048 \
+                 frames' worth of room; 4096 or more per port is comfortable)",
+                u.frames
+            )));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut ifaces = std::collections::HashSet::new();
+        for p in &self.ports {
+            if p.interface.is_empty() {
+                return Err(bad("a [[ports]] entry has an empty interface".into()));
+            }
+            if !names.insert(p.display_name().to_string()) {
+                return Err(bad(format!(
+                    "two [[ports]] entries are named {:?}",
+                    p.display_name()
+                )));
+            }
+            if !ifaces.insert(p.interface.clone()) {
+                return Err(bad(format!(
+                    "interface {:?} is listed in two [[ports]] entries",
+                    p.interface
+                )));
+            }
+            if let Some(q) = p.queues {
+                if (q as usize) < w.cores.len() {
+                    return Err(bad(format!(
+                        "port {:?}: queues = {q} but there are {} workers: each worker needs \
+                         its own queue (queue = worker index)",
+                        p.display_name(),
+                        w.cores.len()
+                    )));
+                }
+            }
+        }
+        let clients = self
+            .ports
+            .iter()
+            .filter(|p| p.role.serves_clients())
+            .count();
+        let backends = self
+            .ports
+            .iter()
+            .filter(|p| p.role.serves_backends())
+            .count();
+        if !self.ports.is_empty() && (clients != 1 || backends != 1) {
+            return Err(bad(format!(
+                "[[ports]]: need exactly one port facing clients (role client or both) and one \
+                 facing backends (role backend or both); found {clients} and {backends}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The client-facing and backend-facing ports (indices into `ports`; equal for a single
+    /// `both` port). `None` without ports.
+    pub fn port_roles(&self) -> Option<(usize, usize)> {
+        let c = self.ports.iter().position(|p| p.role.serves_clients())?;
+        let b = self.ports.iter().position(|p| p.role.serves_backends())?;
+        Some((c, b))
+    }
+
+    /// The pipeline settings with the ports' MACs filled in: own MACs from the config or
+    /// sysfs, gateways from the ports (values in `[forwarding]` win).
+    ///
+    /// # Errors
+    /// When a port's own MAC is neither given nor readable.
+    pub fn pipeline_with_ports(&self) -> Result<PipelineConfig, ConfigError> {
+        let mut p = self.pipeline();
+        let Some((ci, bi)) = self.port_roles() else {
+            return Ok(p);
+        };
+        let own = |i: usize| -> Result<Mac, ConfigError> {
+            let port = &self.ports[i];
+            match port.mac {
+                Some(m) => Ok(m),
+                None => interface_mac(&port.interface),
+            }
+        };
+        if p.client_side_mac.is_none() {
+            p.client_side_mac = Some(own(ci)?);
+        }
+        if p.backend_side_mac.is_none() {
+            p.backend_side_mac = Some(own(bi)?);
+        }
+        if p.client_gateway_mac.is_none() {
+            p.client_gateway_mac = self.ports[ci].gateway_mac;
+        }
+        if p.backend_gateway_mac.is_none() {
+            p.backend_gateway_mac = self.ports[bi].gateway_mac;
+        }
+        Ok(p)
     }
 
     /// Reads and parses a file.
@@ -225,6 +601,111 @@ mod tests {
         );
         let e = DataplaneConfig::parse("[timeouts]\nudp = 0\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("timeouts.udp"), "{e}");
+    }
+
+    const NODE: &str = r#"
+[[ports]]
+name = "c"
+interface = "lo"
+role = "client"
+gateway_mac = "02:00:00:00:01:fe"
+mac = "02:00:00:00:01:01"
+
+[[ports]]
+interface = "eth9"
+role = "backend"
+xdp_mode = "native"
+bind = "copy"
+gateway_mac = "02:00:00:00:02:fe"
+mac = "02:00:00:00:02:01"
+
+[workers]
+cores = [0, 1]
+idle_backoff = true
+
+[shm]
+path = "/dev/shm/x"
+
+[umem]
+frames = 4096
+chunk_size = 2048
+hugepages = "off"
+"#;
+
+    #[test]
+    fn ports_workers_umem_and_role_macs() {
+        let c = DataplaneConfig::parse(NODE, "n.toml").unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.ports[1].display_name(), "eth9");
+        assert_eq!(c.ports[1].xdp_mode, XdpModeConfig::Native);
+        assert_eq!(BindMode::from(c.ports[1].bind), BindMode::Copy);
+        assert_eq!(c.workers.cores, vec![0, 1]);
+        assert!(c.workers.idle_backoff);
+        assert_eq!(c.workers.burst, 32);
+        assert_eq!(c.shm.resolved_path(), PathBuf::from("/dev/shm/x"));
+        assert_eq!(HugePages::from(c.umem.hugepages), HugePages::Never);
+        assert_eq!(c.umem.bytes(), 4096 * 2048);
+        assert_eq!(c.port_roles(), Some((0, 1)));
+        let p = c.pipeline_with_ports().unwrap();
+        assert_eq!(p.client_side_mac, Some([2, 0, 0, 0, 1, 1]));
+        assert_eq!(p.backend_side_mac, Some([2, 0, 0, 0, 2, 1]));
+        assert_eq!(p.client_gateway_mac, Some([2, 0, 0, 0, 1, 0xfe]));
+        assert_eq!(p.backend_gateway_mac, Some([2, 0, 0, 0, 2, 0xfe]));
+        // [forwarding] wins over the ports.
+        let c = DataplaneConfig::parse(
+            &format!("[forwarding]\nbackend_gateway_mac = \"02:00:00:00:00:01\"\n{NODE}"),
+            "n.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.pipeline_with_ports().unwrap().backend_gateway_mac,
+            Some([2, 0, 0, 0, 0, 1])
+        );
+    }
+
+    #[test]
+    fn own_mac_from_sysfs_or_a_clear_error() {
+        let c =
+            DataplaneConfig::parse("[[ports]]\ninterface = \"lo\"\nrole = \"both\"\n", "n.toml")
+                .unwrap();
+        assert_eq!(c.port_roles(), Some((0, 0)));
+        if Path::new("/sys/class/net/lo/address").exists() {
+            let p = c.pipeline_with_ports().unwrap();
+            assert_eq!(p.client_side_mac, Some([0; 6]));
+        }
+        let c = DataplaneConfig::parse(
+            "[[ports]]\ninterface = \"fe2e-nonexist\"\nrole = \"both\"\n",
+            "n.toml",
+        )
+        .unwrap();
+        let e = c.pipeline_with_ports().unwrap_err().to_string();
+        assert!(e.contains("fe2e-nonexist") && e.contains("mac ="), "{e}");
+    }
+
+    #[test]
+    fn node_errors_name_the_problem() {
+        for (text, want) in [
+            ("[[ports]]\ninterface = \"a\"\nrole = \"sideways\"\n", "line 3"),
+            ("[[ports]]\ninterface = \"a\"\nrole = \"client\"\n", "exactly one port"),
+            (
+                "[[ports]]\ninterface = \"a\"\nrole = \"both\"\n[[ports]]\ninterface = \"b\"\nrole = \"backend\"\n",
+                "found 1 and 2",
+            ),
+            (
+                "[[ports]]\ninterface = \"a\"\nrole = \"both\"\nqueues = 1\n[workers]\ncores = [0, 1]\n",
+                "queues = 1",
+            ),
+            ("[workers]\ncores = []\n", "workers.cores is empty"),
+            ("[workers]\ncores = [1, 1]\n", "twice"),
+            ("[workers]\nburst = 64\n", "workers.burst"),
+            ("[umem]\nchunk_size = 1000\n", "umem.chunk_size"),
+            ("[umem]\nframes = 10\n", "umem.frames"),
+            ("[umem]\nhugepages = \"maybe\"\n", "line 2"),
+            ("[[ports]]\ninterface = \"a\"\nrole = \"both\"\ncolour = 1\n", "colour"),
+        ] {
+            let e = DataplaneConfig::parse(text, "n.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

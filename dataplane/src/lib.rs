@@ -8,8 +8,13 @@
 //! - [`config`] — the node's `dataplane.toml`.
 
 pub mod config;
+// The control thread maps the shared-memory region, which is not built under loom.
+#[cfg(not(loom))]
+pub mod control;
 pub mod flow_table;
 pub mod nic;
 pub mod pipeline;
+pub mod publish;
 pub mod snapshot;
 pub mod wire;
+pub mod worker;

@@ -1,6 +1,11 @@
 //! `fiberlb-dataplane`: the data plane process.
 //!
 //! Subcommands:
+//! - `run --config dataplane.toml [--services services.yaml]`: forward on the configured AF_XDP
+//!   ports until SIGTERM/SIGINT; every check (root, interfaces, cores, memory, a second
+//!   instance) happens before any packet is touched.
+//! - `stats [--config dataplane.toml | --shm PATH] [--json]`: the running data plane's counters
+//!   from shared memory.
 //! - `replay --services services.yaml --in in.pcap --out out.pcap [--config dataplane.toml] [--json]`:
 //!   run a capture through the forwarding pipeline offline and print the counters.
 
@@ -24,6 +29,28 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Forward traffic on the configured AF_XDP ports until SIGTERM/SIGINT.
+    Run {
+        /// Node settings (dataplane.toml): ports, workers, shm, umem, forwarding, timeouts.
+        #[arg(long)]
+        config: PathBuf,
+        /// Services to forward from the start (applied through the control thread, as a
+        /// control plane's transaction would be).
+        #[arg(long)]
+        services: Option<PathBuf>,
+    },
+    /// Print the running data plane's counters (read from its shared-memory region).
+    Stats {
+        /// Take the region path from this dataplane.toml.
+        #[arg(long, conflicts_with = "shm")]
+        config: Option<PathBuf>,
+        /// The region path.
+        #[arg(long)]
+        shm: Option<PathBuf>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a pcap capture through the forwarding pipeline and write what comes out.
     Replay {
         /// Services file (YAML): load balancers, listeners, pools, backends.
@@ -45,6 +72,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    run_cmd::init_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,6 +85,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Run { config, services } => run_cmd::run(&config, services.as_deref()),
+        Cmd::Stats { config, shm, json } => {
+            let path = match (shm, config) {
+                (Some(p), _) => p,
+                (None, Some(c)) => DataplaneConfig::load(&c)?.shm.resolved_path(),
+                (None, None) => DataplaneConfig::default().shm.resolved_path(),
+            };
+            run_cmd::stats(&path, json)
+        }
         Cmd::Replay {
             services,
             input,
@@ -166,5 +203,440 @@ fn print_counters(p: &Pipeline, snap: &Snapshot, stats: &ReplayStats, as_json: b
             "{:<28} {:>15} {:>10} {:>10} {:>9}",
             addr, snap.pools[b.pool as usize].name, k.packets, k.bytes, k.new_flows
         );
+    }
+}
+
+/// `run` and `stats`.
+mod run_cmd {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use anyhow::{bail, Context};
+    use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
+    use fiberlb_dataplane::flow_table::ENTRY_BYTES;
+    use fiberlb_dataplane::nic::afxdp::{
+        HugePages, Umem, UmemConfig, XdpProgram, XskConfig, XskPort,
+    };
+    use fiberlb_dataplane::pipeline::{Pipeline, PipelineConfig};
+    use fiberlb_dataplane::snapshot::SnapshotBuilder;
+    use fiberlb_dataplane::worker::{
+        available_cores, pin_to_core, sync_xdp_maps, xdp_keys, Worker, WorkerSettings,
+    };
+    use fiberlb_shared::shm::counters::CountersLayout;
+    use fiberlb_shared::shm::region::{Region, RegionConfig};
+
+    use super::control_adapter as control;
+
+    /// A logger for the `log` crate's messages (AF_XDP setup: attach mode, page kind) on stderr.
+    struct StderrLog;
+
+    impl log::Log for StderrLog {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::Level::Info
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                eprintln!(
+                    "fiberlb-dataplane: {}: {}",
+                    r.level().as_str().to_lowercase(),
+                    r.args()
+                );
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    pub fn init_logging() {
+        static LOG: StderrLog = StderrLog;
+        if log::set_logger(&LOG).is_ok() {
+            log::set_max_level(log::LevelFilter::Info);
+        }
+    }
+
+    /// `MemAvailable`, `HugePages_Free` (pages) and `Hugepagesize` (bytes) from /proc/meminfo.
+    fn meminfo() -> (Option<u64>, u64, u64) {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        (
+            field("MemAvailable:").map(|k| k * 1024),
+            field("HugePages_Free:").unwrap_or(0),
+            field("Hugepagesize:").map(|k| k * 1024).unwrap_or(2 << 20),
+        )
+    }
+
+    fn mib(b: u64) -> String {
+        format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+    }
+
+    /// Every check that needs no packet: root, interfaces and their queues, cores, memory.
+    fn preflight(cfg: &DataplaneConfig, pcfg: &PipelineConfig) -> anyhow::Result<()> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!(
+                "`run` needs root: it attaches XDP programs and opens AF_XDP sockets (run it as \
+                 root, or with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON and CAP_IPC_LOCK)"
+            );
+        }
+        if cfg.ports.is_empty() {
+            bail!("the configuration has no [[ports]]: name the interfaces to forward on");
+        }
+        let workers = cfg.workers.cores.len();
+        for p in &cfg.ports {
+            let dir = format!("/sys/class/net/{}", p.interface);
+            if p.interface.contains('/') || !Path::new(&dir).exists() {
+                bail!(
+                    "port {:?}: network interface {:?} does not exist in this network namespace \
+                     (check `ip link`; run fiberlb-dataplane in the interface's namespace)",
+                    p.display_name(),
+                    p.interface
+                );
+            }
+            let rx_queues = std::fs::read_dir(format!("{dir}/queues"))
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                        .count()
+                })
+                .unwrap_or(0);
+            let want = p.queues.map_or(workers, |q| q as usize);
+            if rx_queues > 0 && rx_queues < want {
+                bail!(
+                    "port {:?}: interface {} has {rx_queues} receive queue(s), the configuration \
+                     needs {want} (one per worker); add queues (`ethtool -L {} combined {want}`) \
+                     or use fewer workers",
+                    p.display_name(),
+                    p.interface,
+                    p.interface
+                );
+            }
+        }
+        let cores = available_cores();
+        for c in &cfg.workers.cores {
+            if !cores.contains(c) {
+                bail!(
+                    "workers.cores: core {c} does not exist or is not allowed for this process \
+                     (available: {cores:?})"
+                );
+            }
+        }
+        // Memory: flow tables in ordinary pages, UMEMs in hugepages when there are enough free.
+        let w = workers as u64;
+        let flow_bytes = (pcfg.flow_capacity.max(1).next_power_of_two() * ENTRY_BYTES) as u64 * w;
+        let umem_bytes = cfg.umem.bytes() * w;
+        let (avail, huge_free, huge_size) = meminfo();
+        let huge_needed = cfg.umem.bytes().div_ceil(huge_size) * w;
+        let hp = HugePages::from(cfg.umem.hugepages);
+        let umem_in_huge = match hp {
+            HugePages::Never => false,
+            HugePages::Require => {
+                if huge_free < huge_needed {
+                    bail!(
+                        "umem.hugepages = \"on\" needs {huge_needed} free hugepages of {} for {} \
+                         worker UMEM(s) of {}, the system has {huge_free} free; reserve more \
+                         (`echo N > /proc/sys/vm/nr_hugepages`) or use hugepages = \"auto\"",
+                        mib(huge_size),
+                        workers,
+                        mib(cfg.umem.bytes())
+                    );
+                }
+                true
+            }
+            HugePages::Auto => huge_free >= huge_needed,
+        };
+        let ordinary = flow_bytes + if umem_in_huge { 0 } else { umem_bytes };
+        if let Some(avail) = avail {
+            // Keep a margin for everything else the process and the system need.
+            if ordinary + (64 << 20) > avail {
+                bail!(
+                    "not enough memory: {workers} worker(s) need {} for flow tables \
+                     ({} entries each) and {} for UMEMs{}, {} is available (MemAvailable); lower \
+                     forwarding.flow_capacity or umem.frames",
+                    mib(flow_bytes),
+                    pcfg.flow_capacity.max(1).next_power_of_two(),
+                    mib(umem_bytes),
+                    if umem_in_huge { " (in hugepages)" } else { "" },
+                    mib(avail)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn run(config: &Path, services: Option<&Path>) -> anyhow::Result<()> {
+        let cfg = DataplaneConfig::load(config)?;
+        let pcfg = cfg.pipeline_with_ports()?;
+        preflight(&cfg, &pcfg)?;
+        let (client_port, backend_port) = cfg
+            .port_roles()
+            .context("no port faces clients or backends")?;
+        // The services file is checked completely before anything is set up.
+        let initial = match services {
+            Some(p) => {
+                let set = fiberlb_shared::services::load_services(p)?;
+                SnapshotBuilder::new(pcfg.max_listeners, pcfg.max_backends)
+                    .build(&set, 1)
+                    .with_context(|| format!("{}: configuration refused", p.display()))?;
+                Some(set)
+            }
+            None => None,
+        };
+
+        // A second instance on the same path stops here (the region's lock).
+        let shm_path = cfg.shm.resolved_path();
+        let workers = cfg.workers.cores.len();
+        let layout = CountersLayout {
+            workers: workers as u32,
+            listeners: pcfg.max_listeners.clamp(1, 4096) as u32,
+            backends: pcfg.max_backends.clamp(1, 65536) as u32,
+        };
+        let region = Region::create(
+            &shm_path,
+            &RegionConfig {
+                counters: layout,
+                ..RegionConfig::default()
+            },
+        )
+        .with_context(|| format!("shared-memory region {}", shm_path.display()))?;
+
+        let mut ctl = control::Control::start(&region, &pcfg, workers)?;
+        if let Some(set) = initial {
+            ctl.apply_initial(set)?;
+        }
+
+        // XDP programs, then each worker's UMEM and sockets, registered with the programs.
+        let mut programs = Vec::with_capacity(cfg.ports.len());
+        for p in &cfg.ports {
+            let prog = XdpProgram::load_and_attach(&p.interface, p.xdp_mode.into())
+                .with_context(|| format!("port {:?}", p.display_name()))?;
+            programs.push(prog);
+        }
+        let settings = WorkerSettings {
+            burst: cfg.workers.burst,
+            idle_backoff: cfg.workers.idle_backoff,
+        };
+        let mut built = Vec::with_capacity(workers);
+        for (i, core) in cfg.workers.cores.iter().enumerate() {
+            let mut umem = Umem::new(&UmemConfig {
+                frame_count: cfg.umem.frames,
+                chunk_size: cfg.umem.chunk_size,
+                hugepages: cfg.umem.hugepages.into(),
+                ..UmemConfig::default()
+            })
+            .with_context(|| format!("worker {i} (core {core}): UMEM"))?;
+            let mut socks = Vec::with_capacity(cfg.ports.len());
+            for (pi, p) in cfg.ports.iter().enumerate() {
+                let s = XskPort::open(
+                    &mut umem,
+                    &XskConfig {
+                        ifname: p.interface.clone(),
+                        queue: i as u32,
+                        bind: p.bind.into(),
+                        ..XskConfig::default()
+                    },
+                )
+                .with_context(|| format!("worker {i}: port {:?}", p.display_name()))?;
+                programs[pi]
+                    .register_socket(i as u32, s.fd())
+                    .with_context(|| format!("worker {i}: port {:?}", p.display_name()))?;
+                socks.push(s);
+            }
+            let pipeline =
+                Pipeline::new(pcfg.clone()).with_context(|| format!("worker {i}: flow table"))?;
+            let (reader, sink) = ctl.worker_handles(i)?;
+            let w = Worker::new(
+                i,
+                umem,
+                socks,
+                client_port,
+                backend_port,
+                pipeline,
+                reader,
+                sink,
+                settings,
+            )?;
+            built.push((*core, w));
+        }
+        let mut synced_gen = ctl.generation();
+        if let Some(snap) = ctl.snapshot() {
+            sync_xdp_maps(&mut programs, &snap)?;
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+        }
+        let port_desc: Vec<String> = cfg
+            .ports
+            .iter()
+            .zip(&programs)
+            .map(|(p, prog)| {
+                format!(
+                    "{} ({}, {:?}, {:?})",
+                    p.display_name(),
+                    p.interface,
+                    p.role,
+                    prog.attached_mode()
+                )
+            })
+            .collect();
+        eprintln!(
+            "fiberlb-dataplane: forwarding on {} with {} worker(s) on cores {:?}; region {}; \
+             client side MAC {} -> {}, backend side MAC {} -> {}",
+            port_desc.join(", "),
+            workers,
+            cfg.workers.cores,
+            shm_path.display(),
+            pcfg.client_side_mac
+                .map(|m| format_mac(&m))
+                .unwrap_or_default(),
+            pcfg.client_gateway_mac
+                .map(|m| format_mac(&m))
+                .unwrap_or_else(|| "(none)".into()),
+            pcfg.backend_side_mac
+                .map(|m| format_mac(&m))
+                .unwrap_or_default(),
+            pcfg.backend_gateway_mac
+                .map(|m| format_mac(&m))
+                .unwrap_or_else(|| "(backend MACs)".into()),
+        );
+
+        let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+            let mut handles = Vec::new();
+            for (core, mut w) in built {
+                let stop = &*stop;
+                let h = std::thread::Builder::new()
+                    .name(format!("fiberlb-w{}", w.index))
+                    .spawn_scoped(scope, move || -> Result<_, String> {
+                        pin_to_core(core)?;
+                        w.run(stop);
+                        Ok(w)
+                    })
+                    .context("spawning a worker thread")?;
+                handles.push(h);
+            }
+            // The main thread keeps the XDP maps in step with the applied configuration.
+            let mut map_err = None;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if handles.iter().any(|h| h.is_finished()) {
+                    break;
+                }
+                let g = ctl.generation();
+                if g != synced_gen {
+                    if let Some(snap) = ctl.snapshot() {
+                        if let Err(e) = sync_xdp_maps(&mut programs, &snap) {
+                            map_err = Some(e);
+                            break;
+                        }
+                        let (v, n) = xdp_keys(&snap);
+                        eprintln!(
+                            "fiberlb-dataplane: generation {g}: {} VIP key(s), {} nat return(s)",
+                            v.len(),
+                            n.len()
+                        );
+                    }
+                    synced_gen = g;
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            let mut worker_err = None;
+            for h in handles {
+                match h.join() {
+                    Ok(Ok(w)) => {
+                        let c = w.pipeline().counters();
+                        eprintln!(
+                            "fiberlb-dataplane: worker {}: {} received, {} forwarded, {} dropped; {:?}",
+                            w.index,
+                            c.rx_packets,
+                            c.forwarded,
+                            c.dropped(),
+                            w.stats()
+                        );
+                    }
+                    Ok(Err(e)) => worker_err = Some(e),
+                    Err(_) => eprintln!("fiberlb-dataplane: error: a worker panicked"),
+                }
+            }
+            if let Some(e) = map_err {
+                return Err(e.into());
+            }
+            match worker_err {
+                Some(e) => Err(anyhow::anyhow!("worker: {e}")),
+                None => Ok(()),
+            }
+        });
+        ctl.stop();
+        // Detach the programs (the sockets closed with their workers), then release the region.
+        drop(programs);
+        drop(region);
+        eprintln!("fiberlb-dataplane: stopped");
+        result
+    }
+
+    pub fn stats(shm: &Path, json: bool) -> anyhow::Result<()> {
+        control::print_stats(shm, json)
+    }
+}
+
+/// What `run` needs from the control thread, in one place. Interim: the snapshot built once
+/// from --services, no shared-memory commands; replaced by `fiberlb_dataplane::control` when
+/// it lands.
+mod control_adapter {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use fiberlb_dataplane::pipeline::PipelineConfig;
+    use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
+    use fiberlb_dataplane::worker::{FixedSnapshot, NoCounters};
+    use fiberlb_shared::model::ServiceSet;
+    use fiberlb_shared::shm::region::Region;
+
+    pub struct Control {
+        builder: SnapshotBuilder,
+        snap: Arc<Snapshot>,
+    }
+
+    impl Control {
+        pub fn start(
+            _region: &Region,
+            pcfg: &PipelineConfig,
+            _workers: usize,
+        ) -> anyhow::Result<Self> {
+            Ok(Control {
+                builder: SnapshotBuilder::new(pcfg.max_listeners, pcfg.max_backends),
+                snap: Arc::new(Snapshot::default()),
+            })
+        }
+
+        pub fn apply_initial(&mut self, set: ServiceSet) -> anyhow::Result<()> {
+            self.snap = Arc::new(self.builder.build(&set, 1).context("services")?);
+            Ok(())
+        }
+
+        pub fn worker_handles(&mut self, _i: usize) -> anyhow::Result<(FixedSnapshot, NoCounters)> {
+            Ok((FixedSnapshot(self.snap.clone()), NoCounters))
+        }
+
+        pub fn generation(&self) -> u64 {
+            self.snap.generation
+        }
+
+        pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+            Some(self.snap.clone())
+        }
+
+        pub fn stop(&mut self) {}
+    }
+
+    pub fn print_stats(_shm: &Path, _json: bool) -> anyhow::Result<()> {
+        anyhow::bail!("stats: not available in this build yet")
     }
 }
