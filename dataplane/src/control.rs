@@ -1,0 +1,1004 @@
+//! The data plane's control thread: reads commands from the shared-memory region, assembles
+//! transactions, builds snapshots, publishes them to the workers and answers the control plane.
+//!
+//! It is not a worker: it polls the command ring and sleeps about a millisecond when the ring is
+//! empty, beats the region's heartbeat about every 100 ms, and does all allocation, Maglev
+//! building and freeing of old snapshots. `Applied(gen)` is sent only after every online worker
+//! has passed a quiescent point with the new snapshot in force, so it means "every worker
+//! forwards by generation `gen`".
+//!
+//! One [`SnapshotBuilder`] serves the life of the process: listener and backend slots stay
+//! stable across updates, which is what keeps established flows on their backend and counters
+//! on their object.
+//!
+//! Also here: [`CounterPublisher`] (a worker copies its counters into the region), the
+//! `<region>.slots.json` file that names counter slots, and [`read_stats`] / [`render_table`]
+//! for `fiberlb-dataplane stats`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fiberlb_shared::model::ServiceSet;
+use fiberlb_shared::shm::channel::RecvError;
+use fiberlb_shared::shm::counters::{ObjectCounters as ShmObject, Totals};
+use fiberlb_shared::shm::message::{Message, RejectCode};
+use fiberlb_shared::shm::region::{
+    monotonic_ns, Region, RegionError, RegionReceiver, RegionSender,
+};
+use fiberlb_shared::shm::transaction::{full_replay, Assembler, Outcome};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{DropReason, ObjectCounters, WorkerCounters};
+use crate::publish::{Publisher, ReaderHandle};
+use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotError};
+
+/// Messages handled per [`ControlThread::poll_once`] before the loop beats and looks at the
+/// stop flag again.
+const MAX_MESSAGES_PER_POLL: usize = 256;
+
+/// Settings of the control thread.
+#[derive(Clone, Debug)]
+pub struct ControlOptions {
+    /// Number of workers (one [`ReaderHandle`] and one counters block each).
+    pub workers: usize,
+    /// Listener and backend slots the snapshots may use (the pipeline's counter arrays).
+    pub max_listeners: usize,
+    pub max_backends: usize,
+    /// Sleep when the command ring is empty.
+    pub poll_interval: Duration,
+    /// How often the data plane's heartbeat is stored.
+    pub heartbeat_interval: Duration,
+    /// A transaction left open this long with no message, while the control plane's heartbeat
+    /// is at least as old, belongs to a dead control plane: it is discarded so the next one can
+    /// begin.
+    pub stale_transaction: Duration,
+    /// Where the slot → object map goes; default `<region path>.slots.json`.
+    pub slots_path: Option<PathBuf>,
+}
+
+impl Default for ControlOptions {
+    fn default() -> Self {
+        ControlOptions {
+            workers: 1,
+            max_listeners: 4096,
+            max_backends: 65536,
+            poll_interval: Duration::from_millis(1),
+            heartbeat_interval: Duration::from_millis(100),
+            stale_transaction: Duration::from_secs(3),
+            slots_path: None,
+        }
+    }
+}
+
+/// Why the control thread could not start or apply a start-up configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    #[error("the region must be the data plane's (created with Region::create), not attached")]
+    NotDataPlane,
+    #[error(
+        "worker {worker} does not exist or its handles were already taken (workers: {workers})"
+    )]
+    NoSuchWorker { worker: usize, workers: usize },
+    #[error("the region's counters area has room for {region} workers, {wanted} were asked for; create the region with more")]
+    TooManyWorkers { wanted: usize, region: u32 },
+    #[error("configuration refused ({code:?}): {reason}")]
+    Rejected { code: RejectCode, reason: String },
+    #[error("configuration refused: {0}")]
+    Build(#[from] SnapshotError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("region {path}: {source}")]
+    Stats { path: PathBuf, source: RegionError },
+    #[error("{path}: {reason}")]
+    SlotsFile { path: PathBuf, reason: String },
+}
+
+/// What the control thread counted. Readable from any thread; also written to the slots file.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    /// Transactions applied (including the start-up one).
+    pub applied: AtomicU64,
+    /// Frames that failed to decode (torn, garbage, bad checksum).
+    pub rejected_corrupt: AtomicU64,
+    /// Frames with an unexpected sequence number (replayed, stale or lost).
+    pub rejected_out_of_order: AtomicU64,
+    /// Well-formed messages that broke the transaction protocol (stale generation, no
+    /// transaction, count mismatch, ...).
+    pub rejected_protocol: AtomicU64,
+    /// Transactions whose result could not be forwarded by (validation or build failed).
+    pub rejected_invalid: AtomicU64,
+    /// Transactions the control plane aborted.
+    pub aborted: AtomicU64,
+    /// Open transactions discarded because their control plane went away.
+    pub stale_discarded: AtomicU64,
+    /// Replies dropped because the reply ring was full (nobody reading).
+    pub replies_dropped: AtomicU64,
+    /// The command ring's indices were inconsistent.
+    pub ring_errors: AtomicU64,
+}
+
+/// A plain copy of [`ControlStats`], for JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlCounts {
+    pub applied: u64,
+    pub rejected_corrupt: u64,
+    pub rejected_out_of_order: u64,
+    pub rejected_protocol: u64,
+    pub rejected_invalid: u64,
+    pub aborted: u64,
+    pub stale_discarded: u64,
+    pub replies_dropped: u64,
+    pub ring_errors: u64,
+}
+
+impl ControlStats {
+    /// A snapshot of the counters.
+    pub fn counts(&self) -> ControlCounts {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ControlCounts {
+            applied: l(&self.applied),
+            rejected_corrupt: l(&self.rejected_corrupt),
+            rejected_out_of_order: l(&self.rejected_out_of_order),
+            rejected_protocol: l(&self.rejected_protocol),
+            rejected_invalid: l(&self.rejected_invalid),
+            aborted: l(&self.aborted),
+            stale_discarded: l(&self.stale_discarded),
+            replies_dropped: l(&self.replies_dropped),
+            ring_errors: l(&self.ring_errors),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Highest listener / backend slot count any snapshot has used: the counters a worker copies.
+#[derive(Debug, Default)]
+struct HighWater {
+    listeners: AtomicUsize,
+    backends: AtomicUsize,
+}
+
+/// Called on the control thread after every applied snapshot, before `Applied` is sent (e.g.
+/// to keep the XDP program's VIP maps in step).
+pub type ApplyHook = Box<dyn FnMut(&Snapshot) + Send>;
+
+/// The data plane's control thread, before and while it runs.
+pub struct ControlThread {
+    region: Arc<Region>,
+    tx: RegionSender,
+    rx: RegionReceiver,
+    assembler: Assembler,
+    builder: SnapshotBuilder,
+    publisher: Publisher<Snapshot>,
+    readers: Vec<Option<ReaderHandle<Snapshot>>>,
+    counters_taken: Vec<bool>,
+    /// The configuration in force and its generation (the assembler is reset to it when a
+    /// build fails after the assembler accepted a transaction).
+    applied_set: ServiceSet,
+    applied_gen: u64,
+    stats: Arc<ControlStats>,
+    high_water: Arc<HighWater>,
+    hook: Option<ApplyHook>,
+    opts: ControlOptions,
+    slots_path: PathBuf,
+    /// The slots file needs rewriting (counters changed since the last write).
+    slots_dirty: bool,
+    last_beat: Instant,
+    /// When the open transaction last received a message.
+    open_since: Option<Instant>,
+}
+
+impl std::fmt::Debug for ControlThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlThread")
+            .field("region", &self.region.path())
+            .field("applied_gen", &self.applied_gen)
+            .field("stats", &self.stats.counts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlThread {
+    /// Takes the data plane's region (created with [`Region::create`]) and prepares an empty
+    /// configuration (generation 0) with `opts.workers` reader handles.
+    ///
+    /// # Errors
+    /// The region is not the data plane's, its endpoints were taken, or its counters area has
+    /// fewer worker blocks than `opts.workers`.
+    pub fn new(mut region: Region, opts: ControlOptions) -> Result<Self, ControlError> {
+        if region.role() != fiberlb_shared::shm::region::Role::DataPlane {
+            return Err(ControlError::NotDataPlane);
+        }
+        let layout = region.counters_layout();
+        if opts.workers > layout.workers as usize {
+            return Err(ControlError::TooManyWorkers {
+                wanted: opts.workers,
+                region: layout.workers,
+            });
+        }
+        let (tx, rx) = region.endpoints()?;
+        let slots_path = opts
+            .slots_path
+            .clone()
+            .unwrap_or_else(|| slots_path_for(region.path()));
+        region.header().set_applied_generation(0);
+        region.beat();
+        let (publisher, readers) = Publisher::new(Box::new(Snapshot::default()), opts.workers);
+        let builder = SnapshotBuilder::new(
+            opts.max_listeners.min(layout.listeners as usize),
+            opts.max_backends.min(layout.backends as usize),
+        );
+        Ok(ControlThread {
+            region: Arc::new(region),
+            tx,
+            rx,
+            assembler: Assembler::new(ServiceSet::default(), 0),
+            builder,
+            publisher,
+            readers: readers.into_iter().map(Some).collect(),
+            counters_taken: vec![false; opts.workers],
+            applied_set: ServiceSet::default(),
+            applied_gen: 0,
+            stats: Arc::new(ControlStats::default()),
+            high_water: Arc::new(HighWater::default()),
+            hook: None,
+            slots_path,
+            slots_dirty: true,
+            last_beat: Instant::now(),
+            open_since: None,
+            opts,
+        })
+    }
+
+    /// The region, shared with the workers' [`CounterPublisher`]s.
+    pub fn region(&self) -> Arc<Region> {
+        self.region.clone()
+    }
+
+    /// What the control thread counted.
+    pub fn stats(&self) -> Arc<ControlStats> {
+        self.stats.clone()
+    }
+
+    /// Generation of the configuration in force.
+    pub fn applied_generation(&self) -> u64 {
+        self.applied_gen
+    }
+
+    /// The configuration in force.
+    pub fn applied_set(&self) -> &ServiceSet {
+        &self.applied_set
+    }
+
+    /// The snapshot in force (control side).
+    pub fn snapshot(&self) -> &Snapshot {
+        self.publisher.current()
+    }
+
+    /// Where the slot → object map is written.
+    pub fn slots_path(&self) -> &Path {
+        &self.slots_path
+    }
+
+    /// Runs `hook` after every applied snapshot, before `Applied` is sent.
+    pub fn set_apply_hook(&mut self, hook: ApplyHook) {
+        self.hook = Some(hook);
+    }
+
+    /// Worker `worker`'s snapshot reader (once per worker).
+    pub fn take_reader(&mut self, worker: usize) -> Option<ReaderHandle<Snapshot>> {
+        self.readers.get_mut(worker).and_then(Option::take)
+    }
+
+    /// Worker `worker`'s counter publisher (once per worker: two publishers on one block would
+    /// overwrite each other's totals).
+    pub fn counter_publisher(&mut self, worker: usize) -> Option<CounterPublisher> {
+        let taken = self.counters_taken.get_mut(worker)?;
+        if *taken {
+            return None;
+        }
+        *taken = true;
+        Some(CounterPublisher {
+            region: self.region.clone(),
+            worker: worker as u32,
+            high_water: self.high_water.clone(),
+        })
+    }
+
+    /// Both of worker `worker`'s handles.
+    ///
+    /// # Errors
+    /// [`ControlError::NoSuchWorker`] when out of range or already taken.
+    pub fn worker_handles(
+        &mut self,
+        worker: usize,
+    ) -> Result<(ReaderHandle<Snapshot>, CounterPublisher), ControlError> {
+        let err = ControlError::NoSuchWorker {
+            worker,
+            workers: self.readers.len(),
+        };
+        let taken = self.readers.get(worker).is_none_or(Option::is_none)
+            || self.counters_taken.get(worker).is_none_or(|t| *t);
+        if taken {
+            return Err(err);
+        }
+        match (self.take_reader(worker), self.counter_publisher(worker)) {
+            (Some(r), Some(c)) => Ok((r, c)),
+            _ => Err(err),
+        }
+    }
+
+    /// Applies a start-up configuration (a services file) through the same path as a control
+    /// plane's transaction: its full replay is fed to the assembler as if received, as
+    /// generation `applied + 1`. Call before the workers start. Returns the generation.
+    ///
+    /// # Errors
+    /// [`ControlError::Rejected`] / [`ControlError::Build`]: the configuration cannot be
+    /// forwarded by; nothing changed.
+    pub fn apply_initial(&mut self, set: ServiceSet) -> Result<u64, ControlError> {
+        let generation = self.applied_gen + 1;
+        let mut outcome = Outcome::Pending;
+        for m in full_replay(&set) {
+            outcome = self.assembler.accept(generation, m);
+            if let Outcome::Rejected { code, reason, .. } = outcome {
+                self.assembler = Assembler::new(self.applied_set.clone(), self.applied_gen);
+                return Err(ControlError::Rejected { code, reason });
+            }
+        }
+        let Outcome::Applied {
+            generation,
+            services,
+        } = outcome
+        else {
+            return Err(ControlError::Rejected {
+                code: RejectCode::NoTransaction,
+                reason: "the replay did not complete a transaction".into(),
+            });
+        };
+        self.apply(generation, services, &AtomicBool::new(false))
+            .map_err(|e| {
+                bump(&self.stats.rejected_invalid);
+                ControlError::Build(e)
+            })?;
+        Ok(generation)
+    }
+
+    /// Builds, publishes and waits for the workers; on a build error the assembler is put back
+    /// to the configuration in force. Does not reply.
+    fn apply(
+        &mut self,
+        generation: u64,
+        services: ServiceSet,
+        stop: &AtomicBool,
+    ) -> Result<(), SnapshotError> {
+        let snap = match self.builder.build(&services, generation) {
+            Ok(s) => s,
+            Err(e) => {
+                self.assembler = Assembler::new(self.applied_set.clone(), self.applied_gen);
+                return Err(e);
+            }
+        };
+        // Counters of new slots must be copied from the first packet on.
+        self.high_water
+            .listeners
+            .fetch_max(snap.listener_slots(), Ordering::Relaxed);
+        self.high_water
+            .backends
+            .fetch_max(snap.backends.len(), Ordering::Relaxed);
+        self.publisher.publish(Box::new(snap));
+        // Wait for every online worker, beating meanwhile: a worker stuck for long stalls
+        // configuration, never liveness reporting.
+        while !self.publisher.wait_quiescent(self.opts.heartbeat_interval) {
+            self.region.beat();
+            self.last_beat = Instant::now();
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        self.applied_set = services;
+        self.applied_gen = generation;
+        self.region.header().set_applied_generation(generation);
+        bump(&self.stats.applied);
+        if let Some(hook) = self.hook.as_mut() {
+            hook(self.publisher.current());
+        }
+        self.slots_dirty = true;
+        // The map must name the new slots before anyone reads their counters; a write error
+        // only costs names in `stats`, so it does not fail the transaction.
+        let _ = self.write_slots();
+        Ok(())
+    }
+
+    fn reply(&mut self, generation: u64, message: Message) {
+        if self.tx.send(generation, message).is_err() {
+            bump(&self.stats.replies_dropped);
+        }
+    }
+
+    fn count_rejection(&self, code: RejectCode) {
+        let s = &self.stats;
+        match code {
+            RejectCode::Malformed => bump(&s.rejected_corrupt),
+            RejectCode::OutOfOrder => bump(&s.rejected_out_of_order),
+            RejectCode::Invalid | RejectCode::TooManyObjects => bump(&s.rejected_invalid),
+            RejectCode::Aborted => bump(&s.aborted),
+            _ => bump(&s.rejected_protocol),
+        }
+    }
+
+    fn handle_outcome(&mut self, outcome: Outcome, stop: &AtomicBool) {
+        match outcome {
+            Outcome::Pending => {}
+            Outcome::Rejected {
+                generation,
+                code,
+                reason,
+            } => {
+                self.count_rejection(code);
+                self.reply(generation, Message::rejected(code, &reason));
+            }
+            Outcome::Applied {
+                generation,
+                services,
+            } => match self.apply(generation, services, stop) {
+                Ok(()) => self.reply(generation, Message::Applied),
+                Err(e) => {
+                    bump(&self.stats.rejected_invalid);
+                    self.reply(
+                        generation,
+                        Message::rejected(RejectCode::Invalid, &e.to_string()),
+                    );
+                }
+            },
+        }
+    }
+
+    /// Handles up to 256 waiting commands; returns how many slots were consumed.
+    pub fn poll_once(&mut self, stop: &AtomicBool) -> usize {
+        let mut n = 0;
+        while n < MAX_MESSAGES_PER_POLL {
+            let outcome = match self.rx.try_recv() {
+                Ok(None) => break,
+                Ok(Some(frame)) => self.assembler.accept(frame.generation, frame.message),
+                Err(RecvError::Malformed { seq, error }) => self.assembler.protocol_error(
+                    RejectCode::Malformed,
+                    &format!("message #{seq} is malformed: {error}"),
+                ),
+                Err(e @ RecvError::OutOfOrder { .. }) => self
+                    .assembler
+                    .protocol_error(RejectCode::OutOfOrder, &e.to_string()),
+                Err(RecvError::Ring(_)) => {
+                    // Nothing can be read from a ring whose indices are impossible; count it
+                    // and keep forwarding with what we have.
+                    bump(&self.stats.ring_errors);
+                    break;
+                }
+            };
+            n += 1;
+            self.handle_outcome(outcome, stop);
+            self.open_since = self.assembler.open_generation().map(|_| Instant::now());
+        }
+        n
+    }
+
+    /// Discards a transaction whose control plane died mid-way (see
+    /// [`ControlOptions::stale_transaction`]).
+    fn check_stale_transaction(&mut self) {
+        let Some(since) = self.open_since else {
+            return;
+        };
+        let limit = self.opts.stale_transaction;
+        if since.elapsed() < limit || self.region.peer_alive(limit) {
+            return;
+        }
+        self.open_since = None;
+        let outcome = self.assembler.protocol_error(
+            RejectCode::Aborted,
+            "transaction discarded: no message and no control-plane heartbeat for too long",
+        );
+        if let Some((generation, message)) = outcome.reply() {
+            bump(&self.stats.stale_discarded);
+            self.reply(generation, message);
+        }
+    }
+
+    /// Beats, checks for a stale transaction and rewrites the slots file when counters moved.
+    fn housekeeping(&mut self, written: &mut ControlCounts) {
+        if self.last_beat.elapsed() >= self.opts.heartbeat_interval {
+            self.region.beat();
+            self.last_beat = Instant::now();
+            self.check_stale_transaction();
+            let now = self.stats.counts();
+            if (self.slots_dirty || now != *written) && self.write_slots().is_ok() {
+                *written = now;
+            }
+        }
+    }
+
+    /// The loop: poll, apply, reply, beat, until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let mut written = ControlCounts {
+            applied: u64::MAX,
+            ..ControlCounts::default()
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.poll_once(stop);
+            self.housekeeping(&mut written);
+            if n == 0 {
+                std::thread::sleep(self.opts.poll_interval);
+            }
+        }
+        self.region.beat();
+        let _ = self.write_slots();
+    }
+
+    /// Runs [`run`](Self::run) on a thread named `fiberlb-control`; the thread gives the
+    /// control thread back when `stop` is set.
+    ///
+    /// # Errors
+    /// The thread could not be created.
+    pub fn spawn(
+        mut self,
+        stop: Arc<AtomicBool>,
+    ) -> Result<JoinHandle<ControlThread>, ControlError> {
+        std::thread::Builder::new()
+            .name("fiberlb-control".into())
+            .spawn(move || {
+                self.run(&stop);
+                self
+            })
+            .map_err(|source| ControlError::Io {
+                op: "spawn control thread",
+                path: PathBuf::new(),
+                source,
+            })
+    }
+
+    /// Writes the slot → object map atomically (temporary file, then rename).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_slots(&mut self) -> Result<(), ControlError> {
+        let snap = self.publisher.current();
+        let file = SlotsFile {
+            instance_id: format!("{:032x}", self.region.header().instance_id()),
+            generation: snap.generation,
+            control: self.stats.counts(),
+            listeners: snap
+                .listeners
+                .iter()
+                .map(|l| ListenerSlot {
+                    slot: l.slot,
+                    id: l.id.0,
+                    name: l.name.clone(),
+                    vip: l.vip,
+                    port: l.port,
+                    protocol: l.protocol.to_string(),
+                    mode: l.mode.to_string(),
+                })
+                .collect(),
+            backends: snap
+                .backends
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, b)| {
+                    let b = b.as_ref()?;
+                    Some(BackendSlot {
+                        slot: slot as u32,
+                        id: b.id.0,
+                        pool: snap
+                            .pools
+                            .get(b.pool as usize)
+                            .map(|p| p.name.clone())
+                            .unwrap_or_default(),
+                        address: b.address,
+                        port: b.port,
+                    })
+                })
+                .collect(),
+        };
+        write_atomically(&self.slots_path, &file)?;
+        self.slots_dirty = false;
+        Ok(())
+    }
+}
+
+/// `<region path>.slots.json`.
+pub fn slots_path_for(region: &Path) -> PathBuf {
+    let mut s = region.as_os_str().to_owned();
+    s.push(".slots.json");
+    PathBuf::from(s)
+}
+
+fn write_atomically(path: &Path, value: &SlotsFile) -> Result<(), ControlError> {
+    let io = |op, source| ControlError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ControlError::SlotsFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io("create", e))?;
+    f.write_all(&bytes).map_err(|e| io("write", e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
+}
+
+/// Which object holds which counter slot, written next to the region after every apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotsFile {
+    /// The data plane instance that wrote it (a file left by a previous instance is ignored).
+    pub instance_id: String,
+    /// Generation of the snapshot the slots belong to.
+    pub generation: u64,
+    /// The control thread's counters when the file was written.
+    pub control: ControlCounts,
+    pub listeners: Vec<ListenerSlot>,
+    pub backends: Vec<BackendSlot>,
+}
+
+/// A listener's counter slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerSlot {
+    pub slot: u32,
+    pub id: u32,
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub mode: String,
+}
+
+/// A backend's counter slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSlot {
+    pub slot: u32,
+    pub id: u32,
+    pub pool: String,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// A worker's way to its counters block in the region. Cheap: it copies only the listener and
+/// backend slots any snapshot has used so far, with plain stores.
+#[derive(Debug)]
+pub struct CounterPublisher {
+    region: Arc<Region>,
+    worker: u32,
+    high_water: Arc<HighWater>,
+}
+
+fn shm_object(c: &ObjectCounters) -> ShmObject {
+    ShmObject {
+        packets: c.packets,
+        bytes: c.bytes,
+        new_flows: c.new_flows,
+    }
+}
+
+impl CounterPublisher {
+    /// The worker this publisher writes for.
+    pub fn worker(&self) -> u32 {
+        self.worker
+    }
+
+    /// Copies the worker's running totals into its block. `tx_packets` is what the pipeline
+    /// forwarded; `tx_bytes` the bytes sent to backends (nat replies are not in it).
+    pub fn publish(&self, c: &WorkerCounters) {
+        let Some(block) = self.region.worker_counters(self.worker) else {
+            return;
+        };
+        for (reason, v) in c.drops.iter().enumerate() {
+            block.set_drops(reason, *v);
+        }
+        let nl = self.high_water.listeners.load(Ordering::Relaxed);
+        for (slot, l) in c.listeners.iter().take(nl).enumerate() {
+            block.set_listener(slot as u32, shm_object(l));
+        }
+        let nb = self.high_water.backends.load(Ordering::Relaxed);
+        let mut tx_bytes = 0u64;
+        for (slot, b) in c.backends.iter().take(nb).enumerate() {
+            tx_bytes = tx_bytes.wrapping_add(b.bytes);
+            block.set_backend(slot as u32, shm_object(b));
+        }
+        block.set_totals(Totals {
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.forwarded,
+            tx_bytes,
+        });
+    }
+}
+
+// ---- stats ----
+
+/// Counters of one listener, with its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListenerStats {
+    pub slot: u32,
+    pub id: u32,
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub mode: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// Counters of one backend, with its identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendStats {
+    pub slot: u32,
+    pub id: u32,
+    pub pool: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// Packet and byte totals over all workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TotalsReport {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// What `fiberlb-dataplane stats` shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatsReport {
+    pub region: PathBuf,
+    pub instance_id: String,
+    pub data_plane_pid: u32,
+    pub applied_generation: u64,
+    /// Milliseconds since the data plane's last heartbeat (`None`: never beat).
+    pub data_plane_heartbeat_age_ms: Option<u64>,
+    /// Milliseconds since the control plane's last heartbeat (`None`: never beat).
+    pub control_plane_heartbeat_age_ms: Option<u64>,
+    pub totals: TotalsReport,
+    /// Drops by reason name (every reason, zeros included).
+    pub drops: BTreeMap<String, u64>,
+    pub listeners: Vec<ListenerStats>,
+    pub backends: Vec<BackendStats>,
+    /// The control thread's counters, from the slots file (`None` when it is missing or
+    /// belongs to another instance).
+    pub control: Option<ControlCounts>,
+    /// Generation the slot names belong to (`None`: no usable slots file, no per-object rows).
+    pub slots_generation: Option<u64>,
+}
+
+fn age_ms(beat: u64) -> Option<u64> {
+    (beat != 0).then(|| monotonic_ns().saturating_sub(beat) / 1_000_000)
+}
+
+/// Reads the counters of the data plane at `shm_path`, named through its slots file.
+///
+/// It maps the region as the control plane does, so it fails while a control plane is
+/// attached (the region allows one); the error says so.
+///
+/// # Errors
+/// The region is missing, invalid, or a control plane holds it.
+pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
+    let region = Region::attach(shm_path).map_err(|source| ControlError::Stats {
+        path: shm_path.to_path_buf(),
+        source,
+    })?;
+    let h = region.header();
+    let instance_id = format!("{:032x}", h.instance_id());
+    let slots: Option<SlotsFile> = std::fs::read(slots_path_for(shm_path))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|s: &SlotsFile| s.instance_id == instance_id);
+    let c = region.counters();
+    let t = c.totals();
+    let drops = DropReason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), c.drops(*r as usize)))
+        .collect();
+    let (listeners, backends) = match &slots {
+        Some(s) => (
+            s.listeners
+                .iter()
+                .map(|l| {
+                    let o = c.listener(l.slot);
+                    ListenerStats {
+                        slot: l.slot,
+                        id: l.id,
+                        name: l.name.clone(),
+                        vip: l.vip,
+                        port: l.port,
+                        protocol: l.protocol.clone(),
+                        mode: l.mode.clone(),
+                        packets: o.packets,
+                        bytes: o.bytes,
+                        new_flows: o.new_flows,
+                    }
+                })
+                .collect(),
+            s.backends
+                .iter()
+                .map(|b| {
+                    let o = c.backend(b.slot);
+                    BackendStats {
+                        slot: b.slot,
+                        id: b.id,
+                        pool: b.pool.clone(),
+                        address: b.address,
+                        port: b.port,
+                        packets: o.packets,
+                        bytes: o.bytes,
+                        new_flows: o.new_flows,
+                    }
+                })
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(StatsReport {
+        region: shm_path.to_path_buf(),
+        instance_id,
+        data_plane_pid: h.data_plane_pid(),
+        applied_generation: h.applied_generation(),
+        data_plane_heartbeat_age_ms: age_ms(h.data_plane_heartbeat()),
+        control_plane_heartbeat_age_ms: age_ms(h.control_plane_heartbeat()),
+        totals: TotalsReport {
+            rx_packets: t.rx_packets,
+            rx_bytes: t.rx_bytes,
+            tx_packets: t.tx_packets,
+            tx_bytes: t.tx_bytes,
+        },
+        drops,
+        listeners,
+        backends,
+        control: slots.as_ref().map(|s| s.control),
+        slots_generation: slots.as_ref().map(|s| s.generation),
+    })
+}
+
+/// The report as a human-readable table.
+pub fn render_table(r: &StatsReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let age = |a: Option<u64>| a.map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+    let _ = writeln!(o, "region      {}", r.region.display());
+    let _ = writeln!(
+        o,
+        "instance    {} (pid {})",
+        r.instance_id, r.data_plane_pid
+    );
+    let _ = writeln!(o, "generation  {}", r.applied_generation);
+    let _ = writeln!(
+        o,
+        "heartbeats  data plane {}, control plane {}",
+        age(r.data_plane_heartbeat_age_ms),
+        age(r.control_plane_heartbeat_age_ms)
+    );
+    let t = &r.totals;
+    let _ = writeln!(
+        o,
+        "rx          {} packets, {} bytes\ntx          {} packets, {} bytes",
+        t.rx_packets, t.rx_bytes, t.tx_packets, t.tx_bytes
+    );
+    let drops: Vec<_> = r.drops.iter().filter(|(_, v)| **v > 0).collect();
+    if drops.is_empty() {
+        let _ = writeln!(o, "drops       none");
+    } else {
+        let _ = writeln!(o, "drops");
+        for (name, v) in drops {
+            let _ = writeln!(o, "  {name:<24} {v:>14}");
+        }
+    }
+    if let Some(c) = &r.control {
+        let _ = writeln!(
+            o,
+            "control     applied {}, rejected: corrupt {}, out-of-order {}, protocol {}, invalid {}; aborted {}, stale {}",
+            c.applied,
+            c.rejected_corrupt,
+            c.rejected_out_of_order,
+            c.rejected_protocol,
+            c.rejected_invalid,
+            c.aborted,
+            c.stale_discarded
+        );
+    }
+    if r.slots_generation.is_none() {
+        let _ = writeln!(
+            o,
+            "(no slots file for this instance: per-listener and per-backend counters unnamed)"
+        );
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<5} {:<32} {:<28} {:<5} {:>14} {:>16} {:>10}",
+        "SLOT", "LISTENER", "VIP:PORT/PROTO", "MODE", "PACKETS", "BYTES", "NEW FLOWS"
+    );
+    for l in &r.listeners {
+        let _ = writeln!(
+            o,
+            "{:<5} {:<32} {:<28} {:<5} {:>14} {:>16} {:>10}",
+            l.slot,
+            l.name,
+            format!("{}/{}", sock(l.vip, l.port), l.protocol),
+            l.mode,
+            l.packets,
+            l.bytes,
+            l.new_flows
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<5} {:<8} {:<20} {:<28} {:>14} {:>16} {:>10}",
+        "SLOT", "ID", "POOL", "BACKEND", "PACKETS", "BYTES", "NEW FLOWS"
+    );
+    for b in &r.backends {
+        let _ = writeln!(
+            o,
+            "{:<5} {:<8} {:<20} {:<28} {:>14} {:>16} {:>10}",
+            b.slot,
+            b.id,
+            b.pool,
+            sock(b.address, b.port),
+            b.packets,
+            b.bytes,
+            b.new_flows
+        );
+    }
+    o
+}
+
+fn sock(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// `fiberlb-dataplane stats [--json]`: reads and prints.
+///
+/// # Errors
+/// See [`read_stats`].
+pub fn print_stats(shm_path: &Path, json: bool) -> Result<(), ControlError> {
+    let r = read_stats(shm_path)?;
+    if json {
+        let s = serde_json::to_string_pretty(&r).map_err(|e| ControlError::SlotsFile {
+            path: shm_path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        println!("{s}");
+    } else {
+        print!("{}", render_table(&r));
+    }
+    Ok(())
+}
