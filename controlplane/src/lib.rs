@@ -1,2 +1,21 @@
-//! fiberlb's control plane. For now: the CLI's offline commands.
+//! fiberlb's control plane: the object model and its store, VIP allocation, the gRPC API that
+//! `fiberlbd` serves and `fiberlbctl` calls.
 #![forbid(unsafe_code)]
+
+pub mod model;
+pub mod store;
+pub mod vip;
+
+pub mod pb {
+    //! Generated gRPC types and services (`proto/fiberlb/v1/fiberlb.proto`).
+    #![allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic
+    )]
+    tonic::include_proto!("fiberlb.v1");
+    /// Encoded file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("fiberlb_descriptor");
+}
