@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-step() { echo; echo "==> $*"; }
+started=$SECONDS
+step() { echo; echo "==> [$((SECONDS - started))s] $*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
