@@ -2,6 +2,8 @@
 //! `fiberlbd` serves and `fiberlbctl` calls.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod config;
 pub mod model;
 pub mod store;
 pub mod vip;

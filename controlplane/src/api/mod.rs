@@ -1,0 +1,179 @@
+//! The gRPC API: `fiberlb.v1.{LoadBalancer,Listener,Pool,Backend,HealthCheck}Service` and
+//! `DataplaneService`, with access control by bearer token and the status-code mapping.
+//!
+//! - [`auth`]: who the caller is and which org/project a request acts in.
+//! - [`convert`]: model objects to and from their protobuf messages.
+//! - [`service`]: the handlers.
+//! - [`server`]: serving on a Unix socket (0600) or TCP with TLS, plus gRPC health and
+//!   reflection.
+//! - [`client`]: connecting to fiberlbd (fiberlbctl and the tests).
+
+pub mod auth;
+pub mod client;
+pub mod convert;
+pub mod server;
+pub mod service;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fiberlb_shared::flow_hash::FlowHasher;
+use fiberlb_shared::model::{BackendId, TunnelSettings};
+use tokio::sync::watch;
+
+use crate::config::HealthDefaults;
+use crate::model;
+use crate::store::{Store, StoreError};
+use crate::vip::VipAllocator;
+
+/// Current health-check results (the health module implements it; absent backends are healthy).
+pub trait HealthSource: Send + Sync {
+    /// Health of every backend that has a result.
+    fn health(&self) -> HashMap<BackendId, bool>;
+}
+
+/// No health checks: every backend healthy.
+#[derive(Debug, Default)]
+pub struct NoHealth;
+
+impl HealthSource for NoHealth {
+    fn health(&self) -> HashMap<BackendId, bool> {
+        HashMap::new()
+    }
+}
+
+/// What the attached data plane reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneStatus {
+    /// The data plane's instance id (new at each start).
+    pub instance_id: u128,
+    /// Generation it forwards by.
+    pub applied_generation: u64,
+    /// Milliseconds since its last heartbeat.
+    pub heartbeat_age_ms: u64,
+}
+
+/// Counters of one listener or backend, by id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// Data plane counters, keyed by the control plane's ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneCounters {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub drops: u64,
+    pub listeners: HashMap<u32, ObjectCounters>,
+    pub backends: HashMap<u32, ObjectCounters>,
+}
+
+/// The data plane as the API sees it (the shm programmer implements it).
+pub trait DataplaneView: Send + Sync {
+    /// `None` when no data plane is attached.
+    fn status(&self) -> Option<DataplaneStatus>;
+    /// `None` when no data plane is attached.
+    fn counters(&self) -> Option<DataplaneCounters>;
+}
+
+/// fiberlbd without a data plane.
+#[derive(Debug, Default)]
+pub struct NoDataplane;
+
+impl DataplaneView for NoDataplane {
+    fn status(&self) -> Option<DataplaneStatus> {
+        None
+    }
+    fn counters(&self) -> Option<DataplaneCounters> {
+        None
+    }
+}
+
+/// Everything the handlers share.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub vips: VipAllocator,
+    pub hasher: FlowHasher,
+    pub tunnel: TunnelSettings,
+    pub health_defaults: HealthDefaults,
+    pub health: Arc<dyn HealthSource>,
+    pub dataplane: Arc<dyn DataplaneView>,
+    /// Receives the generation after every committed change (fiberlbd reprograms on it).
+    pub committed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("store", &self.store)
+            .field("vips", &self.vips)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Handlers over `store` with no health checks and no data plane; `committed` starts at
+    /// the store's generation.
+    pub fn new(store: Arc<Store>, vips: VipAllocator) -> Self {
+        let generation = store.snapshot().generation;
+        Shared {
+            store,
+            vips,
+            hasher: FlowHasher::default(),
+            tunnel: TunnelSettings::default(),
+            health_defaults: HealthDefaults::default(),
+            health: Arc::new(NoHealth),
+            dataplane: Arc::new(NoDataplane),
+            committed: watch::channel(generation).0,
+        }
+    }
+}
+
+/// A validator for [`Store::with_validator`]: the compiled state must pass the data plane's
+/// own checks with the node's tunnel settings, so the data plane never rejects what the API
+/// accepted.
+pub fn dataplane_validator(tunnel: TunnelSettings) -> crate::store::Validator {
+    Box::new(move |state| {
+        let mut set = model::compile(state, &HashMap::new());
+        set.tunnel = tunnel.clone();
+        set.validate().map_err(|e| {
+            use fiberlb_shared::model::ModelError as M;
+            match e {
+                M::DuplicateListener { .. } => model::Error::AlreadyExists(e.to_string()),
+                M::MissingTunnelSource { .. } => model::Error::FailedPrecondition(format!(
+                    "{e}; set [tunnel] source_v4/source_v6 in the fiberlbd config"
+                )),
+                _ => model::Error::FailedPrecondition(e.to_string()),
+            }
+        })
+    })
+}
+
+/// The gRPC status for a model error.
+pub fn status_of(e: &model::Error) -> tonic::Status {
+    use tonic::Status;
+    match e {
+        model::Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+        model::Error::NotFound { .. } => Status::not_found(e.to_string()),
+        model::Error::AlreadyExists(_) => Status::already_exists(e.to_string()),
+        model::Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
+    }
+}
+
+impl From<model::Error> for tonic::Status {
+    fn from(e: model::Error) -> Self {
+        status_of(&e)
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Model(m) => status_of(&m),
+            other => tonic::Status::unavailable(format!("the change was not saved: {other}")),
+        }
+    }
+}
