@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod health;
 pub mod model;
 pub mod store;
 pub mod vip;
