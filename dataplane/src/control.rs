@@ -810,7 +810,7 @@ fn age_ms(beat: u64) -> Option<u64> {
 /// # Errors
 /// The region is missing, invalid, or a control plane holds it.
 pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
-    let region = Region::attach(shm_path).map_err(|source| ControlError::Stats {
+    let region = Region::observe(shm_path).map_err(|source| ControlError::Stats {
         path: shm_path.to_path_buf(),
         source,
     })?;

@@ -175,3 +175,25 @@ fn attach_refuses_bad_regions() {
     std::fs::remove_file(&path).unwrap();
     let _ = REGION_MAGIC;
 }
+
+#[test]
+fn observer_reads_beside_an_attached_control_plane() {
+    let path = temp_path("observer");
+    let dp = Region::create(&path, &small()).unwrap();
+    dp.header().set_applied_generation(7);
+    let _cp = Region::attach(&path).unwrap();
+    // A second control plane is refused, an observer is not.
+    assert!(Region::attach(&path).is_err());
+    let mut obs = Region::observe(&path).unwrap();
+    assert_eq!(obs.header().applied_generation(), 7);
+    assert_eq!(obs.header().instance_id(), dp.header().instance_id());
+    assert!(obs.endpoints().is_err(), "an observer never owns a ring");
+    obs.beat();
+    assert_eq!(
+        obs.header().control_plane_heartbeat(),
+        0,
+        "an observer never beats"
+    );
+    let _ = Role::Observer;
+    std::fs::remove_file(&path).ok();
+}

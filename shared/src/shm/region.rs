@@ -127,6 +127,9 @@ pub enum Role {
     DataPlane,
     /// Attacher: produces commands, consumes replies, reads counters.
     ControlPlane,
+    /// A reader of the header and counters only (`fiberlb-dataplane stats`, metrics): takes no
+    /// lock, so it works beside an attached control plane; never beats, never owns a ring.
+    Observer,
 }
 
 /// Sizes of a new region.
@@ -526,6 +529,20 @@ impl Region {
     /// Any [`RegionError`]: missing, truncated, foreign or corrupt region, bad permissions, or a
     /// control plane already attached.
     pub fn attach(path: &Path) -> Result<Region, RegionError> {
+        Self::open_existing(path, Role::ControlPlane)
+    }
+
+    /// Maps the region at `path` to read its header and counters, beside whatever control
+    /// plane is attached: validated like [`Region::attach`], but takes no lock, and
+    /// [`Region::endpoints`] and [`Region::beat`] do nothing useful on it.
+    ///
+    /// # Errors
+    /// As [`Region::attach`], except that an attached control plane is no error.
+    pub fn observe(path: &Path) -> Result<Region, RegionError> {
+        Self::open_existing(path, Role::Observer)
+    }
+
+    fn open_existing(path: &Path, role: Role) -> Result<Region, RegionError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -548,7 +565,7 @@ impl Region {
                 len,
             });
         }
-        if !try_lock_byte(&file, 1, path)? {
+        if role == Role::ControlPlane && !try_lock_byte(&file, 1, path)? {
             return Err(RegionError::ControlPlaneAttached {
                 path: path.to_path_buf(),
             });
@@ -558,9 +575,10 @@ impl Region {
         Ok(Region {
             map: Arc::new(map),
             layout,
-            role: Role::ControlPlane,
+            role,
             path: path.to_path_buf(),
-            endpoints_taken: false,
+            // An observer never gets the rings.
+            endpoints_taken: role == Role::Observer,
         })
     }
 
@@ -585,6 +603,7 @@ impl Region {
         let slot = match self.role {
             Role::DataPlane => &h.data_plane_heartbeat.0,
             Role::ControlPlane => &h.control_plane_heartbeat.0,
+            Role::Observer => return,
         };
         slot.store(monotonic_ns(), Ordering::Relaxed);
     }
@@ -594,7 +613,7 @@ impl Region {
         let h = self.header();
         let last = match self.role {
             Role::DataPlane => h.control_plane_heartbeat(),
-            Role::ControlPlane => h.data_plane_heartbeat(),
+            Role::ControlPlane | Role::Observer => h.data_plane_heartbeat(),
         };
         last != 0 && monotonic_ns().saturating_sub(last) <= max_age.as_nanos() as u64
     }
@@ -622,7 +641,7 @@ impl Region {
         };
         let (out, inn) = match self.role {
             Role::DataPlane => (self.layout.reply_ring, self.layout.cmd_ring),
-            Role::ControlPlane => (self.layout.cmd_ring, self.layout.reply_ring),
+            Role::ControlPlane | Role::Observer => (self.layout.cmd_ring, self.layout.reply_ring),
         };
         let tx = Sender::new(Producer::new(ring(out))?);
         let rx = Receiver::new(Consumer::new(ring(inn))?);
