@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out.join("fiberlb_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure()
+        // fiberlbctl's `-o json` prints the messages as they are.
+        .type_attribute(".fiberlb.v1", "#[derive(serde::Serialize)]")
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_fds(fds)?;

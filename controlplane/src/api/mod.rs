@@ -1,6 +1,7 @@
 //! The gRPC API: `fiberlb.v1.{LoadBalancer,Listener,Pool,Backend,HealthCheck}Service` and
 //! `DataplaneService`, with access control by bearer token and the status-code mapping.
 //!
+//! - [`apply`]: `fiberlbctl apply -f`: plan and carry out the changes a services file implies.
 //! - [`auth`]: who the caller is and which org/project a request acts in.
 //! - [`convert`]: model objects to and from their protobuf messages.
 //! - [`service`]: the handlers.
@@ -8,6 +9,7 @@
 //!   reflection.
 //! - [`client`]: connecting to fiberlbd (fiberlbctl and the tests).
 
+pub mod apply;
 pub mod auth;
 pub mod client;
 pub mod convert;

@@ -1,2 +1,1040 @@
+//! fiberlbctl: the command line of fiberlb's control plane. Every API operation, human tables by
+//! default and `-o json`, `apply -f services.yaml`, `status`, `stats` and `lookup` (`trace`).
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fiberlb_controlplane::api::apply;
+use fiberlb_controlplane::api::client::{connect, Clients};
+use fiberlb_controlplane::config::DEFAULT_SOCKET;
+use fiberlb_controlplane::pb;
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fiberlbctl",
+    version,
+    about = "Command line of fiberlb's control plane"
+)]
+struct Cli {
+    /// fiberlbd to talk to: a Unix socket path, or https://host:port.
+    #[arg(long, global = true, env = "FIBERLB_SERVER", default_value = DEFAULT_SOCKET)]
+    server: String,
+    /// Bearer token (acts in the token's org/project).
+    #[arg(long, global = true, env = "FIBERLB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) to verify an https server with.
+    #[arg(long, global = true, env = "FIBERLB_CA")]
+    ca: Option<PathBuf>,
+    /// Organisation (needed without a token).
+    #[arg(long, global = true, env = "FIBERLB_ORG", default_value = "")]
+    org: String,
+    /// Project (needed without a token).
+    #[arg(long, global = true, env = "FIBERLB_PROJECT", default_value = "")]
+    project: String,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load balancers (VIPs).
+    #[command(subcommand, alias = "lb", alias = "loadbalancer")]
+    LoadBalancer(LbCmd),
+    /// Listeners (VIP port + protocol + mode -> pool).
+    #[command(subcommand)]
+    Listener(ListenerCmd),
+    /// Pools.
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Backends.
+    #[command(subcommand)]
+    Backend(BackendCmd),
+    /// Health checks.
+    #[command(subcommand, alias = "hc")]
+    HealthCheck(HcCmd),
+    /// Make this org/project match a services file (creates, updates and deletes).
+    Apply {
+        /// The services YAML file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep objects the file does not mention.
+        #[arg(long)]
+        no_prune: bool,
+    },
+    /// The attached data plane and the configuration generation.
+    Status,
+    /// Data plane counters of this org/project.
+    #[command(alias = "counters")]
+    Stats,
+    /// Which backend a new flow SRC:PORT -> DST:PORT/PROTO gets (Maglev answer).
+    #[command(alias = "trace")]
+    Lookup {
+        /// Client address and port, e.g. 198.51.100.7:40000 or [2001:db8::7]:40000.
+        src: String,
+        /// VIP, port and protocol, e.g. 10.10.0.100:80/tcp.
+        dst: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Id {
+    id: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum LbCmd {
+    List,
+    Get(Id),
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Explicit VIP; allocated from the configured ranges when omitted.
+        #[arg(long)]
+        vip: Option<String>,
+        /// Family to allocate from: ipv4 or ipv6.
+        #[arg(long, default_value = "")]
+        family: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    Update {
+        id: u32,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    Delete(Id),
+}
+
+#[derive(Debug, Subcommand)]
+enum ListenerCmd {
+    List {
+        /// Only this load balancer's listeners.
+        #[arg(long = "lb", default_value_t = 0)]
+        lb: u32,
+    },
+    Get(Id),
+    Create {
+        #[arg(long = "lb")]
+        lb: u32,
+        #[arg(long)]
+        port: u32,
+        /// tcp | udp
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// dsr | tunnel | nat
+        #[arg(long)]
+        mode: String,
+        /// ipip | gue (tunnel only)
+        #[arg(long, default_value = "")]
+        encap: String,
+        #[arg(long)]
+        pool: u32,
+    },
+    Update {
+        id: u32,
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(long)]
+        encap: Option<String>,
+        #[arg(long)]
+        pool: Option<u32>,
+    },
+    Delete(Id),
+}
+
+#[derive(Debug, Subcommand)]
+enum PoolCmd {
+    List,
+    Get(Id),
+    Create {
+        #[arg(long)]
+        name: String,
+        /// maglev | maglev-source-ip
+        #[arg(long, default_value = "")]
+        algorithm: String,
+        /// Prime Maglev table size (default 65537).
+        #[arg(long, default_value_t = 0)]
+        table_size: u32,
+        #[arg(long, default_value_t = 0)]
+        health_check: u32,
+    },
+    Update {
+        id: u32,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        algorithm: Option<String>,
+        #[arg(long)]
+        table_size: Option<u32>,
+        /// 0 detaches the health check.
+        #[arg(long)]
+        health_check: Option<u32>,
+    },
+    Delete(Id),
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendCmd {
+    List {
+        /// Only this pool's backends.
+        #[arg(long, default_value_t = 0)]
+        pool: u32,
+    },
+    Get(Id),
+    Create {
+        #[arg(long)]
+        pool: u32,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        port: u32,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long, default_value = "")]
+        mac: String,
+        /// enabled | drained | disabled
+        #[arg(long, default_value = "")]
+        state: String,
+    },
+    Update {
+        id: u32,
+        #[arg(long)]
+        weight: Option<u32>,
+        /// Empty string clears it.
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+    },
+    Delete(Id),
+}
+
+#[derive(Debug, Args)]
+struct HcFields {
+    #[arg(long)]
+    name: String,
+    /// tcp | http | https | udp
+    #[arg(long)]
+    kind: String,
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u32,
+    #[arg(long, default_value_t = 0)]
+    timeout_ms: u32,
+    #[arg(long, default_value_t = 0)]
+    rise: u32,
+    #[arg(long, default_value_t = 0)]
+    fall: u32,
+    #[arg(long, default_value = "")]
+    http_path: String,
+    /// Accepted HTTP statuses, e.g. 200-399.
+    #[arg(long, default_value = "")]
+    expect_status: String,
+    /// UDP payload to send (text).
+    #[arg(long, default_value = "")]
+    udp_payload: String,
+    /// UDP reply expected (text; empty: any reply).
+    #[arg(long, default_value = "")]
+    udp_expect: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum HcCmd {
+    List,
+    Get(Id),
+    Create(HcFields),
+    /// Replaces every field.
+    Update {
+        id: u32,
+        #[command(flatten)]
+        fields: HcFields,
+    },
+    Delete(Id),
+}
+
+/// A failure with what to do about it.
+#[derive(Debug)]
+struct Failure(String);
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let hint = match s.code() {
+            Code::Unauthenticated => " (pass a valid --token or set FIBERLB_TOKEN)",
+            Code::PermissionDenied => " (the token acts in its own org/project only)",
+            Code::Unavailable => " (is fiberlbd running? check --server)",
+            _ => "",
+        };
+        Failure(format!("{:?}: {}{hint}", s.code(), s.message()))
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure(format!("{e:#}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    // Local parse errors before connecting.
+    if let Command::Apply { file, .. } = &cli.command {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
+        apply::desired_from_yaml(&text).map_err(|e| Failure(format!("{}: {e}", file.display())))?;
+    }
+    let mut c = connect(&cli.server, cli.token.as_deref(), cli.ca.as_deref())
+        .await
+        .map_err(|e| Failure(e.to_string()))?;
+    let scope = if cli.org.is_empty() && cli.project.is_empty() {
+        None
+    } else {
+        Some(pb::Scope {
+            org_id: cli.org.clone(),
+            project_id: cli.project.clone(),
+        })
+    };
+    let out = cli.output;
+    match cli.command {
+        Command::LoadBalancer(cmd) => lb_cmd(&mut c, scope, out, cmd).await,
+        Command::Listener(cmd) => listener_cmd(&mut c, scope, out, cmd).await,
+        Command::Pool(cmd) => pool_cmd(&mut c, scope, out, cmd).await,
+        Command::Backend(cmd) => backend_cmd(&mut c, scope, out, cmd).await,
+        Command::HealthCheck(cmd) => hc_cmd(&mut c, scope, out, cmd).await,
+        Command::Apply {
+            file,
+            dry_run,
+            no_prune,
+        } => apply_cmd(&mut c, scope, out, &file, dry_run, !no_prune).await,
+        Command::Status => {
+            let s = c.dataplane.status(pb::StatusRequest {}).await?.into_inner();
+            if out == Output::Json {
+                return print_json(&s);
+            }
+            println!("store generation:   {}", s.store_generation);
+            if s.attached {
+                println!("data plane:         attached (instance {})", s.instance_id);
+                println!("applied generation: {}", s.applied_generation);
+                println!("heartbeat age:      {} ms", s.heartbeat_age_ms);
+                if s.applied_generation != s.store_generation {
+                    println!("note: the data plane has not applied the latest generation yet");
+                }
+            } else {
+                println!("data plane:         not attached (fiberlbd runs without a data plane)");
+            }
+            Ok(())
+        }
+        Command::Stats => {
+            let s = c
+                .dataplane
+                .counters(pb::CountersRequest { scope })
+                .await?
+                .into_inner();
+            if out == Output::Json {
+                return print_json(&s);
+            }
+            if !s.attached {
+                println!("no data plane attached: no counters");
+                return Ok(());
+            }
+            println!(
+                "rx {} packets, tx {} packets, {} dropped",
+                s.rx_packets, s.tx_packets, s.drops
+            );
+            let rows = |v: &[pb::ObjectCounters]| -> Vec<Vec<String>> {
+                v.iter()
+                    .map(|o| {
+                        vec![
+                            o.id.to_string(),
+                            o.name.clone(),
+                            o.packets.to_string(),
+                            o.bytes.to_string(),
+                            o.new_flows.to_string(),
+                        ]
+                    })
+                    .collect()
+            };
+            let h = ["ID", "NAME", "PACKETS", "BYTES", "NEW FLOWS"];
+            println!("\nlisteners");
+            table(&h, rows(&s.listeners));
+            println!("\nbackends");
+            table(&h, rows(&s.backends));
+            Ok(())
+        }
+        Command::Lookup { src, dst } => {
+            let (src_address, src_port) = parse_endpoint(&src, "SRC")?;
+            let (dst_part, protocol) = dst.rsplit_once('/').ok_or_else(|| {
+                Failure(format!(
+                    "DST {dst:?}: write it as ADDRESS:PORT/PROTO, e.g. 10.10.0.100:80/tcp"
+                ))
+            })?;
+            let (dst_address, dst_port) = parse_endpoint(dst_part, "DST")?;
+            let r = c
+                .dataplane
+                .lookup(pb::LookupRequest {
+                    scope,
+                    src_address: src_address.to_string(),
+                    src_port,
+                    dst_address: dst_address.to_string(),
+                    dst_port,
+                    protocol: protocol.to_string(),
+                })
+                .await?
+                .into_inner();
+            if out == Output::Json {
+                return print_json(&r);
+            }
+            let l = r.listener.unwrap_or_default();
+            let p = r.pool.unwrap_or_default();
+            println!(
+                "listener: {} ({} {}/{} -> pool {})",
+                l.id, l.mode, l.port, l.protocol, l.pool_id
+            );
+            println!(
+                "pool:     {} {:?} ({}, table {})",
+                p.id, p.name, p.algorithm, p.table_size
+            );
+            println!("hash:     {:#018x} -> slot {}", r.flow_hash, r.table_slot);
+            match r.backend {
+                Some(b) => println!(
+                    "backend:  {} {}:{} (weight {}, {})",
+                    b.id, b.address, b.port, b.weight, b.admin_state
+                ),
+                None => {
+                    println!("backend:  none: the pool has no usable backend (packets are dropped)")
+                }
+            }
+            println!("(the Maglev choice for a new flow at generation {}; an established flow keeps its backend)", r.generation);
+            Ok(())
+        }
+    }
+}
+
+fn parse_endpoint(s: &str, what: &str) -> Result<(IpAddr, u32), Failure> {
+    let bad = || {
+        Failure(format!(
+            "{what} {s:?}: write it as ADDRESS:PORT, e.g. 198.51.100.7:40000 or [2001:db8::7]:40000"
+        ))
+    };
+    let sa: std::net::SocketAddr = s.parse().map_err(|_| bad())?;
+    Ok((sa.ip(), u32::from(sa.port())))
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Failure(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(x) = w.get_mut(i) {
+                *x = (*x).max(c.len());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w.get(i).copied().unwrap_or(0)))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn show<T: Serialize>(
+    out: Output,
+    v: &T,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+) -> Result<(), Failure> {
+    match out {
+        Output::Json => print_json(v),
+        Output::Table => {
+            table(header, rows);
+            Ok(())
+        }
+    }
+}
+
+const LB_H: &[&str] = &["ID", "NAME", "VIP", "ALLOCATED", "DESCRIPTION"];
+fn lb_row(l: &pb::LoadBalancer) -> Vec<String> {
+    vec![
+        l.id.to_string(),
+        l.name.clone(),
+        l.vip.clone(),
+        l.vip_allocated.to_string(),
+        l.description.clone(),
+    ]
+}
+const LISTENER_H: &[&str] = &["ID", "LB", "PORT", "PROTOCOL", "MODE", "ENCAP", "POOL"];
+fn listener_row(l: &pb::Listener) -> Vec<String> {
+    vec![
+        l.id.to_string(),
+        l.load_balancer_id.to_string(),
+        l.port.to_string(),
+        l.protocol.clone(),
+        l.mode.clone(),
+        if l.mode == "tunnel" {
+            l.encap.clone()
+        } else {
+            "-".into()
+        },
+        l.pool_id.to_string(),
+    ]
+}
+const POOL_H: &[&str] = &["ID", "NAME", "ALGORITHM", "TABLE", "HEALTH CHECK"];
+fn pool_row(p: &pb::Pool) -> Vec<String> {
+    vec![
+        p.id.to_string(),
+        p.name.clone(),
+        p.algorithm.clone(),
+        p.table_size.to_string(),
+        if p.health_check_id == 0 {
+            "-".into()
+        } else {
+            p.health_check_id.to_string()
+        },
+    ]
+}
+const BACKEND_H: &[&str] = &[
+    "ID", "POOL", "ADDRESS", "PORT", "WEIGHT", "MAC", "STATE", "HEALTHY",
+];
+fn backend_row(b: &pb::Backend) -> Vec<String> {
+    vec![
+        b.id.to_string(),
+        b.pool_id.to_string(),
+        b.address.clone(),
+        b.port.to_string(),
+        b.weight.to_string(),
+        if b.mac.is_empty() {
+            "-".into()
+        } else {
+            b.mac.clone()
+        },
+        b.admin_state.clone(),
+        b.healthy.to_string(),
+    ]
+}
+const HC_H: &[&str] = &[
+    "ID", "NAME", "KIND", "INTERVAL", "TIMEOUT", "RISE", "FALL", "DETAIL",
+];
+fn hc_row(h: &pb::HealthCheck) -> Vec<String> {
+    let detail = match h.kind.as_str() {
+        "http" | "https" => format!(
+            "GET {} expect {}-{}",
+            h.http_path, h.expected_status_min, h.expected_status_max
+        ),
+        "udp" => format!("{} byte payload", h.udp_payload.len()),
+        _ => "connect".into(),
+    };
+    vec![
+        h.id.to_string(),
+        h.name.clone(),
+        h.kind.clone(),
+        format!("{}ms", h.interval_ms),
+        format!("{}ms", h.timeout_ms),
+        h.rise.to_string(),
+        h.fall.to_string(),
+        detail,
+    ]
+}
+
+fn deleted(out: Output, kind: &str, id: u32, r: pb::DeleteResponse) -> Result<(), Failure> {
+    match out {
+        Output::Json => print_json(&r),
+        Output::Table => {
+            println!("deleted {kind} {id} (generation {})", r.generation);
+            Ok(())
+        }
+    }
+}
+
+async fn lb_cmd(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    cmd: LbCmd,
+) -> Result<(), Failure> {
+    let one = |r: pb::LoadBalancerReply| {
+        let l = r.load_balancer.clone().unwrap_or_default();
+        show(out, &r, LB_H, vec![lb_row(&l)])
+    };
+    match cmd {
+        LbCmd::List => {
+            let r = c
+                .load_balancers
+                .list(pb::ListRequest {
+                    scope,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            show(out, &r, LB_H, r.load_balancers.iter().map(lb_row).collect())
+        }
+        LbCmd::Get(Id { id }) => one(c
+            .load_balancers
+            .get(pb::GetRequest { scope, id })
+            .await?
+            .into_inner()),
+        LbCmd::Create {
+            name,
+            vip,
+            family,
+            description,
+        } => one(c
+            .load_balancers
+            .create(pb::CreateLoadBalancerRequest {
+                scope,
+                name,
+                vip: vip.unwrap_or_default(),
+                vip_family: family,
+                description,
+            })
+            .await?
+            .into_inner()),
+        LbCmd::Update {
+            id,
+            name,
+            description,
+        } => one(c
+            .load_balancers
+            .update(pb::UpdateLoadBalancerRequest {
+                scope,
+                id,
+                name,
+                description,
+            })
+            .await?
+            .into_inner()),
+        LbCmd::Delete(Id { id }) => {
+            let r = c
+                .load_balancers
+                .delete(pb::DeleteRequest { scope, id })
+                .await?
+                .into_inner();
+            deleted(out, "load balancer", id, r)
+        }
+    }
+}
+
+async fn listener_cmd(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    cmd: ListenerCmd,
+) -> Result<(), Failure> {
+    let one = |r: pb::ListenerReply| {
+        let l = r.listener.clone().unwrap_or_default();
+        show(out, &r, LISTENER_H, vec![listener_row(&l)])
+    };
+    match cmd {
+        ListenerCmd::List { lb } => {
+            let r = c
+                .listeners
+                .list(pb::ListRequest {
+                    scope,
+                    load_balancer_id: lb,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            show(
+                out,
+                &r,
+                LISTENER_H,
+                r.listeners.iter().map(listener_row).collect(),
+            )
+        }
+        ListenerCmd::Get(Id { id }) => one(c
+            .listeners
+            .get(pb::GetRequest { scope, id })
+            .await?
+            .into_inner()),
+        ListenerCmd::Create {
+            lb,
+            port,
+            protocol,
+            mode,
+            encap,
+            pool,
+        } => one(c
+            .listeners
+            .create(pb::CreateListenerRequest {
+                scope,
+                load_balancer_id: lb,
+                port,
+                protocol,
+                mode,
+                encap,
+                pool_id: pool,
+            })
+            .await?
+            .into_inner()),
+        ListenerCmd::Update {
+            id,
+            mode,
+            encap,
+            pool,
+        } => one(c
+            .listeners
+            .update(pb::UpdateListenerRequest {
+                scope,
+                id,
+                mode,
+                encap,
+                pool_id: pool,
+            })
+            .await?
+            .into_inner()),
+        ListenerCmd::Delete(Id { id }) => {
+            let r = c
+                .listeners
+                .delete(pb::DeleteRequest { scope, id })
+                .await?
+                .into_inner();
+            deleted(out, "listener", id, r)
+        }
+    }
+}
+
+async fn pool_cmd(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    cmd: PoolCmd,
+) -> Result<(), Failure> {
+    let one = |r: pb::PoolReply| {
+        let p = r.pool.clone().unwrap_or_default();
+        show(out, &r, POOL_H, vec![pool_row(&p)])
+    };
+    match cmd {
+        PoolCmd::List => {
+            let r = c
+                .pools
+                .list(pb::ListRequest {
+                    scope,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            show(out, &r, POOL_H, r.pools.iter().map(pool_row).collect())
+        }
+        PoolCmd::Get(Id { id }) => one(c
+            .pools
+            .get(pb::GetRequest { scope, id })
+            .await?
+            .into_inner()),
+        PoolCmd::Create {
+            name,
+            algorithm,
+            table_size,
+            health_check,
+        } => one(c
+            .pools
+            .create(pb::CreatePoolRequest {
+                scope,
+                name,
+                algorithm,
+                table_size,
+                health_check_id: health_check,
+            })
+            .await?
+            .into_inner()),
+        PoolCmd::Update {
+            id,
+            name,
+            algorithm,
+            table_size,
+            health_check,
+        } => one(c
+            .pools
+            .update(pb::UpdatePoolRequest {
+                scope,
+                id,
+                name,
+                algorithm,
+                table_size,
+                health_check_id: health_check,
+            })
+            .await?
+            .into_inner()),
+        PoolCmd::Delete(Id { id }) => {
+            let r = c
+                .pools
+                .delete(pb::DeleteRequest { scope, id })
+                .await?
+                .into_inner();
+            deleted(out, "pool", id, r)
+        }
+    }
+}
+
+async fn backend_cmd(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    cmd: BackendCmd,
+) -> Result<(), Failure> {
+    let one = |r: pb::BackendReply| {
+        let b = r.backend.clone().unwrap_or_default();
+        show(out, &r, BACKEND_H, vec![backend_row(&b)])
+    };
+    match cmd {
+        BackendCmd::List { pool } => {
+            let r = c
+                .backends
+                .list(pb::ListRequest {
+                    scope,
+                    pool_id: pool,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            show(
+                out,
+                &r,
+                BACKEND_H,
+                r.backends.iter().map(backend_row).collect(),
+            )
+        }
+        BackendCmd::Get(Id { id }) => one(c
+            .backends
+            .get(pb::GetRequest { scope, id })
+            .await?
+            .into_inner()),
+        BackendCmd::Create {
+            pool,
+            address,
+            port,
+            weight,
+            mac,
+            state,
+        } => one(c
+            .backends
+            .create(pb::CreateBackendRequest {
+                scope,
+                pool_id: pool,
+                address,
+                port,
+                weight,
+                mac,
+                admin_state: state,
+            })
+            .await?
+            .into_inner()),
+        BackendCmd::Update {
+            id,
+            weight,
+            mac,
+            state,
+        } => one(c
+            .backends
+            .update(pb::UpdateBackendRequest {
+                scope,
+                id,
+                weight,
+                mac,
+                admin_state: state,
+            })
+            .await?
+            .into_inner()),
+        BackendCmd::Delete(Id { id }) => {
+            let r = c
+                .backends
+                .delete(pb::DeleteRequest { scope, id })
+                .await?
+                .into_inner();
+            deleted(out, "backend", id, r)
+        }
+    }
+}
+
+fn hc_message(id: u32, f: HcFields) -> Result<pb::HealthCheck, Failure> {
+    let (min, max) = match f.expect_status.as_str() {
+        "" => (0, 0),
+        s => {
+            let bad = || Failure(format!("--expect-status {s:?}: write it as 200-399 or 200"));
+            let (a, b) = s.split_once('-').unwrap_or((s, s));
+            (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            )
+        }
+    };
+    Ok(pb::HealthCheck {
+        id,
+        name: f.name,
+        kind: f.kind,
+        interval_ms: f.interval_ms,
+        timeout_ms: f.timeout_ms,
+        rise: f.rise,
+        fall: f.fall,
+        http_path: f.http_path,
+        expected_status_min: min,
+        expected_status_max: max,
+        udp_payload: f.udp_payload.into_bytes(),
+        udp_expected_reply: f.udp_expect.into_bytes(),
+        ..Default::default()
+    })
+}
+
+async fn hc_cmd(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    cmd: HcCmd,
+) -> Result<(), Failure> {
+    let one = |r: pb::HealthCheckReply| {
+        let h = r.health_check.clone().unwrap_or_default();
+        show(out, &r, HC_H, vec![hc_row(&h)])
+    };
+    match cmd {
+        HcCmd::List => {
+            let r = c
+                .health_checks
+                .list(pb::ListRequest {
+                    scope,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            show(out, &r, HC_H, r.health_checks.iter().map(hc_row).collect())
+        }
+        HcCmd::Get(Id { id }) => one(c
+            .health_checks
+            .get(pb::GetRequest { scope, id })
+            .await?
+            .into_inner()),
+        HcCmd::Create(f) => one(c
+            .health_checks
+            .create(pb::CreateHealthCheckRequest {
+                scope,
+                health_check: Some(hc_message(0, f)?),
+            })
+            .await?
+            .into_inner()),
+        HcCmd::Update { id, fields } => one(c
+            .health_checks
+            .update(pb::UpdateHealthCheckRequest {
+                scope,
+                health_check: Some(hc_message(id, fields)?),
+            })
+            .await?
+            .into_inner()),
+        HcCmd::Delete(Id { id }) => {
+            let r = c
+                .health_checks
+                .delete(pb::DeleteRequest { scope, id })
+                .await?
+                .into_inner();
+            deleted(out, "health check", id, r)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ApplyReport {
+    dry_run: bool,
+    changes: Vec<String>,
+}
+
+async fn apply_cmd(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    file: &std::path::Path,
+    dry_run: bool,
+    prune: bool,
+) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
+    let (desired, set) =
+        apply::desired_from_yaml(&text).map_err(|e| Failure(format!("{}: {e}", file.display())))?;
+    if set.tunnel != Default::default() && out == Output::Table {
+        eprintln!(
+            "note: the file's tunnel section is node-wide and is not applied; set [tunnel] in the \
+             fiberlbd config instead"
+        );
+    }
+    let current = apply::current(c, &scope).await?;
+    let changes = apply::plan(&desired, &current, prune).map_err(|e| Failure(e.to_string()))?;
+    let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    if dry_run {
+        if out == Output::Json {
+            return print_json(&ApplyReport {
+                dry_run,
+                changes: lines,
+            });
+        }
+        if lines.is_empty() {
+            println!("no changes");
+        }
+        for l in &lines {
+            println!("{l} (dry run)");
+        }
+        return Ok(());
+    }
+    let table_out = out == Output::Table;
+    apply::execute(c, &scope, &current, &changes, |ch| {
+        if table_out {
+            println!("{ch}");
+        }
+    })
+    .await
+    .map_err(|e| Failure(format!("{e}; the changes listed above were made")))?;
+    if out == Output::Json {
+        return print_json(&ApplyReport {
+            dry_run,
+            changes: lines,
+        });
+    }
+    if lines.is_empty() {
+        println!("no changes");
+    }
+    Ok(())
+}

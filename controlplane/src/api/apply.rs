@@ -1,0 +1,826 @@
+//! `fiberlbctl apply -f services.yaml`: make the caller's org/project match a services file.
+//!
+//! The file is parsed and validated by [`fiberlb_shared::services::parse_services`] (so errors
+//! carry line numbers), then mapped onto objects by name: load balancers by name, pools by name,
+//! backends by (pool, address, port), listeners by (load balancer, port, protocol). The plan
+//! creates what is missing, updates what differs and — the file being the whole desired
+//! configuration of the scope — deletes what the file does not mention (unless `prune` is off).
+//! Applying the same file twice changes nothing the second time.
+//!
+//! Not carried over: the file's `tunnel` section (node-wide: fiberlbd's `[tunnel]` config), a
+//! backend's `healthy` flag (health checks decide), and custom listener names (listeners are
+//! named `<org>/<project>/<lb>/<port>/<protocol>`). A pool's health check is left as it is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+use fiberlb_shared::model::ServiceSet;
+use fiberlb_shared::services::parse_services;
+
+use super::client::Clients;
+use crate::model::{admin_state_name, algorithm_name, encap_name, format_mac};
+use crate::pb;
+
+/// Why a file cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    File(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{change}: {status}")]
+    Api {
+        change: String,
+        status: Box<tonic::Status>,
+    },
+}
+
+/// A load balancer as the file names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WantLb {
+    name: String,
+    vip: IpAddr,
+}
+
+/// The desired objects of a scope, by their natural keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    lbs: BTreeMap<String, IpAddr>,
+    /// name → (algorithm, table_size)
+    pools: BTreeMap<String, (String, u32)>,
+    /// (pool, address, port) → (weight, mac, admin_state)
+    backends: BTreeMap<(String, IpAddr, u16), (u32, String, String)>,
+    /// (lb, port, protocol) → (mode, encap, pool)
+    listeners: BTreeMap<(String, u16, String), (String, String, String)>,
+}
+
+/// Parses a services file into the desired objects.
+///
+/// # Errors
+/// [`ApplyError::File`] with the line and column of the problem.
+pub fn desired_from_yaml(text: &str) -> Result<(Desired, ServiceSet), ApplyError> {
+    let set = parse_services(text).map_err(|e| ApplyError::File(e.to_string()))?;
+    // Load balancer names are not part of the flattened set: read them from the same text.
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| ApplyError::File(e.to_string()))?;
+    let mut want_lbs = Vec::new();
+    if let Some(list) = doc.get("loadbalancers").and_then(|v| v.as_sequence()) {
+        for lb in list {
+            let name = lb.get("name").and_then(value_str);
+            let vip = lb
+                .get("vip")
+                .and_then(value_str)
+                .and_then(|v| v.parse().ok());
+            if let (Some(name), Some(vip)) = (name, vip) {
+                want_lbs.push(WantLb { name, vip });
+            }
+        }
+    }
+    let mut d = Desired::default();
+    let mut by_vip = HashMap::new();
+    for lb in &want_lbs {
+        if let Some(other) = by_vip.insert(lb.vip, lb.name.clone()) {
+            return Err(ApplyError::File(format!(
+                "load balancers {other:?} and {:?} share VIP {}; each load balancer needs its own VIP",
+                lb.name, lb.vip
+            )));
+        }
+        d.lbs.insert(lb.name.clone(), lb.vip);
+    }
+    let pool_names: HashMap<u32, &str> = set
+        .pools
+        .iter()
+        .map(|p| (p.id.0, p.name.as_str()))
+        .collect();
+    for p in &set.pools {
+        d.pools.insert(
+            p.name.clone(),
+            (algorithm_name(p.algorithm).to_string(), p.table_size),
+        );
+    }
+    for b in &set.backends {
+        let pool = pool_names
+            .get(&b.pool.0)
+            .copied()
+            .unwrap_or_default()
+            .to_string();
+        d.backends.insert(
+            (pool, b.address, b.port),
+            (
+                b.weight,
+                b.mac.as_ref().map(format_mac).unwrap_or_default(),
+                admin_state_name(b.admin).to_string(),
+            ),
+        );
+    }
+    for l in &set.listeners {
+        let lb = by_vip.get(&l.vip).cloned().ok_or_else(|| {
+            ApplyError::File(format!(
+                "listener {:?}: no load balancer has VIP {}",
+                l.name, l.vip
+            ))
+        })?;
+        let pool = pool_names
+            .get(&l.pool.0)
+            .copied()
+            .unwrap_or_default()
+            .to_string();
+        d.listeners.insert(
+            (lb, l.port, l.protocol.to_string()),
+            (l.mode.to_string(), encap_name(l.encap).to_string(), pool),
+        );
+    }
+    Ok((d, set))
+}
+
+fn value_str(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        other => serde_yaml::to_string(other)
+            .ok()
+            .map(|s| s.trim().to_string()),
+    }
+}
+
+/// What the scope holds now (from the List calls).
+#[derive(Clone, Debug, Default)]
+pub struct Current {
+    pub load_balancers: Vec<pb::LoadBalancer>,
+    pub listeners: Vec<pb::Listener>,
+    pub pools: Vec<pb::Pool>,
+    pub backends: Vec<pb::Backend>,
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    DeleteListener {
+        id: u32,
+        key: String,
+    },
+    CreatePool {
+        name: String,
+        algorithm: String,
+        table_size: u32,
+    },
+    UpdatePool {
+        id: u32,
+        name: String,
+        algorithm: String,
+        table_size: u32,
+        was: String,
+    },
+    DeleteBackend {
+        id: u32,
+        key: String,
+    },
+    CreateBackend {
+        pool: String,
+        address: IpAddr,
+        port: u16,
+        weight: u32,
+        mac: String,
+        admin: String,
+    },
+    UpdateBackend {
+        id: u32,
+        key: String,
+        weight: u32,
+        mac: String,
+        admin: String,
+        was: String,
+    },
+    CreateLb {
+        name: String,
+        vip: IpAddr,
+    },
+    CreateListener {
+        lb: String,
+        port: u16,
+        protocol: String,
+        mode: String,
+        encap: String,
+        pool: String,
+    },
+    UpdateListener {
+        id: u32,
+        key: String,
+        mode: String,
+        encap: String,
+        pool: String,
+        was: String,
+    },
+    DeleteLb {
+        id: u32,
+        name: String,
+    },
+    DeletePool {
+        id: u32,
+        name: String,
+    },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::DeleteListener { key, .. } => write!(f, "- listener {key}"),
+            Change::CreatePool {
+                name,
+                algorithm,
+                table_size,
+            } => {
+                write!(f, "+ pool {name} ({algorithm}, table {table_size})")
+            }
+            Change::UpdatePool {
+                name,
+                algorithm,
+                table_size,
+                was,
+                ..
+            } => {
+                write!(f, "~ pool {name}: {was} -> {algorithm}, table {table_size}")
+            }
+            Change::DeleteBackend { key, .. } => write!(f, "- backend {key}"),
+            Change::CreateBackend {
+                pool,
+                address,
+                port,
+                weight,
+                admin,
+                ..
+            } => write!(
+                f,
+                "+ backend {} in pool {pool} (weight {weight}, {admin})",
+                fmt_addr(*address, *port)
+            ),
+            Change::UpdateBackend {
+                key,
+                weight,
+                mac,
+                admin,
+                was,
+                ..
+            } => write!(
+                f,
+                "~ backend {key}: {was} -> weight {weight}, mac {}, {admin}",
+                if mac.is_empty() { "-" } else { mac }
+            ),
+            Change::CreateLb { name, vip } => write!(f, "+ loadbalancer {name} (vip {vip})"),
+            Change::CreateListener {
+                lb,
+                port,
+                protocol,
+                mode,
+                pool,
+                ..
+            } => {
+                write!(
+                    f,
+                    "+ listener {lb}/{port}/{protocol} ({mode} -> pool {pool})"
+                )
+            }
+            Change::UpdateListener {
+                key,
+                mode,
+                encap,
+                pool,
+                was,
+                ..
+            } => {
+                write!(
+                    f,
+                    "~ listener {key}: {was} -> {mode}/{encap} -> pool {pool}"
+                )
+            }
+            Change::DeleteLb { name, .. } => write!(f, "- loadbalancer {name}"),
+            Change::DeletePool { name, .. } => write!(f, "- pool {name} (and its backends)"),
+        }
+    }
+}
+
+fn fmt_addr(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(_) => format!("{a}:{port}"),
+        IpAddr::V6(_) => format!("[{a}]:{port}"),
+    }
+}
+
+/// The changes that make `current` match `desired`, in an order the API accepts.
+///
+/// # Errors
+/// [`ApplyError::Conflict`] when an existing load balancer has another VIP than the file's
+/// (VIPs cannot change in place).
+pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Vec<Change>, ApplyError> {
+    let mut out = Vec::new();
+    let lb_by_id: HashMap<u32, &pb::LoadBalancer> =
+        current.load_balancers.iter().map(|l| (l.id, l)).collect();
+    let pool_by_id: HashMap<u32, &pb::Pool> = current.pools.iter().map(|p| (p.id, p)).collect();
+    let lb_by_name: HashMap<&str, &pb::LoadBalancer> = current
+        .load_balancers
+        .iter()
+        .map(|l| (l.name.as_str(), l))
+        .collect();
+    let pool_by_name: HashMap<&str, &pb::Pool> =
+        current.pools.iter().map(|p| (p.name.as_str(), p)).collect();
+
+    for (name, vip) in &desired.lbs {
+        if let Some(lb) = lb_by_name.get(name.as_str()) {
+            if lb.vip.parse::<IpAddr>().ok() != Some(*vip) {
+                return Err(ApplyError::Conflict(format!(
+                    "load balancer {name} has VIP {} but the file gives {vip}; a VIP cannot change \
+                     in place: delete the load balancer (fiberlbctl lb delete {}) and apply again",
+                    lb.vip, lb.id
+                )));
+            }
+        }
+    }
+
+    // 1. Listeners that go away (or whose load balancer goes away) first.
+    let mut kept_listeners = HashMap::new();
+    for l in &current.listeners {
+        let lb = lb_by_id
+            .get(&l.load_balancer_id)
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        let key = (lb.clone(), l.port as u16, l.protocol.clone());
+        let label = format!("{lb}/{}/{}", l.port, l.protocol);
+        if desired.listeners.contains_key(&key) {
+            kept_listeners.insert(key, l);
+        } else if prune {
+            out.push(Change::DeleteListener {
+                id: l.id,
+                key: label,
+            });
+        }
+    }
+    // 2. Pools.
+    for (name, (algorithm, table_size)) in &desired.pools {
+        match pool_by_name.get(name.as_str()) {
+            None => out.push(Change::CreatePool {
+                name: name.clone(),
+                algorithm: algorithm.clone(),
+                table_size: *table_size,
+            }),
+            Some(p) if p.algorithm != *algorithm || p.table_size != *table_size => {
+                out.push(Change::UpdatePool {
+                    id: p.id,
+                    name: name.clone(),
+                    algorithm: algorithm.clone(),
+                    table_size: *table_size,
+                    was: format!("{}, table {}", p.algorithm, p.table_size),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    // 3. Backends.
+    let mut seen = std::collections::HashSet::new();
+    for b in &current.backends {
+        let pool = pool_by_id
+            .get(&b.pool_id)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let Ok(addr) = b.address.parse::<IpAddr>() else {
+            continue;
+        };
+        let key = (pool.clone(), addr, b.port as u16);
+        let label = format!("{} in pool {pool}", fmt_addr(addr, b.port as u16));
+        match desired.backends.get(&key) {
+            Some((weight, mac, admin)) => {
+                seen.insert(key.clone());
+                if b.weight != *weight || b.mac != *mac || b.admin_state != *admin {
+                    out.push(Change::UpdateBackend {
+                        id: b.id,
+                        key: label,
+                        weight: *weight,
+                        mac: mac.clone(),
+                        admin: admin.clone(),
+                        was: format!(
+                            "weight {}, mac {}, {}",
+                            b.weight,
+                            if b.mac.is_empty() { "-" } else { &b.mac },
+                            b.admin_state
+                        ),
+                    });
+                }
+            }
+            // Backends of pools that go away go with their pool.
+            None if prune && desired.pools.contains_key(&pool) => out.push(Change::DeleteBackend {
+                id: b.id,
+                key: label,
+            }),
+            None => {}
+        }
+    }
+    for ((pool, address, port), (weight, mac, admin)) in &desired.backends {
+        if !seen.contains(&(pool.clone(), *address, *port)) {
+            out.push(Change::CreateBackend {
+                pool: pool.clone(),
+                address: *address,
+                port: *port,
+                weight: *weight,
+                mac: mac.clone(),
+                admin: admin.clone(),
+            });
+        }
+    }
+    // 4. Load balancers, then listeners.
+    for (name, vip) in &desired.lbs {
+        if !lb_by_name.contains_key(name.as_str()) {
+            out.push(Change::CreateLb {
+                name: name.clone(),
+                vip: *vip,
+            });
+        }
+    }
+    for (key, (mode, encap, pool)) in &desired.listeners {
+        let (lb, port, protocol) = key;
+        match kept_listeners.get(key) {
+            None => out.push(Change::CreateListener {
+                lb: lb.clone(),
+                port: *port,
+                protocol: protocol.clone(),
+                mode: mode.clone(),
+                encap: encap.clone(),
+                pool: pool.clone(),
+            }),
+            Some(l) => {
+                let cur_pool = pool_by_id
+                    .get(&l.pool_id)
+                    .map(|p| p.name.as_str())
+                    .unwrap_or("");
+                if l.mode != *mode || l.encap != *encap || cur_pool != pool {
+                    out.push(Change::UpdateListener {
+                        id: l.id,
+                        key: format!("{lb}/{port}/{protocol}"),
+                        mode: mode.clone(),
+                        encap: encap.clone(),
+                        pool: pool.clone(),
+                        was: format!("{}/{} -> pool {cur_pool}", l.mode, l.encap),
+                    });
+                }
+            }
+        }
+    }
+    // 5. What the file no longer mentions.
+    if prune {
+        for lb in &current.load_balancers {
+            if !desired.lbs.contains_key(&lb.name) {
+                out.push(Change::DeleteLb {
+                    id: lb.id,
+                    name: lb.name.clone(),
+                });
+            }
+        }
+        for p in &current.pools {
+            if !desired.pools.contains_key(&p.name) {
+                out.push(Change::DeletePool {
+                    id: p.id,
+                    name: p.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the scope's objects.
+///
+/// # Errors
+/// The first failing List call.
+pub async fn current(c: &mut Clients, scope: &Option<pb::Scope>) -> Result<Current, tonic::Status> {
+    let req = || pb::ListRequest {
+        scope: scope.clone(),
+        ..Default::default()
+    };
+    Ok(Current {
+        load_balancers: c
+            .load_balancers
+            .list(req())
+            .await?
+            .into_inner()
+            .load_balancers,
+        listeners: c.listeners.list(req()).await?.into_inner().listeners,
+        pools: c.pools.list(req()).await?.into_inner().pools,
+        backends: c.backends.list(req()).await?.into_inner().backends,
+    })
+}
+
+/// Carries out `changes` in order, calling `done` after each. Stops at the first refusal.
+///
+/// # Errors
+/// [`ApplyError::Api`] naming the change and the server's answer.
+pub async fn execute(
+    c: &mut Clients,
+    scope: &Option<pb::Scope>,
+    current: &Current,
+    changes: &[Change],
+    mut done: impl FnMut(&Change),
+) -> Result<(), ApplyError> {
+    let mut lb_ids: HashMap<String, u32> = current
+        .load_balancers
+        .iter()
+        .map(|l| (l.name.clone(), l.id))
+        .collect();
+    let mut pool_ids: HashMap<String, u32> = current
+        .pools
+        .iter()
+        .map(|p| (p.name.clone(), p.id))
+        .collect();
+    let sc = || scope.clone();
+    for ch in changes {
+        let api = |status: tonic::Status| ApplyError::Api {
+            change: ch.to_string(),
+            status: Box::new(status),
+        };
+        let pool_id = |name: &str| pool_ids.get(name).copied().unwrap_or(0);
+        match ch {
+            Change::DeleteListener { id, .. } => {
+                c.listeners
+                    .delete(pb::DeleteRequest {
+                        scope: sc(),
+                        id: *id,
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::CreatePool {
+                name,
+                algorithm,
+                table_size,
+            } => {
+                let p = c
+                    .pools
+                    .create(pb::CreatePoolRequest {
+                        scope: sc(),
+                        name: name.clone(),
+                        algorithm: algorithm.clone(),
+                        table_size: *table_size,
+                        health_check_id: 0,
+                    })
+                    .await
+                    .map_err(api)?
+                    .into_inner();
+                pool_ids.insert(name.clone(), p.pool.map_or(0, |p| p.id));
+            }
+            Change::UpdatePool {
+                id,
+                algorithm,
+                table_size,
+                ..
+            } => {
+                c.pools
+                    .update(pb::UpdatePoolRequest {
+                        scope: sc(),
+                        id: *id,
+                        algorithm: Some(algorithm.clone()),
+                        table_size: Some(*table_size),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::DeleteBackend { id, .. } => {
+                c.backends
+                    .delete(pb::DeleteRequest {
+                        scope: sc(),
+                        id: *id,
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::CreateBackend {
+                pool,
+                address,
+                port,
+                weight,
+                mac,
+                admin,
+            } => {
+                c.backends
+                    .create(pb::CreateBackendRequest {
+                        scope: sc(),
+                        pool_id: pool_id(pool),
+                        address: address.to_string(),
+                        port: u32::from(*port),
+                        weight: Some(*weight),
+                        mac: mac.clone(),
+                        admin_state: admin.clone(),
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::UpdateBackend {
+                id,
+                weight,
+                mac,
+                admin,
+                ..
+            } => {
+                c.backends
+                    .update(pb::UpdateBackendRequest {
+                        scope: sc(),
+                        id: *id,
+                        weight: Some(*weight),
+                        mac: Some(mac.clone()),
+                        admin_state: Some(admin.clone()),
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::CreateLb { name, vip } => {
+                let lb = c
+                    .load_balancers
+                    .create(pb::CreateLoadBalancerRequest {
+                        scope: sc(),
+                        name: name.clone(),
+                        vip: vip.to_string(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api)?
+                    .into_inner();
+                lb_ids.insert(name.clone(), lb.load_balancer.map_or(0, |l| l.id));
+            }
+            Change::CreateListener {
+                lb,
+                port,
+                protocol,
+                mode,
+                encap,
+                pool,
+            } => {
+                c.listeners
+                    .create(pb::CreateListenerRequest {
+                        scope: sc(),
+                        load_balancer_id: lb_ids.get(lb).copied().unwrap_or(0),
+                        port: u32::from(*port),
+                        protocol: protocol.clone(),
+                        mode: mode.clone(),
+                        encap: if mode == "tunnel" {
+                            encap.clone()
+                        } else {
+                            String::new()
+                        },
+                        pool_id: pool_id(pool),
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::UpdateListener {
+                id,
+                mode,
+                encap,
+                pool,
+                ..
+            } => {
+                c.listeners
+                    .update(pb::UpdateListenerRequest {
+                        scope: sc(),
+                        id: *id,
+                        mode: Some(mode.clone()),
+                        encap: Some(encap.clone()),
+                        pool_id: Some(pool_id(pool)),
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::DeleteLb { id, .. } => {
+                c.load_balancers
+                    .delete(pb::DeleteRequest {
+                        scope: sc(),
+                        id: *id,
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::DeletePool { id, .. } => {
+                c.pools
+                    .delete(pb::DeleteRequest {
+                        scope: sc(),
+                        id: *id,
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+        }
+        done(ch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "
+loadbalancers:
+  - name: web
+    vip: 10.10.0.100
+    listeners:
+      - {port: 80, protocol: tcp, mode: nat, pool: web}
+pools:
+  - name: web
+    table_size: 251
+    backends:
+      - {address: 10.10.1.1, port: 8080}
+      - {address: 10.10.1.2, port: 8080, weight: 3}
+";
+
+    #[test]
+    fn plans_creates_then_nothing() {
+        let (d, _) = desired_from_yaml(FILE).unwrap();
+        let changes = plan(&d, &Current::default(), true).unwrap();
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            vec![
+                "+ pool web (maglev, table 251)",
+                "+ backend 10.10.1.1:8080 in pool web (weight 1, enabled)",
+                "+ backend 10.10.1.2:8080 in pool web (weight 3, enabled)",
+                "+ loadbalancer web (vip 10.10.0.100)",
+                "+ listener web/80/tcp (nat -> pool web)",
+            ]
+        );
+        let cur = Current {
+            load_balancers: vec![pb::LoadBalancer {
+                id: 1,
+                name: "web".into(),
+                vip: "10.10.0.100".into(),
+                ..Default::default()
+            }],
+            pools: vec![pb::Pool {
+                id: 2,
+                name: "web".into(),
+                algorithm: "maglev".into(),
+                table_size: 251,
+                ..Default::default()
+            }],
+            backends: vec![
+                pb::Backend {
+                    id: 3,
+                    pool_id: 2,
+                    address: "10.10.1.1".into(),
+                    port: 8080,
+                    weight: 1,
+                    admin_state: "enabled".into(),
+                    ..Default::default()
+                },
+                pb::Backend {
+                    id: 4,
+                    pool_id: 2,
+                    address: "10.10.1.2".into(),
+                    port: 8080,
+                    weight: 1,
+                    admin_state: "enabled".into(),
+                    ..Default::default()
+                },
+                pb::Backend {
+                    id: 5,
+                    pool_id: 2,
+                    address: "10.10.1.9".into(),
+                    port: 8080,
+                    weight: 1,
+                    admin_state: "enabled".into(),
+                    ..Default::default()
+                },
+            ],
+            listeners: vec![pb::Listener {
+                id: 6,
+                load_balancer_id: 1,
+                port: 80,
+                protocol: "tcp".into(),
+                mode: "nat".into(),
+                encap: "ipip".into(),
+                pool_id: 2,
+                ..Default::default()
+            }],
+        };
+        let text: Vec<String> = plan(&d, &cur, true)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            vec![
+                "~ backend 10.10.1.2:8080 in pool web: weight 1, mac -, enabled -> weight 3, mac -, enabled",
+                "- backend 10.10.1.9:8080 in pool web",
+            ]
+        );
+        assert_eq!(plan(&d, &cur, false).unwrap().len(), 1);
+        let mut moved = cur.clone();
+        moved.load_balancers[0].vip = "10.10.0.7".into();
+        assert!(matches!(
+            plan(&d, &moved, true),
+            Err(ApplyError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn file_errors_have_lines() {
+        let e = desired_from_yaml("pools:\n  - name: x\n    table_size: 10\n").unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
+    }
+}
