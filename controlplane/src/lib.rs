@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod health;
 pub mod model;
+pub mod program;
 pub mod store;
 pub mod vip;
 

@@ -1,0 +1,934 @@
+//! Programs the data plane through the shared-memory region: the control plane's end of the
+//! protocol in `fiberlb_shared::shm`.
+//!
+//! [`Programmer`] attaches to the region, sends the desired [`ServiceSet`] as one transaction
+//! (a diff from what the data plane is known to have, or a full replay), waits for `Applied` or
+//! `Rejected`, and follows DESIGN.md's restart rules:
+//!
+//! - **Data plane restart**: a new region file at the path ([`Region::is_replaced`]) or a new
+//!   instance id → drop the old mapping, attach the new one, replay everything.
+//! - **Control plane restart**: the last `(instance id, data-plane generation, store
+//!   generation)` that was applied is persisted through [`AppliedStateStore`]; when the
+//!   attached data plane still has exactly that, nothing is sent; otherwise a full replay.
+//!
+//! **Generations.** The data plane only takes a transaction whose generation is above the one
+//! it applied. The transaction carries the store's generation when that is above the data
+//! plane's, else the data plane's plus one (a data plane started from a services file, or a MAC
+//! refresh without a store change). So the data plane's generation usually equals the store's,
+//! and the persisted record maps one to the other when it does not.
+//!
+//! **MACs.** A backend without a MAC gets one from the kernel's neighbour table (netlink
+//! `RTM_GETNEIGH` in fiberlbd's network namespace, optionally one interface) when
+//! [`ProgrammerOptions::resolve_macs`] is set; an unresolved one stays `None`, so the data plane
+//! uses its gateway MAC, and is logged.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fiberlb_shared::model::{Mac, ServiceSet};
+use fiberlb_shared::shm::channel::{RecvError, SendError};
+use fiberlb_shared::shm::message::{Message, RejectCode};
+use fiberlb_shared::shm::region::{Region, RegionError, RegionReceiver, RegionSender};
+use fiberlb_shared::shm::ring::RingError;
+use fiberlb_shared::shm::transaction::{canonical, diff_to_messages, full_replay};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// What went wrong programming the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error("cannot attach to the data plane's region: {0} (is fiberlb-dataplane running with the same shm path?)")]
+    Attach(#[source] RegionError),
+    #[error("sending to the data plane: {0}")]
+    Send(#[from] SendError),
+    #[error("reading the data plane's replies: {0}; the region will be re-attached")]
+    Recv(#[from] RecvError),
+    #[error("the data plane did not answer transaction {generation} within {waited:?}; is it alive? (the next sync replays in full)")]
+    Timeout { generation: u64, waited: Duration },
+    #[error("the data plane rejected generation {generation} ({code:?}): {reason}")]
+    Rejected {
+        generation: u64,
+        code: RejectCode,
+        reason: String,
+    },
+    #[error(
+        "the data plane restarted during transaction {generation}; it will be replayed in full"
+    )]
+    Restarted { generation: u64 },
+    #[error("applied-state file {path}: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error("reading the kernel neighbour table: {0}")]
+    Neighbours(String),
+}
+
+/// What was last applied to which data plane instance; persisted so that a restarted control
+/// plane can tell whether the data plane already has its configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRecord {
+    /// The data plane's instance id.
+    #[serde(with = "hex_u128")]
+    pub instance_id: u128,
+    /// The generation the data plane applied.
+    pub generation: u64,
+    /// The store generation that transaction carried the configuration of.
+    pub store_generation: u64,
+}
+
+mod hex_u128 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:032x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let s = String::deserialize(d)?;
+        u128::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where the [`AppliedRecord`] lives (a file next to the store by default; the store may keep
+/// it itself).
+pub trait AppliedStateStore: Send + Sync {
+    /// The last record saved, if any.
+    ///
+    /// # Errors
+    /// When it exists but cannot be read.
+    fn load(&self) -> Result<Option<AppliedRecord>, ProgramError>;
+    /// Saves `record`, replacing the previous one.
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    fn save(&self, record: &AppliedRecord) -> Result<(), ProgramError>;
+}
+
+/// An [`AppliedRecord`] kept as a small JSON file (mode 0600), replaced atomically.
+#[derive(Clone, Debug)]
+pub struct FileAppliedState {
+    path: PathBuf,
+}
+
+impl FileAppliedState {
+    /// The record at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileAppliedState { path: path.into() }
+    }
+
+    /// `<store path>.applied.json`, beside the store.
+    pub fn beside(store_path: &Path) -> Self {
+        let mut s = store_path.as_os_str().to_owned();
+        s.push(".applied.json");
+        FileAppliedState::new(s)
+    }
+
+    /// Where the record is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> ProgramError {
+        ProgramError::State {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl AppliedStateStore for FileAppliedState {
+    fn load(&self) -> Result<Option<AppliedRecord>, ProgramError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.err(format!("{e}; delete it to force a full resync"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn save(&self, record: &AppliedRecord) -> Result<(), ProgramError> {
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let bytes = serde_json::to_vec(record).map_err(|e| self.err(e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| self.err(format!("create {}: {e}", tmp.display())))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| self.err(format!("write {}: {e}", tmp.display())))?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(e))
+    }
+}
+
+/// An in-memory [`AppliedStateStore`] (tests, or a control plane that always resyncs).
+#[derive(Debug, Default)]
+pub struct MemoryAppliedState(std::sync::Mutex<Option<AppliedRecord>>);
+
+impl AppliedStateStore for MemoryAppliedState {
+    fn load(&self) -> Result<Option<AppliedRecord>, ProgramError> {
+        Ok(*self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn save(&self, record: &AppliedRecord) -> Result<(), ProgramError> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(*record);
+        Ok(())
+    }
+}
+
+/// Settings of the [`Programmer`].
+#[derive(Clone, Debug)]
+pub struct ProgrammerOptions {
+    /// The data plane's region.
+    pub shm_path: PathBuf,
+    /// How long to wait for `Applied`/`Rejected` (including time the command ring is full).
+    pub reply_timeout: Duration,
+    /// Sleep between looks at the reply ring while waiting.
+    pub poll_interval: Duration,
+    /// How often [`Programmer::run`] beats the control plane's heartbeat and looks for a
+    /// restarted data plane.
+    pub heartbeat_interval: Duration,
+    /// Resolve missing backend MACs from the neighbour table (`None`: never).
+    pub resolve_macs: Option<NeighbourResolver>,
+    /// How often [`Programmer::run`] re-reads the neighbour table for backends without a MAC.
+    pub mac_refresh: Duration,
+    /// Wait after a failed sync before [`Programmer::run`] tries again.
+    pub retry_backoff: Duration,
+}
+
+impl ProgrammerOptions {
+    /// Defaults for the region at `shm_path`: 5 s reply timeout, 1 ms polling, 100 ms
+    /// heartbeat, MACs resolved on any interface and refreshed every 30 s, 1 s retry backoff.
+    pub fn new(shm_path: impl Into<PathBuf>) -> Self {
+        ProgrammerOptions {
+            shm_path: shm_path.into(),
+            reply_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(1),
+            heartbeat_interval: Duration::from_millis(100),
+            resolve_macs: Some(NeighbourResolver::default()),
+            mac_refresh: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How a [`Programmer::sync`] brought the data plane up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// Nothing sent: the data plane already had it.
+    UpToDate,
+    /// Nothing sent: a restarted control plane found the persisted record matching the data
+    /// plane's instance and generation.
+    Resumed,
+    /// A diff transaction of `messages` messages (including Begin and Commit).
+    Diff { messages: usize },
+    /// A full replay of `messages` messages.
+    Full { messages: usize },
+}
+
+/// Result of a successful [`Programmer::sync`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncOutcome {
+    pub kind: SyncKind,
+    /// The data plane's generation afterwards.
+    pub generation: u64,
+    /// From the first message sent to the reply (zero when nothing was sent).
+    pub elapsed: Duration,
+}
+
+/// What the programmer is doing, for metrics and the API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStatus {
+    pub attached: bool,
+    pub instance_id: Option<u128>,
+    /// Store generation last asked for.
+    pub desired_generation: u64,
+    /// Store generation the data plane has (as far as this programmer knows).
+    pub synced_store_generation: Option<u64>,
+    /// The data plane's applied generation after the last sync.
+    pub applied_generation: u64,
+    pub transactions_applied: u64,
+    pub transactions_rejected: u64,
+    pub timeouts: u64,
+    pub full_resyncs: u64,
+    pub attaches: u64,
+    /// Time from first message to reply of the last applied transaction.
+    pub last_apply: Option<Duration>,
+    pub last_error: Option<String>,
+}
+
+/// The desired configuration: the store generation it belongs to and the service set (with
+/// health already folded into `Backend::healthy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub store_generation: u64,
+    pub services: ServiceSet,
+}
+
+struct Attached {
+    region: Arc<Region>,
+    tx: RegionSender,
+    rx: RegionReceiver,
+    instance_id: u128,
+}
+
+/// What the attached data plane is known to have.
+#[derive(Clone, Debug)]
+struct Known {
+    instance_id: u128,
+    generation: u64,
+    store_generation: u64,
+    services: ServiceSet,
+}
+
+/// The control plane's side of the region.
+pub struct Programmer {
+    opts: ProgrammerOptions,
+    state: Arc<dyn AppliedStateStore>,
+    attached: Option<Attached>,
+    known: Option<Known>,
+    /// Set once per attach: the persisted record may only vouch for the data plane found at
+    /// attach time.
+    may_resume: bool,
+    region_tx: watch::Sender<Option<Arc<Region>>>,
+    status_tx: watch::Sender<ProgramStatus>,
+    macs: HashMap<IpAddr, Mac>,
+    macs_read: Option<Instant>,
+}
+
+impl std::fmt::Debug for Programmer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Programmer")
+            .field("shm_path", &self.opts.shm_path)
+            .field("status", &*self.status_tx.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reject codes after which the same content sent as a full replay may well succeed (the
+/// protocol state was off, not the configuration).
+fn retryable(code: RejectCode) -> bool {
+    !matches!(
+        code,
+        RejectCode::Invalid | RejectCode::TooManyObjects | RejectCode::WrongDirection
+    )
+}
+
+impl Programmer {
+    /// A programmer for `opts.shm_path`; attaches lazily.
+    pub fn new(opts: ProgrammerOptions, state: Arc<dyn AppliedStateStore>) -> Self {
+        Programmer {
+            opts,
+            state,
+            attached: None,
+            known: None,
+            may_resume: false,
+            region_tx: watch::channel(None).0,
+            status_tx: watch::channel(ProgramStatus::default()).0,
+            macs: HashMap::new(),
+            macs_read: None,
+        }
+    }
+
+    /// The region currently attached (`None` while detached), for readers of counters (the
+    /// region allows one control plane, so they must share this mapping). Do not hold the
+    /// `Arc` long: a re-attach cannot happen while an old handle pins the old file's lock.
+    pub fn region(&self) -> watch::Receiver<Option<Arc<Region>>> {
+        self.region_tx.subscribe()
+    }
+
+    /// Status updates.
+    pub fn status(&self) -> watch::Receiver<ProgramStatus> {
+        self.status_tx.subscribe()
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut ProgramStatus)) {
+        self.status_tx.send_modify(f);
+    }
+
+    /// Stores the control plane's heartbeat (the data plane discards a half-sent transaction
+    /// of a control plane whose heartbeat stopped).
+    pub fn beat(&self) {
+        if let Some(a) = &self.attached {
+            a.region.beat();
+        }
+    }
+
+    fn detach(&mut self) {
+        if self.attached.take().is_some() {
+            self.region_tx.send_replace(None);
+            self.update_status(|s| {
+                s.attached = false;
+                s.instance_id = None;
+            });
+        }
+        self.known = None;
+    }
+
+    /// Attaches when detached; detaches and re-attaches when the data plane restarted (region
+    /// replaced or new instance id). Returns true when a (re)attach happened.
+    ///
+    /// # Errors
+    /// [`ProgramError::Attach`] when there is no usable region (the programmer stays
+    /// detached).
+    pub fn ensure_attached(&mut self) -> Result<bool, ProgramError> {
+        if let Some(a) = &self.attached {
+            if !a.region.is_replaced() && a.region.header().instance_id() == a.instance_id {
+                return Ok(false);
+            }
+            log::info!(
+                "data plane at {} restarted; re-attaching and replaying",
+                self.opts.shm_path.display()
+            );
+            self.detach();
+        }
+        let mut region = Region::attach(&self.opts.shm_path).map_err(ProgramError::Attach)?;
+        let (tx, mut rx) = region.endpoints().map_err(ProgramError::Attach)?;
+        // Replies left from a previous control plane belong to transactions we never sent.
+        let mut stale = 0;
+        while let Ok(Some(_)) | Err(RecvError::Malformed { .. } | RecvError::OutOfOrder { .. }) =
+            rx.try_recv()
+        {
+            stale += 1;
+            if stale > 1 << 17 {
+                break;
+            }
+        }
+        let region = Arc::new(region);
+        region.beat();
+        let instance_id = region.header().instance_id();
+        log::info!(
+            "attached to data plane {instance_id:032x} (pid {}, generation {}) at {}",
+            region.header().data_plane_pid(),
+            region.header().applied_generation(),
+            self.opts.shm_path.display()
+        );
+        self.attached = Some(Attached {
+            region: region.clone(),
+            tx,
+            rx,
+            instance_id,
+        });
+        self.known = None;
+        self.may_resume = true;
+        self.region_tx.send_replace(Some(region));
+        self.update_status(|s| {
+            s.attached = true;
+            s.instance_id = Some(instance_id);
+            s.attaches += 1;
+        });
+        Ok(true)
+    }
+
+    /// True when the data plane may not have what was last synced (a restart, or nothing synced
+    /// yet): call [`sync`](Self::sync).
+    pub fn needs_sync(&self, store_generation: u64) -> bool {
+        let Some(a) = &self.attached else {
+            return true;
+        };
+        match &self.known {
+            Some(k) => {
+                k.instance_id != a.instance_id
+                    || k.generation != a.region.header().applied_generation()
+                    || k.store_generation != store_generation
+                    || a.region.is_replaced()
+            }
+            None => true,
+        }
+    }
+
+    /// Fills in missing backend MACs from the neighbour table read at most every
+    /// `mac_refresh` (or now when `force`).
+    async fn fill_macs(&mut self, set: &mut ServiceSet, force: bool) {
+        let Some(resolver) = self.opts.resolve_macs.clone() else {
+            return;
+        };
+        if !set.backends.iter().any(|b| b.mac.is_none()) {
+            return;
+        }
+        let due = self
+            .macs_read
+            .is_none_or(|t| t.elapsed() >= self.opts.mac_refresh);
+        if force || due {
+            match resolver.table().await {
+                Ok(t) => self.macs = t,
+                Err(e) => log::warn!("{e}; backends without a MAC use the gateway MAC"),
+            }
+            self.macs_read = Some(Instant::now());
+        }
+        let unresolved = fill_macs(set, &self.macs);
+        if !unresolved.is_empty() && (force || due) {
+            log::info!(
+                "no neighbour entry for {} backend address(es) ({}); the data plane will use its gateway MAC for them",
+                unresolved.len(),
+                unresolved
+                    .iter()
+                    .take(8)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+
+    /// Brings the data plane to `desired` (belonging to store generation `store_generation`),
+    /// attaching first if needed. Sends nothing when it already has it.
+    ///
+    /// # Errors
+    /// Attach failures, timeouts, and rejections ([`ProgramError::Rejected`] carries the data
+    /// plane's reason). Protocol-level rejections are retried once as a full replay first.
+    pub async fn sync(
+        &mut self,
+        desired: &ServiceSet,
+        store_generation: u64,
+    ) -> Result<SyncOutcome, ProgramError> {
+        self.sync_inner(desired, store_generation, false).await
+    }
+
+    async fn sync_inner(
+        &mut self,
+        desired: &ServiceSet,
+        store_generation: u64,
+        refresh_macs: bool,
+    ) -> Result<SyncOutcome, ProgramError> {
+        self.update_status(|s| s.desired_generation = store_generation);
+        let result = self
+            .sync_attempts(desired, store_generation, refresh_macs)
+            .await;
+        let (applied, synced) = match &self.known {
+            Some(k) => (k.generation, Some(k.store_generation)),
+            None => (0, None),
+        };
+        self.update_status(|s| {
+            s.applied_generation = applied;
+            s.synced_store_generation = synced;
+            match &result {
+                Ok(_) => s.last_error = None,
+                Err(e) => s.last_error = Some(e.to_string()),
+            }
+        });
+        result
+    }
+
+    async fn sync_attempts(
+        &mut self,
+        desired: &ServiceSet,
+        store_generation: u64,
+        refresh_macs: bool,
+    ) -> Result<SyncOutcome, ProgramError> {
+        self.ensure_attached()?;
+        let mut set = canonical(desired);
+        self.fill_macs(&mut set, refresh_macs).await;
+        let mut retried = false;
+        loop {
+            match self.sync_once(&set, store_generation).await {
+                Err(ProgramError::Rejected { code, .. }) if !retried && retryable(code) => {
+                    log::warn!(
+                        "data plane rejected a transaction ({code:?}); retrying as a full replay"
+                    );
+                    self.known = None;
+                    self.may_resume = false;
+                    retried = true;
+                }
+                Err(e @ (ProgramError::Restarted { .. } | ProgramError::Recv(_))) => {
+                    self.detach();
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn sync_once(
+        &mut self,
+        set: &ServiceSet,
+        store_generation: u64,
+    ) -> Result<SyncOutcome, ProgramError> {
+        let Some(a) = &self.attached else {
+            return Err(ProgramError::Attach(RegionError::Config(
+                "not attached".into(),
+            )));
+        };
+        let header = a.region.header();
+        let instance_id = a.instance_id;
+        let applied = header.applied_generation();
+        // What does the data plane have?
+        let base = match &self.known {
+            Some(k) if k.instance_id == instance_id && k.generation == applied => {
+                if k.services == *set && k.store_generation == store_generation {
+                    return Ok(SyncOutcome {
+                        kind: SyncKind::UpToDate,
+                        generation: applied,
+                        elapsed: Duration::ZERO,
+                    });
+                }
+                Some(k.services.clone())
+            }
+            _ => None,
+        };
+        if base.is_none() && self.may_resume {
+            self.may_resume = false;
+            let record = self.state.load()?;
+            if record
+                == Some(AppliedRecord {
+                    instance_id,
+                    generation: applied,
+                    store_generation,
+                })
+            {
+                log::info!(
+                    "data plane {instance_id:032x} already has store generation {store_generation} (its generation {applied}): no resync"
+                );
+                self.known = Some(Known {
+                    instance_id,
+                    generation: applied,
+                    store_generation,
+                    services: set.clone(),
+                });
+                return Ok(SyncOutcome {
+                    kind: SyncKind::Resumed,
+                    generation: applied,
+                    elapsed: Duration::ZERO,
+                });
+            }
+        }
+        let (messages, full) = match &base {
+            Some(old) => (diff_to_messages(old, set), false),
+            None => (full_replay(set), true),
+        };
+        let generation = store_generation.max(applied.saturating_add(1));
+        let count = messages.len();
+        let started = Instant::now();
+        let prev_known = self.known.take().filter(|_| base.is_some());
+        let result = self.transact(generation, messages).await;
+        match result {
+            Ok(()) => {
+                let elapsed = started.elapsed();
+                self.known = Some(Known {
+                    instance_id,
+                    generation,
+                    store_generation,
+                    services: set.clone(),
+                });
+                let record = AppliedRecord {
+                    instance_id,
+                    generation,
+                    store_generation,
+                };
+                if let Err(e) = self.state.save(&record) {
+                    // Costs one unneeded full resync after a restart, nothing more.
+                    log::warn!("{e}");
+                }
+                self.update_status(|s| {
+                    s.transactions_applied += 1;
+                    s.full_resyncs += u64::from(full);
+                    s.last_apply = Some(elapsed);
+                });
+                Ok(SyncOutcome {
+                    kind: if full {
+                        SyncKind::Full { messages: count }
+                    } else {
+                        SyncKind::Diff { messages: count }
+                    },
+                    generation,
+                    elapsed,
+                })
+            }
+            Err(e) => {
+                // A rejected transaction changed nothing: what the data plane had, it still has.
+                if matches!(e, ProgramError::Rejected { .. }) {
+                    self.known = prev_known;
+                    self.update_status(|s| s.transactions_rejected += 1);
+                }
+                if matches!(e, ProgramError::Timeout { .. }) {
+                    self.update_status(|s| s.timeouts += 1);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends one transaction and waits for its reply.
+    async fn transact(
+        &mut self,
+        generation: u64,
+        messages: Vec<Message>,
+    ) -> Result<(), ProgramError> {
+        let deadline = Instant::now() + self.opts.reply_timeout;
+        let poll = self.opts.poll_interval;
+        let mut last_beat = Instant::now();
+        for m in messages {
+            loop {
+                let a = self
+                    .attached
+                    .as_mut()
+                    .ok_or(ProgramError::Restarted { generation })?;
+                match a.tx.send(generation, m.clone()) {
+                    Ok(_) => break,
+                    Err(SendError::Ring(RingError::Full { .. })) => {
+                        self.wait_step(generation, deadline, &mut last_beat).await?;
+                        tokio::time::sleep(poll).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        loop {
+            let a = self
+                .attached
+                .as_mut()
+                .ok_or(ProgramError::Restarted { generation })?;
+            while let Some(frame) = a.rx.try_recv()? {
+                if frame.generation != generation {
+                    log::debug!(
+                        "ignoring a reply for generation {} while waiting for {generation}",
+                        frame.generation
+                    );
+                    continue;
+                }
+                return match frame.message {
+                    Message::Applied => Ok(()),
+                    Message::Rejected { code, reason } => Err(ProgramError::Rejected {
+                        generation,
+                        code,
+                        reason,
+                    }),
+                    other => {
+                        log::warn!("unexpected {other:?} from the data plane; ignored");
+                        continue;
+                    }
+                };
+            }
+            self.wait_step(generation, deadline, &mut last_beat).await?;
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// While waiting: beat, notice a data plane restart, give up at the deadline.
+    async fn wait_step(
+        &mut self,
+        generation: u64,
+        deadline: Instant,
+        last_beat: &mut Instant,
+    ) -> Result<(), ProgramError> {
+        let a = self
+            .attached
+            .as_ref()
+            .ok_or(ProgramError::Restarted { generation })?;
+        if last_beat.elapsed() >= self.opts.heartbeat_interval {
+            a.region.beat();
+            *last_beat = Instant::now();
+            if a.region.is_replaced() || a.region.header().instance_id() != a.instance_id {
+                return Err(ProgramError::Restarted { generation });
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ProgramError::Timeout {
+                generation,
+                waited: self.opts.reply_timeout,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drives the data plane for the life of fiberlbd: beats every `heartbeat_interval`,
+    /// (re)attaches and replays after a data plane restart, syncs whenever `desired` changes,
+    /// refreshes MACs every `mac_refresh`, retries failures after `retry_backoff`. Returns when
+    /// `shutdown` becomes true (or its sender is dropped).
+    pub async fn run(
+        mut self,
+        mut desired: watch::Receiver<Arc<Desired>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.opts.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry_at: Option<Instant> = None;
+        let mut last_attach_error: Option<String> = None;
+        let mut last_mac_refresh = Instant::now();
+        let mut dirty = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = desired.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    dirty = true;
+                    retry_at = None;
+                }
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.ensure_attached() {
+                Ok(true) => {
+                    dirty = true;
+                    retry_at = None;
+                    last_attach_error = None;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let msg = e.to_string();
+                    if last_attach_error.as_ref() != Some(&msg) {
+                        log::warn!("{msg}");
+                        last_attach_error = Some(msg.clone());
+                    }
+                    self.update_status(|s| s.last_error = Some(msg));
+                    continue;
+                }
+            }
+            self.beat();
+            let want = desired.borrow().clone();
+            let refresh = self.opts.resolve_macs.is_some()
+                && last_mac_refresh.elapsed() >= self.opts.mac_refresh
+                && want.services.backends.iter().any(|b| b.mac.is_none());
+            if refresh {
+                last_mac_refresh = Instant::now();
+            }
+            let due = retry_at.is_none_or(|t| Instant::now() >= t);
+            if (dirty || refresh || self.needs_sync(want.store_generation)) && due {
+                match self
+                    .sync_inner(&want.services, want.store_generation, refresh)
+                    .await
+                {
+                    Ok(o) => {
+                        dirty = false;
+                        retry_at = None;
+                        if o.kind != SyncKind::UpToDate {
+                            log::info!(
+                                "data plane at generation {} ({:?}, {:?})",
+                                o.generation,
+                                o.kind,
+                                o.elapsed
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("{e}");
+                        retry_at = Some(Instant::now() + self.opts.retry_backoff);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sets the MAC of every backend that has none and whose address is in `table`; returns the
+/// addresses left unresolved.
+pub fn fill_macs(set: &mut ServiceSet, table: &HashMap<IpAddr, Mac>) -> Vec<IpAddr> {
+    let mut unresolved = Vec::new();
+    for b in set.backends.iter_mut().filter(|b| b.mac.is_none()) {
+        match table.get(&b.address) {
+            Some(mac) => b.mac = Some(*mac),
+            None => unresolved.push(b.address),
+        }
+    }
+    unresolved
+}
+
+/// Reads the kernel's neighbour table over netlink (`RTM_GETNEIGH`), in the network namespace
+/// of the calling process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NeighbourResolver {
+    /// Only entries of this interface (`None`: any interface).
+    pub interface: Option<String>,
+}
+
+impl NeighbourResolver {
+    /// `address → MAC` of every usable entry (reachable, stale, delay, probe, permanent; not
+    /// incomplete or failed) with a 6-byte link-layer address.
+    ///
+    /// # Errors
+    /// [`ProgramError::Neighbours`] when netlink fails or the interface does not exist.
+    pub async fn table(&self) -> Result<HashMap<IpAddr, Mac>, ProgramError> {
+        use futures_util::TryStreamExt;
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourState,
+        };
+        let err = |what: &str, e: &dyn std::fmt::Display| {
+            ProgramError::Neighbours(format!("{what}: {e}"))
+        };
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| err("netlink socket", &e))?;
+        let conn = tokio::spawn(conn);
+        let result = async {
+            let ifindex = match &self.interface {
+                Some(name) => {
+                    let mut links = handle.link().get().match_name(name.clone()).execute();
+                    match links.try_next().await {
+                        Ok(Some(link)) => Some(link.header.index),
+                        Ok(None) => None,
+                        Err(e) => return Err(err(&format!("interface {name}"), &e)),
+                    }
+                    .ok_or_else(|| {
+                        ProgramError::Neighbours(format!(
+                            "interface {name} does not exist in this network namespace"
+                        ))
+                    })
+                    .map(Some)?
+                }
+                None => None,
+            };
+            let mut table = HashMap::new();
+            let mut entries = handle.neighbours().get().execute();
+            while let Some(n) = entries
+                .try_next()
+                .await
+                .map_err(|e| err("neighbour dump", &e))?
+            {
+                if ifindex.is_some_and(|i| i != n.header.ifindex) {
+                    continue;
+                }
+                if !matches!(
+                    n.header.state,
+                    NeighbourState::Reachable
+                        | NeighbourState::Stale
+                        | NeighbourState::Delay
+                        | NeighbourState::Probe
+                        | NeighbourState::Permanent
+                ) {
+                    continue;
+                }
+                let mut ip = None;
+                let mut mac = None;
+                for a in &n.attributes {
+                    match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                            ip = Some(IpAddr::V4(*v4));
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                            ip = Some(IpAddr::V6(*v6));
+                        }
+                        NeighbourAttribute::LinkLayerAddress(l) => {
+                            mac = <[u8; 6]>::try_from(l.as_slice()).ok();
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some(ip), Some(mac)) = (ip, mac) {
+                    if mac != [0; 6] {
+                        table.insert(ip, mac);
+                    }
+                }
+            }
+            Ok(table)
+        }
+        .await;
+        conn.abort();
+        result
+    }
+}
