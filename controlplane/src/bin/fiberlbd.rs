@@ -1,18 +1,28 @@
-//! fiberlbd: fiberlb's control-plane daemon. Owns the configuration store and serves the gRPC
-//! API on a Unix socket (and optionally TCP with TLS).
+//! fiberlbd: fiberlb's control-plane daemon. Owns the configuration store, serves the gRPC
+//! API on a Unix socket (and optionally TCP with TLS), runs the health checks and keeps the
+//! desired service set (store + health) up to date for the data plane.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use fiberlb_controlplane::api::auth::Auth;
 use fiberlb_controlplane::api::{self, server, Shared};
 use fiberlb_controlplane::config::Config;
-use fiberlb_controlplane::model::Scope;
+use fiberlb_controlplane::health::{self, CheckKind, CheckerOptions, HealthChecker, Target};
+use fiberlb_controlplane::model::{self, HealthCheckKind, Scope, State};
+use fiberlb_controlplane::program::{
+    Desired, FileAppliedState, ProgramStatus, Programmer, ProgrammerOptions,
+};
 use fiberlb_controlplane::store::Store;
 use fiberlb_shared::flow_hash::FlowHasher;
+use fiberlb_shared::model::{BackendId, TunnelSettings};
+use fiberlb_shared::shm::region::{monotonic_ns, Region};
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(name = "fiberlbd", version, about = "fiberlb control-plane daemon")]
@@ -50,6 +60,109 @@ async fn shutdown_signal() {
     }
 }
 
+/// Health-check targets: every backend of a pool that has a health check.
+fn health_targets(state: &State) -> Vec<Target> {
+    let mut out = Vec::new();
+    for b in state.backends.values() {
+        let Some(hc) = state
+            .pools
+            .get(&b.pool_id)
+            .and_then(|p| p.health_check_id)
+            .and_then(|id| state.health_checks.get(&id))
+        else {
+            continue;
+        };
+        let http = || health::HttpCheck {
+            path: hc.http_path.clone(),
+            host: None,
+            expected_status: hc.expected_status,
+        };
+        let kind = match hc.kind {
+            HealthCheckKind::Tcp => CheckKind::Tcp,
+            HealthCheckKind::Http => CheckKind::Http(http()),
+            HealthCheckKind::Https => CheckKind::Https(http()),
+            HealthCheckKind::Udp => CheckKind::Udp(health::UdpCheck {
+                payload: hc.udp_payload.clone(),
+                expected_reply: hc.udp_expected_reply.clone(),
+            }),
+        };
+        out.push(Target {
+            backend: BackendId(b.id),
+            address: b.address,
+            port: b.port,
+            kind,
+            interval: Duration::from_millis(u64::from(hc.interval_ms)),
+            timeout: Duration::from_millis(u64::from(hc.timeout_ms)),
+            rise: hc.rise,
+            fall: hc.fall,
+        });
+    }
+    out
+}
+
+/// The API's view of health: the checker's current results.
+struct CheckerHealth(Arc<HealthChecker>);
+
+impl api::HealthSource for CheckerHealth {
+    fn health(&self) -> HashMap<BackendId, bool> {
+        health::up_map(&self.0.snapshot())
+    }
+}
+
+/// What the data plane should forward by: the store's state with health folded in.
+fn desired(store: &Store, checker: &HealthChecker, tunnel: &TunnelSettings) -> Desired {
+    let snap = store.snapshot();
+    let mut services = model::compile(&snap.state, &health::up_map(&checker.snapshot()));
+    services.tunnel = tunnel.clone();
+    Desired {
+        store_generation: snap.generation,
+        services,
+    }
+}
+
+/// The API's view of the data plane: the programmer's status and the attached region.
+struct ProgrammedDataplane {
+    status: watch::Receiver<ProgramStatus>,
+    region: watch::Receiver<Option<Arc<Region>>>,
+}
+
+impl api::DataplaneView for ProgrammedDataplane {
+    fn status(&self) -> Option<api::DataplaneStatus> {
+        let st = self.status.borrow().clone();
+        let region = self.region.borrow().clone()?;
+        if !st.attached {
+            return None;
+        }
+        let h = region.header();
+        let beat = h.data_plane_heartbeat();
+        Some(api::DataplaneStatus {
+            instance_id: h.instance_id(),
+            applied_generation: h.applied_generation(),
+            heartbeat_age_ms: if beat == 0 {
+                u64::MAX
+            } else {
+                monotonic_ns().saturating_sub(beat) / 1_000_000
+            },
+        })
+    }
+
+    fn counters(&self) -> Option<api::DataplaneCounters> {
+        let region = self.region.borrow().clone()?;
+        let c = region.counters();
+        let t = c.totals();
+        // Drop reasons the data plane does not define read as 0.
+        let drops = (0..64).map(|r| c.drops(r)).sum();
+        // Per-object counters are indexed by the data plane's slots, whose mapping to ids is
+        // not exported yet: totals only.
+        Some(api::DataplaneCounters {
+            rx_packets: t.rx_packets,
+            tx_packets: t.tx_packets,
+            drops,
+            ..Default::default()
+        })
+    }
+}
+
 async fn run(config: Config) -> Result<()> {
     let tunnel = config.tunnel.settings();
     let store =
@@ -59,8 +172,10 @@ async fn run(config: Config) -> Result<()> {
     shared.hasher = FlowHasher::new(config.hash_seed);
     shared.tunnel = tunnel;
     shared.health_defaults = config.health_defaults;
+    let checker = Arc::new(HealthChecker::new(CheckerOptions::default()));
+    checker.set_targets(health_targets(&store.snapshot().state));
+    shared.health = Arc::new(CheckerHealth(checker.clone()));
     let mut committed = shared.committed.subscribe();
-    let shared = Arc::new(shared);
     let tokens: Vec<(String, Scope)> = config
         .tokens
         .iter()
@@ -77,24 +192,65 @@ async fn run(config: Config) -> Result<()> {
         snap.state.pools.len(),
         snap.state.backends.len()
     );
-    if config.shm_path.is_some() {
-        eprintln!(
-            "fiberlbd: shm_path is set but this build has no data plane programmer yet; \
-             running without a data plane"
-        );
-    } else {
-        eprintln!("fiberlbd: no shm_path configured: running without a data plane");
-    }
-
-    // Every committed generation: this is where the data plane gets programmed.
-    tokio::spawn(async move {
-        while committed.changed().await.is_ok() {
-            let generation = *committed.borrow_and_update();
-            eprintln!("fiberlbd: configuration generation {generation} committed");
-        }
-    });
-
+    // The data plane: programmed through its shm region when one is configured.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let programmer = match &config.shm_path {
+        Some(path) => {
+            let p = Programmer::new(
+                ProgrammerOptions::new(path),
+                Arc::new(FileAppliedState::beside(&config.store_path)),
+            );
+            shared.dataplane = Arc::new(ProgrammedDataplane {
+                status: p.status(),
+                region: p.region(),
+            });
+            eprintln!("fiberlbd: programming the data plane at {}", path.display());
+            Some(p)
+        }
+        None => {
+            eprintln!("fiberlbd: no shm_path configured: running without a data plane");
+            None
+        }
+    };
+    let shared = Arc::new(shared);
+
+    // The desired set follows every committed change and every health flip.
+    let (desired_tx, desired_rx) =
+        watch::channel(Arc::new(desired(&store, &checker, &shared.tunnel)));
+    {
+        let (store, checker, tunnel) = (store.clone(), checker.clone(), shared.tunnel.clone());
+        let mut health_rx = checker.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = committed.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        let generation = *committed.borrow_and_update();
+                        checker.set_targets(health_targets(&store.snapshot().state));
+                        eprintln!("fiberlbd: configuration generation {generation} committed");
+                    }
+                    r = health_rx.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        health_rx.borrow_and_update();
+                    }
+                }
+                let d = desired(&store, &checker, &tunnel);
+                desired_tx.send_if_modified(|cur| {
+                    let changed = **cur != d;
+                    if changed {
+                        *cur = Arc::new(d);
+                    }
+                    changed
+                });
+            }
+        });
+    }
+    let programmer_task = programmer.map(|p| tokio::spawn(p.run(desired_rx, stop_rx.clone())));
+
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -139,6 +295,9 @@ async fn run(config: Config) -> Result<()> {
     }
     while let Some(r) = tasks.join_next().await {
         r.context("server task panicked")??;
+    }
+    if let Some(t) = programmer_task {
+        let _ = t.await;
     }
     let _ = std::fs::remove_file(&config.listen);
     Ok(())
