@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod program;
 pub mod store;

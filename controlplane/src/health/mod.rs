@@ -351,3 +351,9 @@ async fn probe_loop(shared: Arc<Shared>, target: Target) {
         next = after.max(tokio::time::Instant::now());
     }
 }
+
+impl crate::api::HealthSource for HealthChecker {
+    fn health(&self) -> HashMap<BackendId, bool> {
+        up_map(&self.snapshot())
+    }
+}

@@ -1,0 +1,242 @@
+//! Scrapes the metrics endpoint with a real HTTP client (hyper) and checks the parsed text
+//! against counters written into a real region and a slots file in the data plane's format.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fiberlb_controlplane::api::DataplaneView;
+use fiberlb_controlplane::health::{BackendId, Health, HealthMap};
+use fiberlb_controlplane::metrics::{self, MetricsSource, RegionView};
+use fiberlb_controlplane::program::ProgramStatus;
+use fiberlb_shared::shm::counters::{CountersLayout, ObjectCounters, Totals};
+use fiberlb_shared::shm::region::{Region, RegionConfig};
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::watch;
+
+/// `name{labels}` → value, labels kept as written.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').expect("sample line");
+        out.insert(key.to_string(), value.parse::<f64>().expect("number"));
+    }
+    out
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", "metrics")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, ctype, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn scrape_reports_counters_health_and_programmer_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("region");
+    let dp = Region::create(
+        &path,
+        &RegionConfig {
+            ring_capacity: 8,
+            counters: CountersLayout {
+                workers: 2,
+                listeners: 4,
+                backends: 8,
+            },
+        },
+    )
+    .unwrap();
+    dp.header().set_applied_generation(12);
+    dp.beat();
+    for w in 0..2u64 {
+        let c = dp.worker_counters(w as u32).unwrap();
+        c.set_totals(Totals {
+            rx_packets: 100 + w,
+            rx_bytes: 6400,
+            tx_packets: 90,
+            tx_bytes: 5000,
+        });
+        c.set_drops(3, 5); // no_listener
+        c.set_drops(20, 1); // a reason this build has no name for
+        c.set_listener(
+            1,
+            ObjectCounters {
+                packets: 40,
+                bytes: 4000,
+                new_flows: 4,
+            },
+        );
+        c.set_backend(
+            2,
+            ObjectCounters {
+                packets: 30 + w,
+                bytes: 3000,
+                new_flows: 3,
+            },
+        );
+    }
+    let instance = format!("{:032x}", dp.header().instance_id());
+    // The data plane's slots file, as dataplane/src/control.rs writes it.
+    let slots = format!(
+        r#"{{"instance_id":"{instance}","generation":12,
+            "control":{{"applied":3,"rejected_corrupt":0,"rejected_out_of_order":0,"rejected_protocol":0,"rejected_invalid":0,"aborted":0,"stale_discarded":0,"replies_dropped":0,"ring_errors":0}},
+            "listeners":[{{"slot":1,"id":7,"name":"web \"a\"/80/tcp","vip":"192.0.2.1","port":80,"protocol":"tcp","mode":"dsr"}}],
+            "backends":[{{"slot":2,"id":33,"pool":"web","address":"2001:db8::5","port":8080}}]}}"#
+    );
+    std::fs::write(metrics::slots_path_for(&path), slots).unwrap();
+
+    let cp = Arc::new(Region::attach(&path).unwrap());
+    let (region_tx, region_rx) = watch::channel(Some(cp));
+    let mut health = HealthMap::new();
+    health.insert(
+        BackendId(33),
+        Health {
+            up: false,
+            since: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            last_error: Some("x".into()),
+        },
+    );
+    health.insert(
+        BackendId(34),
+        Health {
+            up: true,
+            since: SystemTime::now(),
+            last_error: None,
+        },
+    );
+    let (_health_tx, health_rx) = watch::channel(Arc::new(health));
+    let (_program_tx, program_rx) = watch::channel(ProgramStatus {
+        attached: true,
+        desired_generation: 12,
+        synced_store_generation: Some(12),
+        transactions_applied: 3,
+        transactions_rejected: 1,
+        full_resyncs: 1,
+        attaches: 1,
+        last_apply: Some(Duration::from_millis(2)),
+        ..ProgramStatus::default()
+    });
+    let source = MetricsSource {
+        region: region_rx.clone(),
+        health: Some(health_rx),
+        program: Some(program_rx),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut stop = stop_rx.clone();
+    let (addr, server) = metrics::bind("127.0.0.1:0".parse().unwrap(), source, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+    .unwrap();
+
+    let (status, ctype, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let m = parse(&body);
+    let v = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} missing in\n{body}"));
+    assert_eq!(v("fiberlb_dataplane_attached"), 1.0);
+    assert_eq!(v("fiberlb_dataplane_applied_generation"), 12.0);
+    let age = v("fiberlb_dataplane_heartbeat_age_seconds");
+    assert!((0.0..5.0).contains(&age), "{age}");
+    assert_eq!(
+        v(&format!(
+            "fiberlb_dataplane_info{{instance_id=\"{instance}\",pid=\"{}\"}}",
+            std::process::id()
+        )),
+        1.0
+    );
+    assert_eq!(v("fiberlb_rx_packets_total"), 201.0);
+    assert_eq!(v("fiberlb_rx_bytes_total"), 12800.0);
+    assert_eq!(v("fiberlb_tx_packets_total"), 180.0);
+    assert_eq!(v("fiberlb_drops_total{reason=\"no_listener\"}"), 10.0);
+    assert_eq!(v("fiberlb_drops_total{reason=\"malformed\"}"), 0.0);
+    assert_eq!(v("fiberlb_drops_total{reason=\"reason_20\"}"), 2.0);
+    let l =
+        r#"{listener_id="7",listener="web \"a\"/80/tcp",vip="192.0.2.1",port="80",protocol="tcp"}"#;
+    assert_eq!(v(&format!("fiberlb_listener_packets_total{l}")), 80.0);
+    assert_eq!(v(&format!("fiberlb_listener_bytes_total{l}")), 8000.0);
+    assert_eq!(v(&format!("fiberlb_listener_new_flows_total{l}")), 8.0);
+    let b = r#"{backend_id="33",pool="web",address="2001:db8::5",port="8080"}"#;
+    assert_eq!(v(&format!("fiberlb_backend_packets_total{b}")), 61.0);
+    assert_eq!(v(&format!("fiberlb_backend_new_flows_total{b}")), 6.0);
+    assert_eq!(v("fiberlb_backend_up{backend_id=\"33\"}"), 0.0);
+    assert_eq!(v("fiberlb_backend_up{backend_id=\"34\"}"), 1.0);
+    assert_eq!(
+        v("fiberlb_backend_health_since_seconds{backend_id=\"33\"}"),
+        1_700_000_000.0
+    );
+    assert_eq!(
+        v("fiberlb_controlplane_transactions_total{result=\"applied\"}"),
+        3.0
+    );
+    assert_eq!(
+        v("fiberlb_controlplane_transactions_total{result=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(v("fiberlb_controlplane_synced_generation"), 12.0);
+    assert_eq!(v("fiberlb_controlplane_last_apply_seconds"), 0.002);
+    // Every family is declared once, before its samples.
+    assert_eq!(
+        body.matches("# TYPE fiberlb_drops_total counter").count(),
+        1
+    );
+
+    // The gRPC view reads the same counters by object id.
+    let view = RegionView {
+        region: region_rx.clone(),
+    };
+    let c = view.counters().unwrap();
+    assert_eq!(c.rx_packets, 201);
+    assert_eq!(c.drops, 12);
+    assert_eq!(c.listeners[&7].packets, 80);
+    assert_eq!(c.backends[&33].bytes, 6000);
+    assert_eq!(view.status().unwrap().applied_generation, 12);
+
+    // A slots file of another instance is ignored: no per-object rows, totals still there.
+    std::fs::write(
+        metrics::slots_path_for(&path),
+        r#"{"instance_id":"00","generation":1,"listeners":[],"backends":[]}"#,
+    )
+    .unwrap();
+    let (_, _, body) = get(addr, "/metrics").await;
+    assert!(!body.contains("fiberlb_listener_packets_total{"));
+    assert!(body.contains("fiberlb_rx_packets_total 201"));
+
+    // Detached: only the attached gauge.
+    region_tx.send_replace(None);
+    let (_, _, body) = get(addr, "/metrics").await;
+    let m = parse(&body);
+    assert_eq!(m["fiberlb_dataplane_attached"], 0.0);
+    assert!(!m.contains_key("fiberlb_rx_packets_total"));
+    assert!(view.status().is_none());
+
+    let (status, _, _) = get(addr, "/other").await;
+    assert_eq!(status, 404);
+
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
