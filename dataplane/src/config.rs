@@ -63,7 +63,7 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
-    #[error("cannot read the MAC address of interface {interface:?} ({file}): {reason}; give it as `mac = \"..\"` in its [[ports]] entry, or check the interface exists in this network namespace")]
+    #[error("cannot read the MAC address of interface {interface:?} ({file}): {reason}; give it as `mac = \"02:00:00:00:00:01\"` in its [[ports]] entry, or check the interface exists in this network namespace")]
     Mac {
         interface: String,
         file: String,

@@ -371,8 +371,8 @@ mod run_cmd {
 
     pub fn run(config: &Path, services: Option<&Path>) -> anyhow::Result<()> {
         let cfg = DataplaneConfig::load(config)?;
+        preflight(&cfg, &cfg.pipeline())?;
         let pcfg = cfg.pipeline_with_ports()?;
-        preflight(&cfg, &pcfg)?;
         let (client_port, backend_port) = cfg
             .port_roles()
             .context("no port faces clients or backends")?;
@@ -559,6 +559,17 @@ mod run_cmd {
                             c.dropped(),
                             w.stats()
                         );
+                        for p in w.ports() {
+                            if let Ok(s) = p.stats() {
+                                eprintln!(
+                                    "fiberlb-dataplane: worker {} {} queue {}: {:?}",
+                                    w.index,
+                                    p.ifname(),
+                                    p.queue(),
+                                    s
+                                );
+                            }
+                        }
                     }
                     Ok(Err(e)) => worker_err = Some(e),
                     Err(_) => eprintln!("fiberlb-dataplane: error: a worker panicked"),

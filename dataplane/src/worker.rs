@@ -49,6 +49,26 @@ pub trait CounterSink {
     fn publish(&mut self, counters: &WorkerCounters);
 }
 
+/// The control thread's QSBR publication ([`crate::publish`]).
+impl SnapshotReader for crate::publish::ReaderHandle<Snapshot> {
+    #[inline]
+    fn current(&mut self) -> &Snapshot {
+        crate::publish::ReaderHandle::current(self)
+    }
+    #[inline]
+    fn quiescent(&mut self) {
+        crate::publish::ReaderHandle::quiescent(self)
+    }
+    #[inline]
+    fn offline(&mut self) {
+        crate::publish::ReaderHandle::offline(self)
+    }
+    #[inline]
+    fn online(&mut self) {
+        crate::publish::ReaderHandle::online(self)
+    }
+}
+
 /// A fixed snapshot with nothing to reclaim (tests, offline tools).
 #[derive(Debug)]
 pub struct FixedSnapshot(pub std::sync::Arc<Snapshot>);
