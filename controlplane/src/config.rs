@@ -5,7 +5,7 @@
 //! # listen_tcp = "0.0.0.0:7443"            # optional TCP listener; needs [tls] and tokens
 //! store_path = "/var/lib/fiberlb/store.redb"
 //! shm_path = "/dev/shm/fiberlb"             # the data plane's region (optional)
-//! hash_seed = 7379537652274192929           # must equal the data plane's [forwarding] hash_seed
+//! hash_seed = 7308604899480821281           # must equal the data plane's [forwarding] hash_seed
 //! vip_ranges = ["10.10.0.0/24", "fd00:10::/120"]
 //! metrics_address = "127.0.0.1:9750"
 //! require_token = false                     # on the Unix socket; TCP always requires one

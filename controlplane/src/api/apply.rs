@@ -29,7 +29,7 @@ pub enum ApplyError {
     File(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("{change}: {status}")]
+    #[error("{change}: {:?}: {}", status.code(), status.message())]
     Api {
         change: String,
         status: Box<tonic::Status>,

@@ -13,6 +13,16 @@ use fiberlb_controlplane::config::DEFAULT_SOCKET;
 use fiberlb_controlplane::pb;
 use serde::Serialize;
 
+/// `println!` that ends the program quietly when stdout is closed (`fiberlbctl ... | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fiberlbctl",
@@ -348,16 +358,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if out == Output::Json {
                 return print_json(&s);
             }
-            println!("store generation:   {}", s.store_generation);
+            out!("store generation:   {}", s.store_generation);
             if s.attached {
-                println!("data plane:         attached (instance {})", s.instance_id);
-                println!("applied generation: {}", s.applied_generation);
-                println!("heartbeat age:      {} ms", s.heartbeat_age_ms);
-                if s.applied_generation != s.store_generation {
-                    println!("note: the data plane has not applied the latest generation yet");
+                out!("data plane:         attached (instance {})", s.instance_id);
+                out!("applied generation: {}", s.applied_generation);
+                out!("heartbeat age:      {} ms", s.heartbeat_age_ms);
+                if s.applied_generation < s.store_generation {
+                    out!("note: the data plane has not applied the latest generation yet");
                 }
             } else {
-                println!("data plane:         not attached (fiberlbd runs without a data plane)");
+                out!("data plane:         not attached (fiberlbd runs without a data plane)");
             }
             Ok(())
         }
@@ -371,12 +381,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return print_json(&s);
             }
             if !s.attached {
-                println!("no data plane attached: no counters");
+                out!("no data plane attached: no counters");
                 return Ok(());
             }
-            println!(
+            out!(
                 "rx {} packets, tx {} packets, {} dropped",
-                s.rx_packets, s.tx_packets, s.drops
+                s.rx_packets,
+                s.tx_packets,
+                s.drops
             );
             let rows = |v: &[pb::ObjectCounters]| -> Vec<Vec<String>> {
                 v.iter()
@@ -392,9 +404,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .collect()
             };
             let h = ["ID", "NAME", "PACKETS", "BYTES", "NEW FLOWS"];
-            println!("\nlisteners");
+            out!("\nlisteners");
             table(&h, rows(&s.listeners));
-            println!("\nbackends");
+            out!("\nbackends");
             table(&h, rows(&s.backends));
             Ok(())
         }
@@ -423,25 +435,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             let l = r.listener.unwrap_or_default();
             let p = r.pool.unwrap_or_default();
-            println!(
+            out!(
                 "listener: {} ({} {}/{} -> pool {})",
-                l.id, l.mode, l.port, l.protocol, l.pool_id
+                l.id,
+                l.mode,
+                l.port,
+                l.protocol,
+                l.pool_id
             );
-            println!(
+            out!(
                 "pool:     {} {:?} ({}, table {})",
-                p.id, p.name, p.algorithm, p.table_size
+                p.id,
+                p.name,
+                p.algorithm,
+                p.table_size
             );
-            println!("hash:     {:#018x} -> slot {}", r.flow_hash, r.table_slot);
+            out!("hash:     {:#018x} -> slot {}", r.flow_hash, r.table_slot);
             match r.backend {
-                Some(b) => println!(
+                Some(b) => out!(
                     "backend:  {} {}:{} (weight {}, {})",
-                    b.id, b.address, b.port, b.weight, b.admin_state
+                    b.id,
+                    b.address,
+                    b.port,
+                    b.weight,
+                    b.admin_state
                 ),
                 None => {
-                    println!("backend:  none: the pool has no usable backend (packets are dropped)")
+                    out!("backend:  none: the pool has no usable backend (packets are dropped)")
                 }
             }
-            println!("(the Maglev choice for a new flow at generation {}; an established flow keeps its backend)", r.generation);
+            out!("(the Maglev choice for a new flow at generation {}; an established flow keeps its backend)", r.generation);
             Ok(())
         }
     }
@@ -459,7 +482,7 @@ fn parse_endpoint(s: &str, what: &str) -> Result<(IpAddr, u32), Failure> {
 
 fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
     let s = serde_json::to_string_pretty(v).map_err(|e| Failure(e.to_string()))?;
-    println!("{s}");
+    out!("{s}");
     Ok(())
 }
 
@@ -478,7 +501,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = w.get(i).copied().unwrap_or(0)))
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        out!("{}", s.join("  ").trim_end());
     };
     line(header.to_vec());
     for r in &rows {
@@ -588,7 +611,7 @@ fn deleted(out: Output, kind: &str, id: u32, r: pb::DeleteResponse) -> Result<()
     match out {
         Output::Json => print_json(&r),
         Output::Table => {
-            println!("deleted {kind} {id} (generation {})", r.generation);
+            out!("deleted {kind} {id} (generation {})", r.generation);
             Ok(())
         }
     }
@@ -1012,17 +1035,17 @@ async fn apply_cmd(
             });
         }
         if lines.is_empty() {
-            println!("no changes");
+            out!("no changes");
         }
         for l in &lines {
-            println!("{l} (dry run)");
+            out!("{l} (dry run)");
         }
         return Ok(());
     }
     let table_out = out == Output::Table;
     apply::execute(c, &scope, &current, &changes, |ch| {
         if table_out {
-            println!("{ch}");
+            out!("{ch}");
         }
     })
     .await
@@ -1034,7 +1057,7 @@ async fn apply_cmd(
         });
     }
     if lines.is_empty() {
-        println!("no changes");
+        out!("no changes");
     }
     Ok(())
 }

@@ -32,7 +32,27 @@ struct Args {
     config: Option<PathBuf>,
 }
 
+/// Library modules log through `log`; fiberlbd prints it on stderr (journald adds timestamps).
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("fiberlbd: {}: {}", r.level(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLog = StderrLog;
+
 fn main() -> Result<()> {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let args = Args::parse();
     let config = match &args.config {
         Some(p) => Config::load(p)?,
