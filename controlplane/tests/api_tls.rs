@@ -17,7 +17,10 @@ const TOKEN: &str = "tls-token-acme-web-0123";
 async fn tls_with_token() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-    let shared = Arc::new(Shared::new(store, VipAllocator::new(&["192.0.2.0/24"]).unwrap()));
+    let shared = Arc::new(Shared::new(
+        store,
+        VipAllocator::new(&["192.0.2.0/24"]).unwrap(),
+    ));
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_pem = cert.cert.pem();
     let key_pem = cert.signing_key.serialize_pem();
