@@ -6,6 +6,9 @@
 //!   instance) happens before any packet is touched.
 //! - `stats [--config dataplane.toml | --shm PATH] [--json]`: the running data plane's counters
 //!   from shared memory.
+//! - `apply --services services.yaml [--config dataplane.toml | --shm PATH]`: replace the
+//!   running data plane's configuration with a services file, through the shared-memory
+//!   protocol (as a control plane would; refused while one is attached).
 //! - `replay --services services.yaml --in in.pcap --out out.pcap [--config dataplane.toml] [--json]`:
 //!   run a capture through the forwarding pipeline offline and print the counters.
 
@@ -38,6 +41,18 @@ enum Cmd {
         /// control plane's transaction would be).
         #[arg(long)]
         services: Option<PathBuf>,
+    },
+    /// Replace a running data plane's configuration with a services file, without restart.
+    Apply {
+        /// The new configuration.
+        #[arg(long)]
+        services: PathBuf,
+        /// Take the region path from this dataplane.toml.
+        #[arg(long, conflicts_with = "shm")]
+        config: Option<PathBuf>,
+        /// The region path.
+        #[arg(long)]
+        shm: Option<PathBuf>,
     },
     /// Print the running data plane's counters (read from its shared-memory region).
     Stats {
@@ -86,14 +101,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run { config, services } => run_cmd::run(&config, services.as_deref()),
-        Cmd::Stats { config, shm, json } => {
-            let path = match (shm, config) {
-                (Some(p), _) => p,
-                (None, Some(c)) => DataplaneConfig::load(&c)?.shm.resolved_path(),
-                (None, None) => DataplaneConfig::default().shm.resolved_path(),
-            };
-            run_cmd::stats(&path, json)
-        }
+        Cmd::Stats { config, shm, json } => run_cmd::stats(&shm_path(shm, config)?, json),
+        Cmd::Apply {
+            services,
+            config,
+            shm,
+        } => run_cmd::apply(&shm_path(shm, config)?, &services),
         Cmd::Replay {
             services,
             input,
@@ -116,6 +129,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The region path: given, from a dataplane.toml, or the default.
+fn shm_path(shm: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match (shm, config) {
+        (Some(p), _) => p,
+        (None, Some(c)) => DataplaneConfig::load(&c)?.shm.resolved_path(),
+        (None, None) => DataplaneConfig::default().shm.resolved_path(),
+    })
 }
 
 fn print_counters(p: &Pipeline, snap: &Snapshot, stats: &ReplayStats, as_json: bool) {
@@ -227,7 +249,8 @@ mod run_cmd {
     use fiberlb_shared::shm::counters::CountersLayout;
     use fiberlb_shared::shm::region::{Region, RegionConfig};
 
-    use super::control_adapter as control;
+    use fiberlb_dataplane::control::{self, ControlOptions, ControlThread};
+    use std::sync::Mutex;
 
     /// A logger for the `log` crate's messages (AF_XDP setup: attach mode, page kind) on stderr.
     struct StderrLog;
@@ -405,9 +428,18 @@ mod run_cmd {
         )
         .with_context(|| format!("shared-memory region {}", shm_path.display()))?;
 
-        let mut ctl = control::Control::start(&region, &pcfg, workers)?;
+        let mut ctl = ControlThread::new(
+            region,
+            ControlOptions {
+                workers,
+                max_listeners: pcfg.max_listeners,
+                max_backends: pcfg.max_backends,
+                ..ControlOptions::default()
+            },
+        )?;
         if let Some(set) = initial {
-            ctl.apply_initial(set)?;
+            let g = ctl.apply_initial(set)?;
+            eprintln!("fiberlb-dataplane: services file applied as generation {g}");
         }
 
         // XDP programs, then each worker's UMEM and sockets, registered with the programs.
@@ -463,26 +495,56 @@ mod run_cmd {
             )?;
             built.push((*core, w));
         }
-        let mut synced_gen = ctl.generation();
-        if let Some(snap) = ctl.snapshot() {
-            sync_xdp_maps(&mut programs, &snap)?;
+        sync_xdp_maps(&mut programs, ctl.snapshot())?;
+        // After every applied transaction (before `Applied` goes back) the control thread brings
+        // the XDP maps in step: new VIPs and nat backends start being redirected, removed ones
+        // go back to the kernel. The lock is the control thread's and main's, never a worker's.
+        let programs = Arc::new(Mutex::new(programs));
+        {
+            let programs = programs.clone();
+            ctl.set_apply_hook(Box::new(move |snap| {
+                let mut progs = match programs.lock() {
+                    Ok(p) => p,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                match sync_xdp_maps(&mut progs, snap) {
+                    Ok(()) => {
+                        let (v, n) = xdp_keys(snap);
+                        eprintln!(
+                            "fiberlb-dataplane: generation {}: XDP maps hold {} VIP key(s), {} nat \
+                             return(s)",
+                            snap.generation,
+                            v.len(),
+                            n.len()
+                        );
+                    }
+                    Err(e) => eprintln!(
+                        "fiberlb-dataplane: error: generation {}: cannot update the XDP maps: {e}",
+                        snap.generation
+                    ),
+                }
+            }));
         }
 
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
         }
+        let modes: Vec<_> = match programs.lock() {
+            Ok(p) => p.iter().map(|p| p.attached_mode()).collect(),
+            Err(_) => Vec::new(),
+        };
         let port_desc: Vec<String> = cfg
             .ports
             .iter()
-            .zip(&programs)
+            .zip(&modes)
             .map(|(p, prog)| {
                 format!(
                     "{} ({}, {:?}, {:?})",
                     p.display_name(),
                     p.interface,
                     p.role,
-                    prog.attached_mode()
+                    prog
                 )
             })
             .collect();
@@ -507,6 +569,7 @@ mod run_cmd {
                 .unwrap_or_else(|| "(backend MACs)".into()),
         );
 
+        let control = ctl.spawn(stop.clone())?;
         let result = std::thread::scope(|scope| -> anyhow::Result<()> {
             let mut handles = Vec::new();
             for (core, mut w) in built {
@@ -521,28 +584,11 @@ mod run_cmd {
                     .context("spawning a worker thread")?;
                 handles.push(h);
             }
-            // The main thread keeps the XDP maps in step with the applied configuration.
-            let mut map_err = None;
+            // Wait for a signal (or a worker that ended early: a pinning error).
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
                 if handles.iter().any(|h| h.is_finished()) {
                     break;
-                }
-                let g = ctl.generation();
-                if g != synced_gen {
-                    if let Some(snap) = ctl.snapshot() {
-                        if let Err(e) = sync_xdp_maps(&mut programs, &snap) {
-                            map_err = Some(e);
-                            break;
-                        }
-                        let (v, n) = xdp_keys(&snap);
-                        eprintln!(
-                            "fiberlb-dataplane: generation {g}: {} VIP key(s), {} nat return(s)",
-                            v.len(),
-                            n.len()
-                        );
-                    }
-                    synced_gen = g;
                 }
             }
             stop.store(true, Ordering::Relaxed);
@@ -575,79 +621,80 @@ mod run_cmd {
                     Err(_) => eprintln!("fiberlb-dataplane: error: a worker panicked"),
                 }
             }
-            if let Some(e) = map_err {
-                return Err(e.into());
-            }
             match worker_err {
                 Some(e) => Err(anyhow::anyhow!("worker: {e}")),
                 None => Ok(()),
             }
         });
-        ctl.stop();
-        // Detach the programs (the sockets closed with their workers), then release the region.
+        // The control thread ends with the same flag; dropping it drops the apply hook and
+        // the last handle on the region (releasing its lock).
+        match control.join() {
+            Ok(ctl) => {
+                let c = ctl.stats().counts();
+                eprintln!("fiberlb-dataplane: control thread: {c:?}");
+                drop(ctl);
+            }
+            Err(_) => eprintln!("fiberlb-dataplane: error: the control thread panicked"),
+        }
+        // Detach the programs (the sockets closed with their workers).
         drop(programs);
-        drop(region);
         eprintln!("fiberlb-dataplane: stopped");
         result
     }
 
+    /// Sends `services` as one full-replay transaction (generation = applied + 1) and waits
+    /// for the data plane's answer.
+    pub fn apply(shm: &Path, services: &Path) -> anyhow::Result<()> {
+        use fiberlb_shared::shm::channel::SendError;
+        use fiberlb_shared::shm::message::Message;
+        use fiberlb_shared::shm::ring::RingError;
+        use std::time::Instant;
+
+        let set = fiberlb_shared::services::load_services(services)?;
+        let mut region = Region::attach(shm)
+            .with_context(|| format!("attaching to the data plane's region {}", shm.display()))?;
+        let (mut tx, mut rx) = region.endpoints()?;
+        region.beat();
+        let generation = region.header().applied_generation() + 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for m in fiberlb_shared::shm::transaction::full_replay(&set) {
+            loop {
+                match tx.send(generation, m.clone()) {
+                    Ok(_) => break,
+                    Err(SendError::Ring(RingError::Full { .. })) if Instant::now() < deadline => {
+                        region.beat();
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => return Err(e).context("sending the configuration"),
+                }
+            }
+        }
+        while Instant::now() < deadline {
+            region.beat();
+            match rx.try_recv() {
+                Ok(Some(f)) if f.generation == generation => match f.message {
+                    Message::Applied => {
+                        println!("applied generation {generation}");
+                        return Ok(());
+                    }
+                    Message::Rejected { code, reason } => {
+                        bail!("generation {generation} rejected ({code:?}): {reason}")
+                    }
+                    _ => {}
+                },
+                Ok(Some(_)) => {}
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                Err(e) => bail!("reading the data plane's reply: {e}"),
+            }
+        }
+        bail!(
+            "no reply from the data plane within 10 s (is it running on {}?)",
+            shm.display()
+        )
+    }
+
     pub fn stats(shm: &Path, json: bool) -> anyhow::Result<()> {
-        control::print_stats(shm, json)
-    }
-}
-
-/// What `run` needs from the control thread, in one place. Interim: the snapshot built once
-/// from --services, no shared-memory commands; replaced by `fiberlb_dataplane::control` when
-/// it lands.
-mod control_adapter {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use anyhow::Context;
-    use fiberlb_dataplane::pipeline::PipelineConfig;
-    use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
-    use fiberlb_dataplane::worker::{FixedSnapshot, NoCounters};
-    use fiberlb_shared::model::ServiceSet;
-    use fiberlb_shared::shm::region::Region;
-
-    pub struct Control {
-        builder: SnapshotBuilder,
-        snap: Arc<Snapshot>,
-    }
-
-    impl Control {
-        pub fn start(
-            _region: &Region,
-            pcfg: &PipelineConfig,
-            _workers: usize,
-        ) -> anyhow::Result<Self> {
-            Ok(Control {
-                builder: SnapshotBuilder::new(pcfg.max_listeners, pcfg.max_backends),
-                snap: Arc::new(Snapshot::default()),
-            })
-        }
-
-        pub fn apply_initial(&mut self, set: ServiceSet) -> anyhow::Result<()> {
-            self.snap = Arc::new(self.builder.build(&set, 1).context("services")?);
-            Ok(())
-        }
-
-        pub fn worker_handles(&mut self, _i: usize) -> anyhow::Result<(FixedSnapshot, NoCounters)> {
-            Ok((FixedSnapshot(self.snap.clone()), NoCounters))
-        }
-
-        pub fn generation(&self) -> u64 {
-            self.snap.generation
-        }
-
-        pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-            Some(self.snap.clone())
-        }
-
-        pub fn stop(&mut self) {}
-    }
-
-    pub fn print_stats(_shm: &Path, _json: bool) -> anyhow::Result<()> {
-        anyhow::bail!("stats: not available in this build yet")
+        control::print_stats(shm, json)?;
+        Ok(())
     }
 }

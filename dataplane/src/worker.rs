@@ -69,6 +69,14 @@ impl SnapshotReader for crate::publish::ReaderHandle<Snapshot> {
     }
 }
 
+/// The control thread's copy into the shared-memory counters area.
+#[cfg(not(loom))]
+impl CounterSink for crate::control::CounterPublisher {
+    fn publish(&mut self, counters: &WorkerCounters) {
+        crate::control::CounterPublisher::publish(self, counters)
+    }
+}
+
 /// A fixed snapshot with nothing to reclaim (tests, offline tools).
 #[derive(Debug)]
 pub struct FixedSnapshot(pub std::sync::Arc<Snapshot>);

@@ -5,7 +5,7 @@
 # non-zero if anything failed.
 #
 #   FIBERLB_BIN_DIR  directory holding fiberlb-dataplane (default: target/release)
-#   SHM_WRITER       the shared-memory writer (default: $FIBERLB_BIN_DIR/shm_writer)
+
 #
 # Root only. Needs ip, ethtool, curl, python3, sha256sum.
 set -u
@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN_DIR=${FIBERLB_BIN_DIR:-$ROOT/target/release}
 LB=$BIN_DIR/fiberlb-dataplane
-SHM_WRITER=${SHM_WRITER:-$BIN_DIR/shm_writer}
+
 PY=$(command -v python3)
 P=${FE2E_PREFIX:-fe2e$$}
 # shellcheck source=topology.sh
@@ -62,22 +62,26 @@ for i in 0 1 2; do
     PIDS+=($!)
 done
 
-services() { # services file with the backends given as arguments (indices 0-2)
-    local i
+services() { # services file; "without-b3" leaves b3 out of the nat-http pool
+    local i pool ids
     echo "loadbalancers:"
     echo "  - {name: natlb, vip: $VIP_NAT, listeners: [{port: 80, protocol: tcp, mode: nat, pool: nat-http}, {port: 5353, protocol: udp, mode: nat, pool: nat-udp}]}"
     echo "  - {name: dsrlb, vip: $VIP_DSR, listeners: [{port: 80, protocol: tcp, mode: dsr, pool: dsr-http}, {port: 5353, protocol: udp, mode: dsr, pool: dsr-udp}]}"
     echo "pools:"
-    for pool in nat-http:80 nat-udp:5353 dsr-http:80 dsr-udp:5353; do
+    # Object ids follow the file's order: nat-http goes last and b3 last in it, so leaving b3
+    # out changes no other object's id.
+    for pool in nat-udp:5353 dsr-http:80 dsr-udp:5353 nat-http:80; do
         echo "  - name: ${pool%%:*}"
         echo "    backends:"
-        for i in "$@"; do
+        ids="0 1 2"
+        [ "$1" = without-b3 ] && [ "${pool%%:*}" = nat-http ] && ids="0 1"
+        for i in $ids; do
             echo "      - {address: ${IP_B[$i]}, port: ${pool##*:}, mac: \"${MAC_B[$i]}\"}"
         done
     done
 }
-services 0 1 2 >"$WORK/services.yaml"
-services 0 1 >"$WORK/services-2.yaml"
+services all >"$WORK/services.yaml"
+services without-b3 >"$WORK/services-2.yaml"
 
 cat >"$WORK/dataplane.toml" <<TOML
 [forwarding]
@@ -138,12 +142,14 @@ count_backends() { # file of curl output lines -> "b1=N b2=N b3=N"
     echo "b1=$(grep -cx b1 "$f") b2=$(grep -cx b2 "$f") b3=$(grep -cx b3 "$f")"
 }
 
-http_spread() { # name vip
-    local name=$1 vip=$2 n=300 out ok
+http_spread() { # name vip first-local-port
+    local name=$1 vip=$2 base=$3 n=300 out ok
     out=$WORK/$name.curl
     for l in "$WORK"/b[123]/log; do : >"$l"; done # (the servers append)
-    ip netns exec "$NS_C" curl -s -H 'Connection: close' --max-time 5 --retry 0 \
-        "http://$vip/?[1-$n]" >"$out" 2>"$out.err"
+    # A new connection per request, each from its own client port (fixed, so that no port is
+    # reused and every request is a new flow).
+    ip netns exec "$NS_C" bash -c "for i in \$(seq 0 $((n - 1))); do
+        curl -s --max-time 5 --local-port \$(($base + i)) http://$vip/ || echo FAILED; done" >"$out" 2>"$out.err"
     ok=$(grep -cx 'b[123]' "$out")
     local counts; counts=$(count_backends "$out")
     echo "RESULT $name requests=$n ok=$ok $counts"
@@ -179,8 +185,8 @@ udp_check() { # name vip
     if echo "$r" | grep -q "ok=60 fail=0" && [ "$nb" -ge 2 ]; then pass "$name $r"; else fail "$name $r"; fi
 }
 
-http_spread nat-http "$VIP_NAT"
-http_spread dsr-http "$VIP_DSR"
+http_spread nat-http "$VIP_NAT" 42000
+http_spread dsr-http "$VIP_DSR" 43000
 download nat-download "$VIP_NAT"
 download dsr-download "$VIP_DSR"
 udp_check nat-udp "$VIP_NAT"

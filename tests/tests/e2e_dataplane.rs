@@ -3,7 +3,7 @@
 //! the release binary, and asserts on its report.
 //!
 //! Root only: prints why and passes when not root. `FIBERLB_BIN_DIR` names a directory with
-//! a built `fiberlb-dataplane` (and `shm_writer`); without it the release binaries are built.
+//! a built `fiberlb-dataplane`; without it the release binary is built.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,9 +32,8 @@ fn bin_dir() -> PathBuf {
             "--release",
             "-p",
             "fiberlb-dataplane",
-            "-p",
-            "fiberlb-tests",
-            "--bins",
+            "--bin",
+            "fiberlb-dataplane",
         ])
         .status()
         .expect("run cargo build");
@@ -83,10 +82,7 @@ fn dataplane_end_to_end() {
             "missing {want:?} in the report"
         );
     }
-    assert!(
-        lines.iter().any(|l| *l == "RESULT fails=0"),
-        "no final result line"
-    );
+    assert!(lines.contains(&"RESULT fails=0"), "no final result line");
     assert!(out.status.success(), "script exit status {:?}", out.status);
     // No namespace of this run survives.
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
