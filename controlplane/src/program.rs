@@ -77,6 +77,17 @@ pub struct AppliedRecord {
     pub generation: u64,
     /// The store generation that transaction carried the configuration of.
     pub store_generation: u64,
+    /// Digest of the whole service set sent (see [`services_digest`]): node settings that are
+    /// not in the store (tunnel sources from fiberlbd's config, resolved MACs) change it too,
+    /// so a restart with a changed config resyncs instead of resuming. 0 in old records.
+    #[serde(default)]
+    pub services_digest: u64,
+}
+
+/// A digest of everything a service set tells the data plane, independent of message order.
+pub fn services_digest(set: &ServiceSet) -> u64 {
+    let canon = fiberlb_shared::shm::transaction::canonical(set);
+    xxhash_rust::xxh3::xxh3_64(format!("{canon:?}").as_bytes())
 }
 
 mod hex_u128 {
@@ -583,6 +594,7 @@ impl Programmer {
                     instance_id,
                     generation: applied,
                     store_generation,
+                    services_digest: services_digest(set),
                 })
             {
                 log::info!(
@@ -623,6 +635,7 @@ impl Programmer {
                     instance_id,
                     generation,
                     store_generation,
+                    services_digest: services_digest(set),
                 };
                 if let Err(e) = self.state.save(&record) {
                     // Costs one unneeded full resync after a restart, nothing more.

@@ -276,6 +276,17 @@ async fn restarted_control_plane_resyncs_only_when_generations_differ() {
     assert_eq!(o.kind, SyncKind::Diff { messages: 3 });
     drop(p);
 
+    // Same store generation, but the node's settings changed while the control plane was
+    // down (a tunnel source added to fiberlbd's config): the digest differs, full resync.
+    let mut p = Programmer::new(opts(&path), Arc::new(FileAppliedState::new(&state_path)));
+    dp.take_received();
+    let mut s3 = s2.clone();
+    s3.tunnel.source_v4 = Some("10.9.9.9".parse().unwrap());
+    let o = p.sync(&s3, 6).await.unwrap();
+    assert!(matches!(o.kind, SyncKind::Full { .. }), "{o:?}");
+    assert_eq!(dp.applied().1.tunnel.source_v4, s3.tunnel.source_v4);
+    drop(p);
+
     // The store moved on while the control plane was down: full resync.
     let mut p = Programmer::new(opts(&path), Arc::new(FileAppliedState::new(&state_path)));
     dp.take_received();
@@ -288,9 +299,9 @@ async fn restarted_control_plane_resyncs_only_when_generations_differ() {
     let mut p = Programmer::new(opts(&path), Arc::new(MemoryAppliedState::default()));
     let o = p.sync(&s, 7).await.unwrap();
     assert!(matches!(o.kind, SyncKind::Full { .. }));
-    // The data plane was at 7 already: the transaction had to go above it.
-    assert_eq!(o.generation, 8);
-    assert_eq!(dp.applied().0, 8);
+    // The data plane was at 8 already: the transaction had to go above it.
+    assert_eq!(o.generation, 9);
+    assert_eq!(dp.applied().0, 9);
 }
 
 #[tokio::test]

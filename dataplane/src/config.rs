@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [forwarding]
-//! hash_seed = 7308604899480821281   # same on every node behind one ECMP group
+//! hash_seed = 7379537652274192929   # same on every node behind one ECMP group
 //! flow_capacity = 1048576           # flow-table entries per worker (32 bytes each)
 //! mtu = 1500                        # largest IP packet towards backends (tunnel check)
 //! backend_gateway_mac = "02:00:00:00:02:fe"  # next hop for backends without a MAC
