@@ -10,10 +10,13 @@
 # Forwarders, each on core 1:
 #   fiberlb dsr / nat: fiberlb-dataplane, 1 worker on core 1, busy-polling, AF_XDP on l0 and l1
 #     (copy mode: veth has no zero-copy);
-#   linux: ip_forward with RPS steering l0's receive work to core 1 (the baseline's setup).
+#   linux: ip_forward with RPS steering l0's receive work to core 1 (the baseline's setup);
+#   linux-norps: the same without RPS (everything on core 0, with the generator).
 # Where receive work runs: veth does it on the SENDER's CPU. So l0's receive (XDP redirect into
 # the AF_XDP socket, or the kernel's forwarding without RPS) runs on core 0 with the generator;
-# b0's receive (the sink) runs on core 1 with the forwarder, which transmits to it.
+# b0's receive (the sink) runs on core 1 with the forwarder, which transmits to it. With
+# fiberlb the generator therefore shares core 0 with l0's XDP redirect and the copy into the
+# UMEM, which caps what it can offer: compare "sink" with "generator" (what was offered).
 #
 # Usage: bench/dataplane-veth.sh [SECONDS per run, default 5] [RUNS, default 3]
 # Env: FIBERLB_BIN_DIR (default target/release; binaries are built when missing).
@@ -133,10 +136,12 @@ echo "Linux ip_forward (RPS: l0 receive work on core 1):"
 echo 2 | ip netns exec $L tee /sys/class/net/l0/queues/rx-0/rps_cpus >/dev/null
 run_mode linux-forward 198.18.2.2
 echo 0 | ip netns exec $L tee /sys/class/net/l0/queues/rx-0/rps_cpus >/dev/null
+echo "Linux ip_forward without RPS (all of it on core 0, the generator's, like l0's XDP work for fiberlb):"
+run_mode linux-norps 198.18.2.2
 
 echo
 printf '%-16s %12s %14s %8s\n' forwarder "sink pps" "generator pps" "vs linux"
-for m in fiberlb-dsr fiberlb-nat linux-forward; do
+for m in fiberlb-dsr fiberlb-nat linux-forward linux-norps; do
     printf '%-16s %12s %14s %8s\n' $m "${SINK[$m]}" "${GENR[$m]}" \
         "$(echo "scale=2; ${SINK[$m]} / ${SINK[linux-forward]}" | bc)"
 done
