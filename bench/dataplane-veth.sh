@@ -43,7 +43,7 @@ LB_PID=
 cleanup() {
     if [ -n "$LB_PID" ]; then kill -TERM "$LB_PID" 2>/dev/null || true; wait "$LB_PID" 2>/dev/null || true; fi
     for ns in $G $L $B; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$WORK"
+    rm -rf "$WORK" /dev/shm/$P.region /dev/shm/$P.region.slots.json
 }
 trap cleanup EXIT
 

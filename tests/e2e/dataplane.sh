@@ -40,7 +40,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}" $LB_PID; do wait "$p" 2>/dev/null; done
     topo_down
-    rm -rf "$WORK" "$SHM"
+    rm -rf "$WORK" "$SHM" "$SHM.slots.json"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
