@@ -15,8 +15,9 @@ need_root
 # Debian packages:
 #  python3-scapy, tshark  independent packet parsers that check the pipeline's output
 #  iproute2, ethtool      network namespaces and veths for end-to-end tests
+#  curl, python3, iputils-ping, bc  the end-to-end tests' real client, servers and arithmetic
 #  clang, llvm, libbpf-dev  compile the XDP program (installed by deps-afxdp.sh)
-pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config)
+pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
