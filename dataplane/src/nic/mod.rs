@@ -6,6 +6,8 @@
 //! without copying it. [`PacketBuf`] is the mutable view of one frame the pipeline works on.
 
 pub mod afxdp;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod memory;
 pub mod pcap;
 
