@@ -6,11 +6,13 @@
 //! - [`pipeline`]: parse, listener lookup, backend choice, rewrite/encapsulation.
 //! - [`nic`]: packet I/O backends (memory, pcap).
 //! - [`config`] — the node's `dataplane.toml`.
+//! - [`doctor`] — the `doctor` subcommand's checks of the machine against a configuration.
 
 pub mod config;
 // The control thread maps the shared-memory region, which is not built under loom.
 #[cfg(not(loom))]
 pub mod control;
+pub mod doctor;
 pub mod flow_table;
 pub mod nic;
 pub mod pipeline;

@@ -11,6 +11,9 @@
 //!   protocol (as a control plane would; refused while one is attached).
 //! - `replay --services services.yaml --in in.pcap --out out.pcap [--config dataplane.toml] [--json]`:
 //!   run a capture through the forwarding pipeline offline and print the counters.
+//! - `doctor --config dataplane.toml`: check this machine (kernel, privileges, NIC drivers and
+//!   their XDP support, queues, hugepages, cores, IRQs, memlock, vfio-pci) against the
+//!   configuration and say how to fix each finding; exits non-zero when `run` cannot work.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +69,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check this machine against a configuration before `run`, explaining each finding and
+    /// how to fix it. Exits non-zero when fiberlb cannot run here.
+    Doctor {
+        /// Node settings (dataplane.toml) to check the machine against.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Replay a pcap capture through the forwarding pipeline and write what comes out.
     Replay {
         /// Services file (YAML): load balancers, listeners, pools, backends.
@@ -107,6 +117,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             shm,
         } => run_cmd::apply(&shm_path(shm, config)?, &services),
+        Cmd::Doctor { config } => {
+            let cfg = DataplaneConfig::load(&config)?;
+            println!("fiberlb-dataplane doctor: {}", config.display());
+            let report =
+                fiberlb_dataplane::doctor::diagnose(&cfg, &fiberlb_dataplane::doctor::Host::live());
+            print!("{}", report.render());
+            if !report.can_run() {
+                anyhow::bail!(
+                    "{} problem(s) stop fiberlb from running here (see the fixes above)",
+                    report.count(fiberlb_dataplane::doctor::Level::Error)
+                );
+            }
+            Ok(())
+        }
         Cmd::Replay {
             services,
             input,
@@ -298,13 +322,17 @@ mod run_cmd {
         format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
     }
 
-    /// Every check that needs no packet: root, interfaces and their queues, cores, memory.
+    /// Every check that needs no packet: privileges, interfaces and their queues, cores, memory.
     fn preflight(cfg: &DataplaneConfig, pcfg: &PipelineConfig) -> anyhow::Result<()> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        // Capabilities, not uid 0: the systemd unit runs the data plane as its own user with
+        // exactly these (AmbientCapabilities=).
+        let missing = fiberlb_dataplane::doctor::missing_run_capabilities();
+        if !missing.is_empty() {
             bail!(
-                "`run` needs root: it attaches XDP programs and opens AF_XDP sockets (run it as \
-                 root, or with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON and CAP_IPC_LOCK)"
+                "`run` attaches XDP programs and opens AF_XDP sockets, and this process lacks {}: \
+                 run it as root, or with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON (and \
+                 CAP_IPC_LOCK or a large RLIMIT_MEMLOCK for the UMEMs)",
+                missing.join(", ")
             );
         }
         if cfg.ports.is_empty() {
