@@ -1313,6 +1313,10 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
             }
         }
         self.sink.publish(self.pipeline.counters());
+        // Give the lcore id back, so restarted worker threads do not exhaust them.
+        // SAFETY: this thread registered above and holds no mbuf from a per-lcore cache path
+        // any more (every burst array was freed at the end of its round).
+        unsafe { sys::fiberlb_thread_unregister() };
         Ok(())
     }
 }
