@@ -447,6 +447,17 @@ fn cases() -> Vec<Case> {
         });
     }
     {
+        // 802.1Q tag carried over to the encapsulated frame.
+        let inb = c4(P_IPIP).vlan_tag(3, 300);
+        let exp = ipv4_outer(&inb.clone().ttl(63), 4, TUN4, MAC_BACKEND_GW);
+        v.push(Case {
+            name: "tunnel ipip ipv4 vlan",
+            input: inb.build(),
+            verdict: Verdict::ToBackend,
+            output: Some(exp),
+        });
+    }
+    {
         let inb = u4(P_GUE);
         let h = hash_of(false, &CLIENT4, &VIP4, 40001, P_GUE, 17);
         let inner = inb.clone().ttl(63);
