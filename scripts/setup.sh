@@ -28,9 +28,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if [ -x "$here/deps-afxdp.sh" ] || [ -f "$here/deps-afxdp.sh" ]; then
-  bash "$here/deps-afxdp.sh"
-fi
+# clang/llvm/libbpf for the XDP program; the system DPDK for the `dpdk` backend's tests.
+bash "$here/deps-afxdp.sh"
+bash "$here/deps-dpdk.sh"
 
 # bpffs and hugepages for the data plane (AF_XDP UMEM and the shared-memory region).
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
