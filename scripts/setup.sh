@@ -17,7 +17,11 @@ need_root
 #  iproute2, ethtool      network namespaces and veths for end-to-end tests
 #  curl, python3, iputils-ping, bc  the end-to-end tests' real client, servers and arithmetic
 #  clang, llvm, libbpf-dev  compile the XDP program (installed by deps-afxdp.sh)
-pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils)
+#  systemd                `systemd-analyze verify` of the installed units (tests/tests/install_tree.rs;
+#                         it works without systemd running as PID 1)
+#  procps                 sysctl, for install.sh's hugepage setting
+pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils
+    systemd procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

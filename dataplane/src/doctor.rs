@@ -567,7 +567,7 @@ fn check_bpffs(r: &mut Report, host: &Host) {
             "bpffs",
             "bpffs is not mounted on /sys/fs/bpf: fiberlb works without it, but bpftool cannot \
              inspect pinned objects",
-            "mount -t bpf bpf /sys/fs/bpf (the installed sys-fs-bpf.mount unit does it at boot)",
+            "mount -t bpf bpf /sys/fs/bpf (systemd does it at boot; else the installed fiberlb-bpffs.service)",
         );
     }
 }
