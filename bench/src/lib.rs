@@ -113,3 +113,5 @@ pub fn config(flows: usize) -> PipelineConfig {
         ..PipelineConfig::default()
     }
 }
+
+pub mod pktgen;

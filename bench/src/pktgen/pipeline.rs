@@ -1,0 +1,153 @@
+//! Scenario (d): the forwarding pipeline alone, per core, on in-memory ports — no I/O. Each
+//! worker thread owns a [`MemoryPort`], a [`Pipeline`] and the same snapshot; per burst it
+//! injects 32 pre-built 64-byte frames (the copy a NIC's DMA would do), receives them and runs
+//! `process_burst`, then frees them (transmission is not measured).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fiberlb_dataplane::nic::memory::MemoryPort;
+use fiberlb_dataplane::nic::Desc;
+use fiberlb_dataplane::pipeline::{DropReason, Pipeline, Verdict, BURST};
+use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
+use fiberlb_shared::model::{Encap, Mode, Protocol};
+use serde::{Deserialize, Serialize};
+
+use crate::{config, frames, port_of, services};
+
+/// Frames are stored back to back, 64 bytes apart (as in `benches/pipeline.rs`).
+const STRIDE: usize = 64;
+
+/// One run's result.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PipelineResult {
+    pub mode: String,
+    pub flows: usize,
+    pub workers: usize,
+    pub seconds: f64,
+    /// Packets per second per worker, in worker order.
+    pub per_worker_pps: Vec<f64>,
+    pub total_pps: f64,
+    /// Packets the pipeline did not forward (must be 0: all flows are for a listener).
+    pub not_forwarded: u64,
+    pub cpus: Vec<i32>,
+}
+
+/// Parses `dsr`, `nat`, `tunnel` (IPIP) or `gue`.
+pub fn parse_mode(s: &str) -> anyhow::Result<(Mode, Encap)> {
+    Ok(match s {
+        "dsr" => (Mode::Dsr, Encap::Ipip),
+        "nat" => (Mode::Nat, Encap::Ipip),
+        "tunnel" | "ipip" => (Mode::Tunnel, Encap::Ipip),
+        "gue" => (Mode::Tunnel, Encap::Gue),
+        _ => anyhow::bail!("unknown mode {s:?}: use dsr, nat, tunnel or gue"),
+    })
+}
+
+/// Runs `workers` threads pinned to `cores` (cycled) for `secs` on UDP flows of `mode`.
+pub fn run(
+    mode: &str,
+    flows: usize,
+    workers: usize,
+    cores: &[usize],
+    secs: f64,
+) -> anyhow::Result<PipelineResult> {
+    anyhow::ensure!(
+        workers >= 1 && !cores.is_empty(),
+        "need a worker and a core"
+    );
+    let (m, e) = parse_mode(mode)?;
+    let snap = Arc::new(SnapshotBuilder::new(64, 65536).build(&services(100), 1)?);
+    let list = frames(flows, Protocol::Udp, port_of(m, e));
+    let mut templates = vec![0u8; list.len() * STRIDE];
+    let mut lens = Vec::with_capacity(list.len());
+    for (i, f) in list.iter().enumerate() {
+        templates[i * STRIDE..i * STRIDE + f.len()].copy_from_slice(f);
+        lens.push(f.len());
+    }
+    drop(list);
+    let templates = Arc::new((templates, lens));
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let core = cores[w % cores.len()];
+        let (snap, templates) = (snap.clone(), templates.clone());
+        handles.push(std::thread::spawn(move || {
+            worker(&snap, &templates.0, &templates.1, flows, core, secs, w)
+        }));
+    }
+    let mut per = Vec::new();
+    let mut cpus = Vec::new();
+    let mut not_forwarded = 0;
+    for h in handles {
+        let (pps, nf, cpu) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a pipeline worker panicked"))??;
+        per.push(pps);
+        cpus.push(cpu);
+        not_forwarded += nf;
+    }
+    Ok(PipelineResult {
+        mode: mode.into(),
+        flows,
+        workers,
+        seconds: secs,
+        total_pps: per.iter().sum(),
+        per_worker_pps: per,
+        not_forwarded,
+        cpus,
+    })
+}
+
+fn worker(
+    snap: &Snapshot,
+    templates: &[u8],
+    lens: &[usize],
+    flows: usize,
+    core: usize,
+    secs: f64,
+    index: usize,
+) -> anyhow::Result<(f64, u64, i32)> {
+    super::sys::pin(core)?;
+    let mut pipeline = Pipeline::new(config(flows))?;
+    let mut port = MemoryPort::new(2 * BURST, 2048, 256);
+    let mut descs = [Desc::default(); BURST];
+    let mut verdicts = [Verdict::Drop(DropReason::Malformed); BURST];
+    let n = lens.len();
+    // Workers start at different flows, as RSS would give them different ones.
+    let mut next = index * n / 2 % n.max(1);
+    let mut burst = |pipeline: &mut Pipeline, next: &mut usize| -> usize {
+        for _ in 0..BURST {
+            let j = *next;
+            *next = if j + 1 == n { 0 } else { j + 1 };
+            // Cannot fail: 2 * BURST chunks of 2048 bytes and all freed after each burst.
+            let _ = port.inject(&templates[j * STRIDE..j * STRIDE + lens[j]]);
+        }
+        let k = port.rx_burst(&mut descs);
+        let done = {
+            let mut b = port.burst(&mut descs[..k]);
+            pipeline.process_burst(snap, &mut b, &mut verdicts, 1)
+        };
+        for d in &descs[..k] {
+            port.free(*d);
+        }
+        done.max(k)
+    };
+    // Warm the flow table: every flow seen once.
+    for _ in 0..flows.div_ceil(BURST) {
+        burst(&mut pipeline, &mut next);
+    }
+    let c0 = pipeline.counters().forwarded;
+    let r0 = pipeline.counters().rx_packets;
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(secs);
+    let mut pkts = 0u64;
+    while start.elapsed() < limit {
+        for _ in 0..64 {
+            pkts += burst(&mut pipeline, &mut next) as u64;
+        }
+    }
+    let el = start.elapsed().as_secs_f64();
+    let fwd = pipeline.counters().forwarded - c0;
+    let rx = pipeline.counters().rx_packets - r0;
+    Ok((pkts as f64 / el, rx - fwd, super::sys::current_cpu()))
+}
