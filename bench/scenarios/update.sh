@@ -1,0 +1,49 @@
+# Update latency (issue 6 part 3), on fiberlb-dataplane with 1 worker on core 1:
+# - commit -> Applied: `fiberlb-pktgen update` sends full transactions over the shared-memory
+#   protocol, alternating two service sets; the data plane answers Applied only after every
+#   worker passed a quiescent point on the new snapshot;
+# - loss during Maglev table swaps under load: the generator runs at a fixed rate below what
+#   fiberlb forwarded without loss in this run, while the backend set of every pool
+#   alternates between 4 and 3 backends every 100 ms. The sink's loss must be 0. Flows of the
+#   removed backend move (counted as "flows moved"); flows on the others must stay.
+# Sourced by run.sh.
+
+scenario_update() {
+    local rate=${UPDATE_RATE:-}
+    if [ -z "$rate" ]; then
+        # Half of fiberlb's dsr rate in this run, at most 200 kpps; 100 kpps if not measured.
+        rate=$(awk -F'\t' '$1=="fiberlb-dsr-1w-1000f-64B" {r=int($6/2)} END {if (!r) r=100000; if (r>200000) r=200000; print r}' "$RES/rows.tsv" 2>/dev/null || echo 100000)
+    fi
+    local secs=$((QUICK ? 5 : 15))
+    echo "update latency (fiberlb 1 worker on core $FWD_CORE):"
+    fiberlb_start "$FWD_CORE" 65536 || return 1
+    fiberlb_services "$WORK/set-a.yaml" 4
+    fiberlb_services "$WORK/set-b.yaml" 3
+    "$PKTGEN" update --shm /dev/shm/$P.region --services "$WORK/set-a.yaml" --services "$WORK/set-b.yaml" \
+        --count 20 --interval-ms 20 >"$RES/json/update-idle.json" || { fiberlb_stop update; return 1; }
+    echo "  idle: commit -> Applied $(jget update-idle '"min %.0f / p50 %.0f / max %.0f us over %d updates" % (d["min_us"], d["p50_us"], d["max_us"], d["updates"])')"
+    # Under load: generator at $rate for $secs s, swaps from 0.5 s to $secs - 1 s.
+    (SECS=$secs pktgen update-under-load $MAC_L0 $VIP_NAT 64 1000 1 \
+        "$(backend_addr 20 0),$(backend_addr 20 1),$(backend_addr 20 2),$(backend_addr 20 3)" --rate "$rate") &
+    local gen=$!
+    sleep 0.5
+    "$PKTGEN" update --shm /dev/shm/$P.region --services "$WORK/set-a.yaml" --services "$WORK/set-b.yaml" \
+        --count $(((secs - 2) * 10)) --interval-ms 100 >"$RES/json/update-load.json" || true
+    wait $gen || { fiberlb_stop update; return 1; }
+    fiberlb_stop update
+    grep -E "XskStats|worker 0:" "$RES/fiberlb-update.log" | sed 's/^/  /' 
+    local lost tx moved
+    lost=$(jget update-under-load 'd["lost_packets"]')
+    tx=$(jget update-under-load 'd["tx_packets"]')
+    moved=$(jget update-under-load 'd["sink"]["inconsistent_flows"]')
+    echo "  under load (nat, ${rate} pps, 1k flows): $(jget update-load '"%d swaps, commit -> Applied p50 %.0f / p99 %.0f / max %.0f us" % (d["updates"], d["p50_us"], d["p99_us"], d["max_us"])')"
+    echo "  packets sent $tx, lost $lost ($([ "$lost" = 0 ] && echo PASS || echo FAIL): must be 0), flows moved $moved"
+    {
+        echo "update_idle_p50_us=$(jget update-idle 'round(d["p50_us"])')"
+        echo "update_idle_max_us=$(jget update-idle 'round(d["max_us"])')"
+        echo "update_load_p50_us=$(jget update-load 'round(d["p50_us"])')"
+        echo "update_load_max_us=$(jget update-load 'round(d["max_us"])')"
+        echo "update_load_swaps=$(jget update-load 'd["updates"]')"
+        echo "update_load_rate=$rate update_load_sent=$tx update_load_lost=$lost update_load_flows_moved=$moved"
+    } >"$RES/update.txt"
+}
