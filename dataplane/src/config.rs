@@ -16,9 +16,11 @@
 //! tcp_closing = 10
 //! udp = 60
 //!
-//! [[ports]]                         # the NIC ports `run` forwards on (AF_XDP)
+//! [[ports]]                         # the NIC ports `run` forwards on
 //! name = "clients"
-//! interface = "eth0"
+//! driver = "afxdp"                  # afxdp (default) | dpdk (all ports alike)
+//! interface = "eth0"                # afxdp: the kernel interface
+//! # device = "net_af_xdp0"          # dpdk: the DPDK device (a [dpdk] vdev or a PCI address)
 //! role = "client"                   # client | backend | both
 //! queues = 1                        # queues used (one per worker); default: one per worker
 //! xdp_mode = "auto"                 # auto | native | generic
@@ -38,6 +40,20 @@
 //! frames = 8192
 //! chunk_size = 4096                 # 2048 | 4096
 //! hugepages = "auto"                # auto | on | off
+//!
+//! [dpdk]                            # EAL settings, for ports with driver = "dpdk"
+//! cores = [0]                       # CPUs of the EAL's main thread; default: all allowed
+//! memory_mb = 256                   # -m; default: DPDK grows it (hugepages) / 256 (no_huge)
+//! no_huge = false                   # --no-huge: ordinary pages (tests, no hugepages)
+//! vdevs = ["net_af_xdp0,iface=eth0,start_queue=0,queue_count=1"]
+//! pci_allow = ["0000:01:00.0"]      # -a; empty: --no-pci
+//! file_prefix = "fiberlb"           # default: fiberlb-<pid>; unique per DPDK process
+//! in_memory = true                  # --in-memory: nothing left in /dev/hugepages
+//! log_level = "notice"
+//! extra_args = []                   # passed to the EAL verbatim
+//! mbufs = 16383                     # packet buffers per NUMA socket
+//! rx_desc = 1024                    # descriptors per RX / TX queue
+//! tx_desc = 1024
 //! ```
 //! Unknown keys are errors, reported with their line. The ports' roles give the pipeline its
 //! MACs: frames towards backends leave with the backend port's MAC to its `gateway_mac` (unless
@@ -88,6 +104,97 @@ pub struct DataplaneConfig {
     pub shm: ShmConfig,
     #[serde(default)]
     pub umem: UmemSection,
+    /// EAL and pool settings; used when the ports have `driver = "dpdk"`.
+    #[serde(default)]
+    pub dpdk: Option<DpdkSection>,
+}
+
+/// Which packet I/O backend drives a port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortDriver {
+    /// AF_XDP sockets on a kernel interface, with fiberlb's XDP program.
+    #[default]
+    Afxdp,
+    /// A DPDK ethdev (cargo feature `dpdk`): a vdev or a PCI device bound to vfio-pci.
+    Dpdk,
+}
+
+impl std::fmt::Display for PortDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortDriver::Afxdp => "afxdp",
+            PortDriver::Dpdk => "dpdk",
+        })
+    }
+}
+
+/// `[dpdk]`: the EAL's arguments and the ports' buffer settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpdkSection {
+    /// CPUs the EAL's main thread may run on (workers are pinned by `[workers] cores`).
+    pub cores: Vec<usize>,
+    /// Memory reserved at start, MiB (`-m`).
+    pub memory_mb: Option<u32>,
+    /// `--no-huge`: ordinary pages, slower; for tests and machines without hugepages.
+    pub no_huge: bool,
+    /// `--vdev` arguments, e.g. `net_af_packet0,iface=eth0`.
+    pub vdevs: Vec<String>,
+    /// PCI devices DPDK may take (`-a`); empty: `--no-pci`, so no real NIC is grabbed by
+    /// accident.
+    pub pci_allow: Vec<String>,
+    /// `--file-prefix`; default `fiberlb-<pid>`. Two DPDK processes need different ones.
+    pub file_prefix: Option<String>,
+    /// `--in-memory`: a killed process leaves no files in /dev/hugepages.
+    pub in_memory: bool,
+    /// `--log-level` (e.g. `notice`, `debug`).
+    pub log_level: Option<String>,
+    /// More EAL arguments, verbatim.
+    pub extra_args: Vec<String>,
+    /// Packet buffers per NUMA socket (a power of two minus one is the most compact).
+    pub mbufs: u32,
+    /// Descriptors per RX queue.
+    pub rx_desc: u16,
+    /// Descriptors per TX queue.
+    pub tx_desc: u16,
+}
+
+impl Default for DpdkSection {
+    fn default() -> Self {
+        DpdkSection {
+            cores: Vec::new(),
+            memory_mb: None,
+            no_huge: false,
+            vdevs: Vec::new(),
+            pci_allow: Vec::new(),
+            file_prefix: None,
+            in_memory: true,
+            log_level: None,
+            extra_args: Vec::new(),
+            mbufs: 16383,
+            rx_desc: 1024,
+            tx_desc: 1024,
+        }
+    }
+}
+
+#[cfg(feature = "dpdk")]
+impl DpdkSection {
+    /// The EAL settings this section gives.
+    pub fn eal_config(&self) -> crate::nic::dpdk::EalConfig {
+        crate::nic::dpdk::EalConfig {
+            cores: self.cores.clone(),
+            memory_mb: self.memory_mb,
+            no_huge: self.no_huge,
+            vdevs: self.vdevs.clone(),
+            pci_allow: self.pci_allow.clone(),
+            file_prefix: self.file_prefix.clone(),
+            in_memory: self.in_memory,
+            log_level: self.log_level.clone(),
+            extra_args: self.extra_args.clone(),
+        }
+    }
 }
 
 /// Which traffic a port carries.
@@ -177,10 +284,19 @@ impl From<HugePagesConfig> for HugePages {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
-    /// A name for messages and stats; default: the interface name.
+    /// A name for messages and stats; default: the interface (or DPDK device) name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The packet I/O backend; every port of a configuration uses the same one.
+    #[serde(default)]
+    pub driver: PortDriver,
+    /// The kernel interface (afxdp: required; dpdk: optional, only for messages).
+    #[serde(default)]
     pub interface: String,
+    /// The DPDK device (dpdk only): a vdev name from `[dpdk] vdevs` (`net_af_xdp0`) or a PCI
+    /// address from `[dpdk] pci_allow`.
+    #[serde(default)]
+    pub device: Option<String>,
     pub role: PortRole,
     /// Queues used, one per worker; default: the number of workers.
     #[serde(default)]
@@ -192,7 +308,8 @@ pub struct PortConfig {
     /// Next hop on this port's side (backends without a MAC / clients for nat replies).
     #[serde(default, deserialize_with = "opt_mac")]
     pub gateway_mac: Option<Mac>,
-    /// This port's own MAC; default: read from /sys/class/net/IF/address.
+    /// This port's own MAC; default: read from /sys/class/net/IF/address (afxdp) or from the
+    /// DPDK device (dpdk).
     #[serde(default, deserialize_with = "opt_mac")]
     pub mac: Option<Mac>,
 }
@@ -200,7 +317,11 @@ pub struct PortConfig {
 impl PortConfig {
     /// The name used in messages.
     pub fn display_name(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.interface)
+        match (&self.name, &self.device) {
+            (Some(n), _) => n,
+            (None, Some(d)) if self.interface.is_empty() => d,
+            _ => &self.interface,
+        }
     }
 }
 
@@ -454,17 +575,15 @@ impl DataplaneConfig {
         }
         let mut names = std::collections::HashSet::new();
         let mut ifaces = std::collections::HashSet::new();
+        self.check_drivers(path)?;
         for p in &self.ports {
-            if p.interface.is_empty() {
-                return Err(bad("a [[ports]] entry has an empty interface".into()));
-            }
             if !names.insert(p.display_name().to_string()) {
                 return Err(bad(format!(
                     "two [[ports]] entries are named {:?}",
                     p.display_name()
                 )));
             }
-            if !ifaces.insert(p.interface.clone()) {
+            if !p.interface.is_empty() && !ifaces.insert(p.interface.clone()) {
                 return Err(bad(format!(
                     "interface {:?} is listed in two [[ports]] entries",
                     p.interface
@@ -498,6 +617,120 @@ impl DataplaneConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Per-driver port checks: afxdp ports name an interface and no device, dpdk ports a
+    /// device; all ports use one driver; `[dpdk]` comes only with dpdk ports.
+    fn check_drivers(&self, path: &str) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError::Parse {
+            path: path.to_string(),
+            message,
+        };
+        let mut devices = std::collections::HashSet::new();
+        for p in &self.ports {
+            match p.driver {
+                PortDriver::Afxdp => {
+                    if p.interface.is_empty() {
+                        return Err(bad(format!(
+                            "port {:?}: driver \"afxdp\" needs `interface = \"eth0\"` (the kernel \
+                             interface to open AF_XDP sockets on)",
+                            p.display_name()
+                        )));
+                    }
+                    if let Some(d) = &p.device {
+                        return Err(bad(format!(
+                            "port {:?}: `device = {d:?}` is for driver = \"dpdk\"; AF_XDP ports \
+                             name their kernel interface only",
+                            p.display_name()
+                        )));
+                    }
+                }
+                PortDriver::Dpdk => {
+                    let Some(d) = p.device.as_deref().filter(|d| !d.is_empty()) else {
+                        return Err(bad(format!(
+                            "port {:?}: driver = \"dpdk\" needs `device = \"...\"`: a vdev name \
+                             from [dpdk] vdevs (e.g. \"net_af_xdp0\") or a PCI address from \
+                             [dpdk] pci_allow",
+                            p.display_name()
+                        )));
+                    };
+                    if !devices.insert(d.to_string()) {
+                        return Err(bad(format!(
+                            "DPDK device {d:?} is listed in two [[ports]] entries"
+                        )));
+                    }
+                    if let Some(sec) = &self.dpdk {
+                        let known = sec.vdevs.iter().any(|v| v.split(',').next() == Some(d))
+                            || sec.pci_allow.iter().any(|a| {
+                                a.split(',').next().is_some_and(|a| {
+                                    a == d
+                                        || a.strip_prefix("0000:") == Some(d)
+                                        || d.strip_prefix("0000:") == Some(a)
+                                })
+                            });
+                        if !known {
+                            return Err(bad(format!(
+                                "port {:?}: DPDK device {d:?} is neither a vdev of [dpdk] vdevs \
+                                 nor in [dpdk] pci_allow; add it there",
+                                p.display_name()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        let dpdk = self
+            .ports
+            .iter()
+            .filter(|p| p.driver == PortDriver::Dpdk)
+            .count();
+        if dpdk > 0 && dpdk < self.ports.len() {
+            return Err(bad(
+                "[[ports]] mix driver = \"afxdp\" and driver = \"dpdk\": use one driver for \
+                 every port"
+                    .into(),
+            ));
+        }
+        if dpdk > 0 && self.dpdk.is_none() {
+            return Err(bad(
+                "ports with driver = \"dpdk\" need a [dpdk] section (vdevs or pci_allow naming \
+                 their devices)"
+                    .into(),
+            ));
+        }
+        if let Some(sec) = &self.dpdk {
+            if sec.mbufs < 1024 {
+                return Err(bad(format!(
+                    "dpdk.mbufs = {}: must be at least 1024 (every RX queue holds rx_desc \
+                     buffers)",
+                    sec.mbufs
+                )));
+            }
+            for (name, v) in [("rx_desc", sec.rx_desc), ("tx_desc", sec.tx_desc)] {
+                if !(64..=16384).contains(&v) {
+                    return Err(bad(format!("dpdk.{name} = {v}: must be 64-16384")));
+                }
+            }
+            let need =
+                u64::from(sec.rx_desc) * self.workers.cores.len() as u64 * self.ports.len() as u64;
+            if dpdk > 0 && u64::from(sec.mbufs) < need * 2 {
+                return Err(bad(format!(
+                    "dpdk.mbufs = {}: {} port(s) x {} worker queue(s) x rx_desc {} need at least \
+                     {} (twice what the RX rings hold); raise mbufs or lower rx_desc",
+                    sec.mbufs,
+                    self.ports.len(),
+                    self.workers.cores.len(),
+                    sec.rx_desc,
+                    need * 2
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The driver of the ports (all alike, see the checks); afxdp without ports.
+    pub fn driver(&self) -> PortDriver {
+        self.ports.first().map_or(PortDriver::Afxdp, |p| p.driver)
     }
 
     /// The client-facing and backend-facing ports (indices into `ports`; equal for a single
@@ -538,6 +771,22 @@ impl DataplaneConfig {
             p.backend_gateway_mac = self.ports[bi].gateway_mac;
         }
         Ok(p)
+    }
+
+    /// The pipeline settings with the ports' MACs filled in, the ports' own MACs coming from
+    /// `port_mac(index)` when not in the configuration (DPDK: the device reports it). Values
+    /// in `[forwarding]` win, as in [`Self::pipeline_with_ports`].
+    pub fn pipeline_with_port_macs(&self, port_mac: impl Fn(usize) -> Mac) -> PipelineConfig {
+        let mut p = self.pipeline();
+        let Some((ci, bi)) = self.port_roles() else {
+            return p;
+        };
+        let own = |i: usize| self.ports[i].mac.unwrap_or_else(|| port_mac(i));
+        p.client_side_mac = p.client_side_mac.or_else(|| Some(own(ci)));
+        p.backend_side_mac = p.backend_side_mac.or_else(|| Some(own(bi)));
+        p.client_gateway_mac = p.client_gateway_mac.or(self.ports[ci].gateway_mac);
+        p.backend_gateway_mac = p.backend_gateway_mac.or(self.ports[bi].gateway_mac);
+        p
     }
 
     /// Reads and parses a file.
@@ -704,6 +953,129 @@ hugepages = "off"
             ("[[ports]]\ninterface = \"a\"\nrole = \"both\"\ncolour = 1\n", "colour"),
         ] {
             let e = DataplaneConfig::parse(text, "n.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    const DPDK_NODE: &str = r#"
+[[ports]]
+name = "client"
+driver = "dpdk"
+device = "net_af_xdp0"
+role = "client"
+gateway_mac = "02:00:00:00:01:fe"
+
+[[ports]]
+driver = "dpdk"
+device = "0000:01:00.0"
+role = "backend"
+mac = "02:00:00:00:02:01"
+
+[workers]
+cores = [1]
+
+[dpdk]
+cores = [0]
+memory_mb = 512
+vdevs = ["net_af_xdp0,iface=eth0,start_queue=0,queue_count=1"]
+pci_allow = ["0000:01:00.0"]
+file_prefix = "lb1"
+log_level = "notice"
+mbufs = 8191
+"#;
+
+    #[test]
+    fn dpdk_ports_and_section() {
+        let c = DataplaneConfig::parse(DPDK_NODE, "n.toml").unwrap();
+        assert_eq!(c.driver(), PortDriver::Dpdk);
+        assert_eq!(c.ports[0].device.as_deref(), Some("net_af_xdp0"));
+        assert_eq!(c.ports[1].display_name(), "0000:01:00.0");
+        let d = c.dpdk.as_ref().unwrap();
+        assert_eq!(d.cores, vec![0]);
+        assert_eq!(d.memory_mb, Some(512));
+        assert!(d.in_memory && !d.no_huge);
+        assert_eq!(d.pci_allow, vec!["0000:01:00.0".to_string()]);
+        assert_eq!(d.file_prefix.as_deref(), Some("lb1"));
+        assert_eq!((d.mbufs, d.rx_desc, d.tx_desc), (8191, 1024, 1024));
+        // Own MACs: the device's unless configured; gateways from the ports.
+        let p = c.pipeline_with_port_macs(|i| [2, 0, 0, 0, 9, i as u8]);
+        assert_eq!(p.client_side_mac, Some([2, 0, 0, 0, 9, 0]));
+        assert_eq!(p.backend_side_mac, Some([2, 0, 0, 0, 2, 1]));
+        assert_eq!(p.client_gateway_mac, Some([2, 0, 0, 0, 1, 0xfe]));
+        assert_eq!(p.backend_gateway_mac, None);
+        // AF_XDP configurations keep their default driver and need no [dpdk].
+        let c = DataplaneConfig::parse(NODE, "n.toml").unwrap();
+        assert_eq!(c.driver(), PortDriver::Afxdp);
+        assert!(c.dpdk.is_none());
+    }
+
+    #[cfg(feature = "dpdk")]
+    #[test]
+    fn dpdk_section_gives_the_eal_arguments() {
+        let c = DataplaneConfig::parse(DPDK_NODE, "n.toml").unwrap();
+        let args = c.dpdk.unwrap().eal_config().args();
+        for want in [
+            "--lcores=0@(0)",
+            "--file-prefix=lb1",
+            "--in-memory",
+            "-m512",
+            "-a0000:01:00.0",
+            "--vdev=net_af_xdp0,iface=eth0,start_queue=0,queue_count=1",
+            "--log-level=notice",
+        ] {
+            assert!(
+                args.iter().any(|a| a == want),
+                "{want} missing from {args:?}"
+            );
+        }
+        assert!(!args.iter().any(|a| a == "--no-pci"), "{args:?}");
+    }
+
+    #[test]
+    fn dpdk_errors_name_the_problem() {
+        let sec = "[dpdk]\nvdevs = [\"net_null0\", \"net_null1\"]\n";
+        for (text, want) in [
+            (
+                format!("[[ports]]\ndriver = \"dpdk\"\nrole = \"both\"\n{sec}"),
+                "needs `device",
+            ),
+            (
+                format!("[[ports]]\ndriver = \"dpdk\"\ndevice = \"net_null7\"\nrole = \"both\"\n{sec}"),
+                "neither a vdev",
+            ),
+            (
+                "[[ports]]\ndriver = \"dpdk\"\ndevice = \"net_null0\"\nrole = \"both\"\n".into(),
+                "need a [dpdk] section",
+            ),
+            (
+                format!("[[ports]]\ndriver = \"dpdk\"\ndevice = \"net_null0\"\nrole = \"client\"\n\
+                         [[ports]]\ninterface = \"eth1\"\nrole = \"backend\"\n{sec}"),
+                "mix driver",
+            ),
+            (
+                format!("[[ports]]\ndriver = \"dpdk\"\ndevice = \"net_null0\"\nrole = \"client\"\n\
+                         [[ports]]\ndriver = \"dpdk\"\ndevice = \"net_null0\"\nrole = \"backend\"\n{sec}"),
+                "two [[ports]]",
+            ),
+            (
+                "[[ports]]\ninterface = \"a\"\ndevice = \"net_null0\"\nrole = \"both\"\n".into(),
+                "is for driver = \"dpdk\"",
+            ),
+            ("[[ports]]\nrole = \"both\"\n".into(), "needs `interface"),
+            (
+                "[[ports]]\ninterface = \"a\"\ndriver = \"vpp\"\nrole = \"both\"\n".into(),
+                "line 3",
+            ),
+            (format!("{sec}mbufs = 100\n"), "dpdk.mbufs = 100"),
+            (format!("{sec}rx_desc = 8\n"), "dpdk.rx_desc"),
+            (
+                format!("[[ports]]\ndriver = \"dpdk\"\ndevice = \"net_null0\"\nrole = \"both\"\n\
+                         [workers]\ncores = [0, 1]\n{sec}mbufs = 2048\n"),
+                "raise mbufs",
+            ),
+            (format!("{sec}hugepages = 1\n"), "hugepages"),
+        ] {
+            let e = DataplaneConfig::parse(&text, "n.toml").unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
     }

@@ -3,7 +3,8 @@
 //! Subcommands:
 //! - `run --config dataplane.toml [--services services.yaml]`: forward on the configured AF_XDP
 //!   ports until SIGTERM/SIGINT; every check (root, interfaces, cores, memory, a second
-//!   instance) happens before any packet is touched.
+//!   instance) happens before any packet is touched. Ports with `driver = "dpdk"` run through
+//!   `run_dpdk.rs` (cargo feature `dpdk`).
 //! - `stats [--config dataplane.toml | --shm PATH] [--json]`: the running data plane's counters
 //!   from shared memory.
 //! - `apply --services services.yaml [--config dataplane.toml | --shm PATH]`: replace the
@@ -26,6 +27,8 @@ use fiberlb_dataplane::pipeline::{DropReason, Pipeline};
 use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
 use serde_json::json;
 
+mod run_dpdk;
+
 #[derive(Parser, Debug)]
 #[command(name = "fiberlb-dataplane", version, about = "fiberlb data plane")]
 struct Cli {
@@ -35,7 +38,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Forward traffic on the configured AF_XDP ports until SIGTERM/SIGINT.
+    /// Forward traffic on the configured ports (AF_XDP, or DPDK with the `dpdk` feature)
+    /// until SIGTERM/SIGINT.
     Run {
         /// Node settings (dataplane.toml): ports, workers, shm, umem, forwarding, timeouts.
         #[arg(long)]
@@ -422,6 +426,9 @@ mod run_cmd {
 
     pub fn run(config: &Path, services: Option<&Path>) -> anyhow::Result<()> {
         let cfg = DataplaneConfig::load(config)?;
+        if cfg.driver() == fiberlb_dataplane::config::PortDriver::Dpdk {
+            return crate::run_dpdk::run(cfg, services);
+        }
         preflight(&cfg, &cfg.pipeline())?;
         let pcfg = cfg.pipeline_with_ports()?;
         let (client_port, backend_port) = cfg

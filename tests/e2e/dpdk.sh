@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# fiberlb data plane end to end on the DPDK backend: the topology and checks of dataplane.sh
+# (curl through nat and dsr listeners to three real HTTP servers, a byte-exact download, UDP,
+# reconfiguration under a request stream, counters), with fiberlb-dataplane driving the two lb
+# veths through DPDK virtual devices — once with `net_af_packet` vdevs, once with `net_af_xdp`
+# vdevs (DPDK 22.11's af_xdp PMD: one queue per vdev, start_queue=0,queue_count=1). Prints
+# "PASS mode/name ..." / "FAIL mode/name ..." and "RESULT ..." lines; exits non-zero on a failure.
+#
+#   FIBERLB_BIN_DIR      directory holding fiberlb-dataplane built with --features dpdk
+#                        (default: target/dpdk/release)
+#   FE2E_DPDK_MODES      which vdev kinds to run (default: "af_packet af_xdp")
+#   FE2E_CORE            the worker's core (default 1)
+#
+# Differences from dataplane.sh, and why:
+# - A DPDK port takes every frame of its device: fiberlb on DPDK has no kernel exception path
+#   yet (the issue's net_tap), so the dsr replies cannot be forwarded by the lb namespace's
+#   kernel as with AF_XDP's XDP_PASS. A second client link (c1, on the backends' bridge) carries
+#   them: the backends route what leaves from the dsr VIP straight to the client (policy rule
+#   `from VIP_DSR`), everything else (nat replies) through fiberlb as before.
+# - net_af_packet only copies frames: the lb namespace's kernel sees them too. Forwarding is
+#   off there (ip_forward=0 drops non-local packets without ICMP), so the kernel neither answers
+#   VIP traffic with "unreachable" nor forwards nat replies un-NATed.
+# - A DPDK port on a veth sets the link down when the process ends, and the kernel then flushes
+#   the routes and neighbours: restore_lb puts them back after each run, and is checked.
+#
+# Root only; skips (exit 0, "SKIP" line) without libdpdk. Needs ip, ethtool, curl, python3.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN_DIR=${FIBERLB_BIN_DIR:-$ROOT/target/dpdk/release}
+LB=$BIN_DIR/fiberlb-dataplane
+MODES=${FE2E_DPDK_MODES:-af_packet af_xdp}
+
+PY=$(command -v python3)
+P=${FE2E_PREFIX:-fe2e$$}
+# shellcheck source=topology.sh
+. "$HERE/topology.sh"
+MAC_C1=02:e2:03:00:00:02 IP_C1=10.91.2.100
+
+if [ "$(id -u)" != 0 ]; then
+    echo "SKIP e2e-dpdk: needs root (network namespaces, DPDK)"
+    exit 0
+fi
+if ! pkg-config --exists libdpdk; then
+    echo "SKIP e2e-dpdk: libdpdk not installed (scripts/deps-dpdk.sh)"
+    exit 0
+fi
+for tool in ip ethtool curl sha256sum; do
+    command -v $tool >/dev/null || { echo "FAIL setup: $tool not installed"; exit 1; }
+done
+[ -x "$LB" ] || { echo "FAIL setup: $LB not built (cargo build --release -p fiberlb-dataplane --features dpdk)"; exit 1; }
+
+WORK=$(mktemp -d /tmp/${P}.XXXX)
+SHM=/dev/shm/${P}.region
+PIDS=()
+LB_PID=
+FAILS=0
+MODE=setup
+
+cleanup() {
+    local p
+    if [ -n "$LB_PID" ]; then kill -TERM "$LB_PID" 2>/dev/null; fi
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}" $LB_PID; do wait "$p" 2>/dev/null; done
+    topo_down
+    rm -rf "$WORK" "$SHM" "$SHM.slots.json"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pass() { echo "PASS $MODE/$*"; }
+fail() { echo "FAIL $MODE/$*"; FAILS=$((FAILS + 1)); }
+
+topo_up || { echo "FAIL setup: topology"; exit 1; }
+# The dsr return link: client c1 <-> switch s4 on br0.
+ip -n "$NS_C" link add c1 address $MAC_C1 type veth peer name s4 netns "$NS_S"
+ip -n "$NS_S" link set s4 master br0
+ip -n "$NS_S" link set s4 up
+ip -n "$NS_C" link set c1 up
+ip netns exec "$NS_C" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+    net.ipv4.conf.c0.rp_filter=0 net.ipv4.conf.c1.rp_filter=0
+ip netns exec "$NS_C" ethtool -K c1 tx off >/dev/null
+for i in 0 1 2; do
+    ns=${NS_B[$i]}
+    ip -n "$ns" rule add from "$VIP_DSR" lookup 100
+    ip -n "$ns" route add default via $IP_C1 dev e0 onlink table 100
+    ip -n "$ns" neigh replace $IP_C1 lladdr $MAC_C1 dev e0 nud permanent
+done
+ip netns exec "$NS_L" sysctl -qw net.ipv4.ip_forward=0
+
+# What a DPDK port's exit takes away: links, connected routes, permanent neighbours.
+restore_lb() {
+    local i
+    ip -n "$NS_L" link set l0 up
+    ip -n "$NS_L" link set l1 up
+    ip -n "$NS_L" neigh replace 10.91.1.2 lladdr $MAC_C0 dev l0 nud permanent
+    for i in 0 1 2; do
+        ip -n "$NS_L" neigh replace "${IP_B[$i]}" lladdr "${MAC_B[$i]}" dev l1 nud permanent
+    done
+    ip -n "$NS_C" route replace 10.91.100.0/24 via 10.91.1.1
+    ip -n "$NS_C" neigh replace 10.91.1.1 lladdr $MAC_L0 dev c0 nud permanent
+    for i in 0 1 2; do
+        ip -n "${NS_B[$i]}" route replace default via 10.91.2.1
+        ip -n "${NS_B[$i]}" neigh replace 10.91.2.1 lladdr $MAC_L1 dev e0 nud permanent
+    done
+}
+
+head -c $((20 * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
+BIG_SHA=$(sha256sum <"$WORK/big.bin" | cut -d' ' -f1)
+for i in 0 1 2; do
+    d=$WORK/b$((i + 1))
+    mkdir -p "$d"
+    ln "$WORK/big.bin" "$d/big.bin"
+    ip netns exec "${NS_B[$i]}" "$PY" "$HERE/backend.py" --name "b$((i + 1))" --dir "$d" \
+        --log "$d/log" --udp "${IP_B[$i]}" --udp "$VIP_DSR" >"$d/out" 2>&1 &
+    PIDS+=($!)
+done
+
+services() { # as in dataplane.sh; "without-b3" leaves b3 out of the nat-http pool
+    local i pool ids
+    echo "loadbalancers:"
+    echo "  - {name: natlb, vip: $VIP_NAT, listeners: [{port: 80, protocol: tcp, mode: nat, pool: nat-http}, {port: 5353, protocol: udp, mode: nat, pool: nat-udp}]}"
+    echo "  - {name: dsrlb, vip: $VIP_DSR, listeners: [{port: 80, protocol: tcp, mode: dsr, pool: dsr-http}, {port: 5353, protocol: udp, mode: dsr, pool: dsr-udp}]}"
+    echo "pools:"
+    for pool in nat-udp:5353 dsr-http:80 dsr-udp:5353 nat-http:80; do
+        echo "  - name: ${pool%%:*}"
+        echo "    backends:"
+        ids="0 1 2"
+        [ "$1" = without-b3 ] && [ "${pool%%:*}" = nat-http ] && ids="0 1"
+        for i in $ids; do
+            echo "      - {address: ${IP_B[$i]}, port: ${pool##*:}, mac: \"${MAC_B[$i]}\"}"
+        done
+    done
+}
+services all >"$WORK/services.yaml"
+services without-b3 >"$WORK/services-2.yaml"
+
+NO_HUGE=false
+if [ "$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)" -lt 64 ]; then
+    NO_HUGE=true # (slower; DPDK's af_xdp PMD may refuse ordinary pages)
+fi
+
+dataplane_toml() { # mode
+    local v0 v1
+    case $1 in
+    af_packet)
+        v0="net_af_packet0,iface=l0"
+        v1="net_af_packet1,iface=l1"
+        ;;
+    af_xdp)
+        v0="net_af_xdp0,iface=l0,start_queue=0,queue_count=1"
+        v1="net_af_xdp1,iface=l1,start_queue=0,queue_count=1"
+        ;;
+    esac
+    cat <<TOML
+[forwarding]
+flow_capacity = 65536
+[[ports]]
+name = "client"
+driver = "dpdk"
+device = "${v0%%,*}"
+interface = "l0"
+role = "client"
+gateway_mac = "$MAC_C0"
+[[ports]]
+name = "backend"
+driver = "dpdk"
+device = "${v1%%,*}"
+interface = "l1"
+role = "backend"
+[workers]
+cores = [${FE2E_CORE:-1}]
+idle_backoff = true
+[shm]
+path = "$SHM"
+[dpdk]
+cores = [0]
+no_huge = $NO_HUGE
+file_prefix = "${P}lb"
+vdevs = ["$v0", "$v1"]
+log_level = "notice"
+mbufs = 8191
+TOML
+}
+
+count_backends() {
+    local f=$1
+    echo "b1=$(grep -cx b1 "$f") b2=$(grep -cx b2 "$f") b3=$(grep -cx b3 "$f")"
+}
+
+http_spread() { # name vip first-local-port (as in dataplane.sh)
+    local name=$1 vip=$2 base=$3 n=300 out ok
+    out=$WORK/$MODE-$name.curl
+    for l in "$WORK"/b[123]/log; do : >"$l"; done
+    ip netns exec "$NS_C" bash -c "for i in \$(seq 0 $((n - 1))); do
+        curl -s --max-time 5 --local-port \$(($base + i)) http://$vip/ || echo FAILED; done" >"$out" 2>"$out.err"
+    ok=$(grep -cx 'b[123]' "$out")
+    local counts; counts=$(count_backends "$out")
+    echo "RESULT $MODE/$name requests=$n ok=$ok $counts"
+    local bad=
+    [ "$ok" = $n ] || bad="only $ok/$n succeeded"
+    for c in $counts; do
+        v=${c#*=}
+        if [ "$v" -lt $((n * 20 / 100)) ] || [ "$v" -gt $((n * 47 / 100)) ]; then
+            bad="$bad ${c%%=*} got $v (outside 20%-47%)"
+        fi
+    done
+    local ports; ports=$(cat "$WORK"/b[123]/log | awk '$1 == "tcp" {print $3}' | sort -u | wc -l)
+    [ "$ports" = $n ] || bad="$bad only $ports distinct source ports"
+    if [ -z "$bad" ]; then pass "$name $ok/$n $counts"; else fail "$name:$bad"; fi
+}
+
+download() { # name vip
+    local name=$1 vip=$2 sha t0 t1
+    t0=$(date +%s.%N)
+    sha=$(ip netns exec "$NS_C" curl -s --max-time 60 "http://$vip/big" | sha256sum | cut -d' ' -f1)
+    t1=$(date +%s.%N)
+    echo "RESULT $MODE/$name bytes=$((20 * 1024 * 1024)) seconds=$(echo "$t1 - $t0" | bc -l | cut -c1-6)"
+    if [ "$sha" = "$BIG_SHA" ]; then pass "$name sha256 matches"; else fail "$name sha256 $sha != $BIG_SHA"; fi
+}
+
+udp_check() { # name vip
+    local name=$1 vip=$2 r
+    r=$(ip netns exec "$NS_C" "$PY" "$HERE/udp_client.py" "$vip" 5353 60)
+    echo "RESULT $MODE/$name $r"
+    local nb; nb=$(echo "$r" | grep -o 'b[123]=' | wc -l)
+    if echo "$r" | grep -q "ok=60 fail=0" && [ "$nb" -ge 2 ]; then pass "$name $r"; else fail "$name $r"; fi
+}
+
+run_mode() { # af_packet | af_xdp
+    MODE=$1
+    dataplane_toml "$MODE" >"$WORK/$MODE.toml"
+    : >"$WORK/$MODE.out"
+    ip netns exec "$NS_L" "$LB" run --config "$WORK/$MODE.toml" --services "$WORK/services.yaml" \
+        >"$WORK/$MODE.out" 2>&1 &
+    LB_PID=$!
+    local up= _
+    for _ in $(seq 1 150); do
+        if grep -q "forwarding on" "$WORK/$MODE.out"; then up=1; break; fi
+        kill -0 "$LB_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$up" ]; then
+        fail "start: fiberlb-dataplane did not start:"
+        sed 's/^/  lb: /' "$WORK/$MODE.out"
+        kill -TERM "$LB_PID" 2>/dev/null; wait "$LB_PID" 2>/dev/null; LB_PID=
+        restore_lb
+        return
+    fi
+    pass "start: $(grep -o 'forwarding on.*(DPDK)' "$WORK/$MODE.out" | head -c 300)"
+    # The link comes up with the port; give the af_xdp PMD's program a moment too.
+    sleep 1
+    for _ in $(seq 1 50); do
+        n=0
+        for i in 0 1 2; do ip netns exec "${NS_B[$i]}" ss -ltn | grep -q ':80 ' && n=$((n + 1)); done
+        [ $n = 3 ] && break
+        sleep 0.1
+    done
+
+    if ip netns exec "$NS_L" "$LB" run --config "$WORK/$MODE.toml" >"$WORK/$MODE.second" 2>&1; then
+        fail "second-instance: a second data plane started on the same region"
+    elif grep -q "already owns" "$WORK/$MODE.second"; then
+        pass "second-instance refused before DPDK started"
+    else
+        fail "second-instance: unexpected error: $(cat "$WORK/$MODE.second")"
+    fi
+
+    http_spread nat-http "$VIP_NAT" 42000
+    http_spread dsr-http "$VIP_DSR" 43000
+    download nat-download "$VIP_NAT"
+    download dsr-download "$VIP_DSR"
+    udp_check nat-udp "$VIP_NAT"
+    udp_check dsr-udp "$VIP_DSR"
+    # shellcheck source=reconfig.sh
+    . "$HERE/reconfig.sh"
+
+    kill -TERM "$LB_PID"
+    wait "$LB_PID"; local rc=$?
+    LB_PID=
+    sed 's/^/  lb: /' "$WORK/$MODE.out"
+    if [ $rc = 0 ] && grep -q "EAL cleaned up" "$WORK/$MODE.out" \
+        && ! ip -n "$NS_L" -o link show | grep -q ' xdp'; then
+        pass "stop exit=0, ports closed, EAL cleaned up, no XDP program left"
+    else
+        fail "stop exit=$rc: $(tail -n 3 "$WORK/$MODE.out" | tr '\n' ' ')"
+    fi
+    # Did the exit take the links down (the pitfall)? Then put everything back and check.
+    local state; state=$(ip -n "$NS_L" -o link show l0 | grep -o 'state [A-Z]*')
+    echo "RESULT $MODE/after-exit l0 $state, lb neighbours: $(ip -n "$NS_L" neigh show nud permanent | wc -l)"
+    restore_lb
+    sleep 0.5
+    if ip -n "$NS_L" route show | grep -q '10.91.1.0/24' \
+        && [ "$(ip -n "$NS_L" neigh show nud permanent | wc -l)" = 4 ] \
+        && ip netns exec "$NS_C" ping -c 1 -W 2 10.91.1.1 >/dev/null; then
+        pass "restore: links, routes and neighbours back; the lb's kernel answers ping"
+    else
+        fail "restore: $(ip -n "$NS_L" route show | tr '\n' ';') $(ip -n "$NS_L" neigh show | tr '\n' ';')"
+    fi
+    rm -f "$SHM" "$SHM.slots.json"
+}
+
+for m in $MODES; do
+    run_mode "$m"
+done
+
+echo "RESULT fails=$FAILS"
+[ $FAILS = 0 ]
