@@ -12,7 +12,8 @@
 # points results/latest at it.
 #
 # Usage: bench/run.sh [--quick] [--secs N] [scenario...]   (root; --quick < 5 min on 2 cores)
-# Env: FIBERLB_BIN_DIR (default target/release; built when missing or with --build).
+# Env: FIBERLB_BIN_DIR (default target/release; built when missing or with --build);
+#      PERF=1 profiles every trial (perf -e cpu-clock, all CPUs) into results/.../perf-*.txt.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -107,7 +108,7 @@ if os.path.exists(up):
                f"commit -> Applied p50 {kv.get('update_load_p50_us')} us, max {kv.get('update_load_max_us')} us; "
                f"generator at {kv.get('update_load_rate')} pps: sent {kv.get('update_load_sent')}, "
                f"**lost {kv.get('update_load_lost')}** (must be 0), flows moved {kv.get('update_load_flows_moved')} "
-               f"(those of the removed backend)")
+               f"(flows that reached more than one backend during the swaps); the same load without swaps lost {kv.get('update_control_lost')}")
 open(os.path.join(res, "table.md"), "w").write("\n".join(out) + "\n")
 with open(os.path.join(res, "plot.tsv"), "w") as f:
     for r in rows:

@@ -71,13 +71,29 @@ topology_links() {
 # pktgen NAME DST_MAC VIP SIZE FLOWS TXQ CAPTURE [extra args...]: one max-rate trial; the JSON
 # goes to $RES/json/NAME.json. Prints nothing; results are read with jget.
 pktgen() {
-    local name=$1 dst_mac=$2 vip=$3 size=$4 flows=$5 txq=$6 capture=$7
+    local name=$1 dst_mac=$2 vip=$3 size=$4 flows=$5 txq=$6 capture=$7 perf_pid=
     shift 7
+    # PERF=1: profile every CPU (cpu-clock; no hardware counters in this VM) during the trial.
+    if [ -n "${PERF:-}" ] && command -v perf >/dev/null; then
+        (sleep 1; perf record -q -a -e cpu-clock -o "$WORK/$name.perf" -- sleep $((SECS > 2 ? SECS - 2 : 1)) \
+            >/dev/null 2>&1) &
+        perf_pid=$!
+    fi
     "$PKTGEN" run --tx-netns $G --tx-iface g0 --tx-queues "$txq" --tx-cores $GEN_CORE \
         --src-mac $MAC_G0 --dst-mac "$dst_mac" --rx-netns $B --rx-iface b0 --rx-queues 2 \
         --rx-core $SINK_CORE --src 198.19.0.0 --vip "$vip" --dport 9 --capture "$capture" --size "$size" \
         --flows "$flows" --duration "$SECS" --quiet --json "$RES/json/$name.json" "$@" \
         >/dev/null 2>"$WORK/$name.err" || { echo "  $name: pktgen failed:"; cat "$WORK/$name.err"; return 1; }
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" || true
+        {
+            echo "# by CPU, thread and object ([kernel.kallsyms] = kernel work done in that thread's"
+            echo "# context, e.g. AF_XDP copy-mode TX and the peer veth's receive)"
+            perf report -q -i "$WORK/$name.perf" --stdio --sort cpu,comm,dso --percent-limit 1 2>/dev/null
+            echo "# by symbol"
+            perf report -q -i "$WORK/$name.perf" --stdio --sort cpu,comm,sym --percent-limit 0.7 2>/dev/null
+        } >"$RES/perf-$name.txt" || true
+    fi
 }
 
 # jget NAME EXPR: a value from a result JSON (python expression over `d`).

@@ -22,6 +22,10 @@ scenario_update() {
     "$PKTGEN" update --shm /dev/shm/$P.region --services "$WORK/set-a.yaml" --services "$WORK/set-b.yaml" \
         --count 20 --interval-ms 20 >"$RES/json/update-idle.json" || { fiberlb_stop update; return 1; }
     echo "  idle: commit -> Applied $(jget update-idle '"min %.0f / p50 %.0f / max %.0f us over %d updates" % (d["min_us"], d["p50_us"], d["max_us"], d["updates"])')"
+    # Control: the same load without swaps (loss here means the rate is too high, not the swaps).
+    SECS=3 pktgen update-control $MAC_L0 $VIP_NAT 64 1000 1 \
+        "$(backend_addr 20 0),$(backend_addr 20 1),$(backend_addr 20 2),$(backend_addr 20 3)" --rate "$rate" || true
+    echo "  control (no swaps, ${rate} pps, 3 s): lost $(jget update-control 'd["lost_packets"]') of $(jget update-control 'd["tx_packets"]')"
     # Under load: generator at $rate for $secs s, swaps from 0.5 s to $secs - 1 s.
     (SECS=$secs pktgen update-under-load $MAC_L0 $VIP_NAT 64 1000 1 \
         "$(backend_addr 20 0),$(backend_addr 20 1),$(backend_addr 20 2),$(backend_addr 20 3)" --rate "$rate") &
@@ -44,6 +48,7 @@ scenario_update() {
         echo "update_load_p50_us=$(jget update-load 'round(d["p50_us"])')"
         echo "update_load_max_us=$(jget update-load 'round(d["max_us"])')"
         echo "update_load_swaps=$(jget update-load 'd["updates"]')"
+        echo "update_control_lost=$(jget update-control 'd["lost_packets"]')"
         echo "update_load_rate=$rate update_load_sent=$tx update_load_lost=$lost update_load_flows_moved=$moved"
     } >"$RES/update.txt"
 }
