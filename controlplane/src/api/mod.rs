@@ -69,6 +69,9 @@ pub struct DataplaneCounters {
     pub rx_packets: u64,
     pub tx_packets: u64,
     pub drops: u64,
+    /// Drops by reason, indexed like the data plane's `DropReason` (names in
+    /// [`crate::metrics::DROP_REASON_NAMES`]).
+    pub drops_by_reason: Vec<u64>,
     pub listeners: HashMap<u32, ObjectCounters>,
     pub backends: HashMap<u32, ObjectCounters>,
 }

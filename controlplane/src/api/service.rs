@@ -929,6 +929,18 @@ impl DataplaneService for Api {
             drops: c.drops,
             listeners,
             backends,
+            drops_by_reason: c
+                .drops_by_reason
+                .iter()
+                .enumerate()
+                .filter(|&(_, &v)| v > 0)
+                .map(|(i, &v)| pb::DropCount {
+                    reason: crate::metrics::DROP_REASON_NAMES
+                        .get(i)
+                        .map_or_else(|| format!("reason_{i}"), |n| (*n).to_string()),
+                    packets: v,
+                })
+                .collect(),
         }))
     }
 

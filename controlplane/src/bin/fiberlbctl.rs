@@ -1,5 +1,6 @@
 //! fiberlbctl: the command line of fiberlb's control plane. Every API operation, human tables by
-//! default and `-o json`, `apply -f services.yaml`, `status`, `stats` and `lookup` (`trace`).
+//! default and `-o json`, `apply -f services.yaml`, `status`, `stats`, a live `top` and `lookup`
+//! (`trace`).
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
@@ -92,6 +93,20 @@ enum Command {
     /// Data plane counters of this org/project.
     #[command(alias = "counters")]
     Stats,
+    /// A live view of this org/project: per listener and backend packet/bit rates (from
+    /// counter deltas), health and admin state, drops by reason. Refreshed each interval until
+    /// interrupted; plain frames, one after another, when stdout is not a terminal.
+    Top {
+        /// Seconds between frames.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one frame (rates over one interval) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Print N frames and exit.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+    },
     /// Which backend a new flow SRC:PORT -> DST:PORT/PROTO gets (Maglev answer).
     #[command(alias = "trace")]
     Lookup {
@@ -409,6 +424,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             out!("\nbackends");
             table(&h, rows(&s.backends));
             Ok(())
+        }
+        Command::Top {
+            interval,
+            once,
+            count,
+        } => {
+            if !(interval.is_finite() && (0.05..=3600.0).contains(&interval)) {
+                return Err(Failure(format!(
+                    "--interval {interval}: give seconds between 0.05 and 3600"
+                )));
+            }
+            let frames = if once { Some(1) } else { count };
+            top(&mut c, scope, out, interval, frames).await
         }
         Command::Lookup { src, dst } => {
             let (src_address, src_port) = parse_endpoint(&src, "SRC")?;
@@ -1058,6 +1086,257 @@ async fn apply_cmd(
     }
     if lines.is_empty() {
         out!("no changes");
+    }
+    Ok(())
+}
+
+/// One sample of what `top` shows.
+struct TopSample {
+    at: std::time::Instant,
+    status: pb::StatusResponse,
+    counters: pb::CountersResponse,
+    backends: Vec<pb::Backend>,
+}
+
+async fn top_sample(c: &mut Clients, scope: &Option<pb::Scope>) -> Result<TopSample, Failure> {
+    let status = c.dataplane.status(pb::StatusRequest {}).await?.into_inner();
+    let counters = c
+        .dataplane
+        .counters(pb::CountersRequest {
+            scope: scope.clone(),
+        })
+        .await?
+        .into_inner();
+    let backends = c
+        .backends
+        .list(pb::ListRequest {
+            scope: scope.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .backends;
+    Ok(TopSample {
+        at: std::time::Instant::now(),
+        status,
+        counters,
+        backends,
+    })
+}
+
+/// A rate from two counter readings; a counter that went back (the data plane restarted)
+/// restarts from zero.
+fn rate(now: u64, before: u64, secs: f64) -> f64 {
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    now.checked_sub(before).unwrap_or(now) as f64 / secs
+}
+
+/// 1234567 -> "1.23M" (SI, for pps and bps columns).
+fn si(v: f64) -> String {
+    let (d, unit) = match v.abs() {
+        x if x >= 1e9 => (1e9, "G"),
+        x if x >= 1e6 => (1e6, "M"),
+        x if x >= 1e3 => (1e3, "k"),
+        _ => return format!("{v:.0}"),
+    };
+    format!("{:.2}{unit}", v / d)
+}
+
+#[derive(Serialize)]
+struct TopObject {
+    id: u32,
+    name: String,
+    pps: f64,
+    bps: f64,
+    new_flows_per_s: f64,
+    packets: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthy: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct TopFrame {
+    attached: bool,
+    instance_id: String,
+    store_generation: u64,
+    applied_generation: u64,
+    interval_s: f64,
+    rx_pps: f64,
+    tx_pps: f64,
+    drops_per_s: f64,
+    listeners: Vec<TopObject>,
+    backends: Vec<TopObject>,
+    /// reason -> (total, per second)
+    drops: Vec<(String, u64, f64)>,
+}
+
+fn top_frame(before: &TopSample, now: &TopSample) -> TopFrame {
+    let secs = now.at.duration_since(before.at).as_secs_f64();
+    let (b, n) = (&before.counters, &now.counters);
+    let objects = |now: &[pb::ObjectCounters], before: &[pb::ObjectCounters]| -> Vec<TopObject> {
+        let mut v: Vec<TopObject> = now
+            .iter()
+            .map(|o| {
+                let p = before
+                    .iter()
+                    .find(|p| p.id == o.id)
+                    .cloned()
+                    .unwrap_or_default();
+                TopObject {
+                    id: o.id,
+                    name: o.name.clone(),
+                    pps: rate(o.packets, p.packets, secs),
+                    bps: rate(o.bytes, p.bytes, secs) * 8.0,
+                    new_flows_per_s: rate(o.new_flows, p.new_flows, secs),
+                    packets: o.packets,
+                    admin_state: None,
+                    healthy: None,
+                }
+            })
+            .collect();
+        v.sort_by_key(|o| o.id);
+        v
+    };
+    let mut backends = objects(&n.backends, &b.backends);
+    for o in &mut backends {
+        if let Some(b) = now.backends.iter().find(|b| b.id == o.id) {
+            o.admin_state = Some(b.admin_state.clone());
+            o.healthy = Some(b.healthy);
+        }
+    }
+    let drops = n
+        .drops_by_reason
+        .iter()
+        .map(|d| {
+            let p = b
+                .drops_by_reason
+                .iter()
+                .find(|p| p.reason == d.reason)
+                .map_or(0, |p| p.packets);
+            (d.reason.clone(), d.packets, rate(d.packets, p, secs))
+        })
+        .collect();
+    TopFrame {
+        attached: n.attached,
+        instance_id: now.status.instance_id.clone(),
+        store_generation: now.status.store_generation,
+        applied_generation: now.status.applied_generation,
+        interval_s: secs,
+        rx_pps: rate(n.rx_packets, b.rx_packets, secs),
+        tx_pps: rate(n.tx_packets, b.tx_packets, secs),
+        drops_per_s: rate(n.drops, b.drops, secs),
+        listeners: objects(&n.listeners, &b.listeners),
+        backends,
+        drops,
+    }
+}
+
+fn print_top(f: &TopFrame) {
+    if !f.attached {
+        out!(
+            "fiberlb top  store generation {}  data plane: not attached (no counters)",
+            f.store_generation
+        );
+        return;
+    }
+    let short = f.instance_id.get(..8).unwrap_or(&f.instance_id);
+    out!(
+        "fiberlb top  data plane {short}  generation {} (store {})  rx {} pps  tx {} pps  drops {}/s  (over {:.1}s)",
+        f.applied_generation,
+        f.store_generation,
+        si(f.rx_pps),
+        si(f.tx_pps),
+        si(f.drops_per_s),
+        f.interval_s
+    );
+    let rows = |v: &[TopObject], backend: bool| -> Vec<Vec<String>> {
+        v.iter()
+            .map(|o| {
+                let mut r = vec![o.id.to_string(), o.name.clone()];
+                if backend {
+                    r.push(o.admin_state.clone().unwrap_or_else(|| "-".into()));
+                    r.push(match o.healthy {
+                        Some(true) => "up".into(),
+                        Some(false) => "DOWN".into(),
+                        None => "-".into(),
+                    });
+                }
+                r.extend([
+                    si(o.pps),
+                    si(o.bps),
+                    si(o.new_flows_per_s),
+                    o.packets.to_string(),
+                ]);
+                r
+            })
+            .collect()
+    };
+    out!("");
+    table(
+        &["LISTENER", "NAME", "PPS", "BPS", "NEW/S", "PACKETS"],
+        rows(&f.listeners, false),
+    );
+    out!("");
+    table(
+        &[
+            "BACKEND", "ADDRESS", "STATE", "HEALTH", "PPS", "BPS", "NEW/S", "PACKETS",
+        ],
+        rows(&f.backends, true),
+    );
+    out!("");
+    if f.drops.is_empty() {
+        out!("drops: none");
+    } else {
+        table(
+            &["DROP REASON", "TOTAL", "PER SECOND"],
+            f.drops
+                .iter()
+                .map(|(r, t, s)| vec![r.clone(), t.to_string(), si(*s)])
+                .collect(),
+        );
+    }
+}
+
+/// `fiberlbctl top`: a baseline sample, then a frame per interval (rates over that interval).
+async fn top(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    interval: f64,
+    frames: Option<u64>,
+) -> Result<(), Failure> {
+    use std::io::IsTerminal as _;
+    let tty = out == Output::Table && std::io::stdout().is_terminal();
+    let period = std::time::Duration::from_secs_f64(interval);
+    let mut before = top_sample(c, &scope).await?;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = 0u64;
+    while frames.is_none_or(|n| shown < n) {
+        ticker.tick().await;
+        let now = top_sample(c, &scope).await?;
+        let frame = top_frame(&before, &now);
+        match out {
+            Output::Json => {
+                let s = serde_json::to_string(&frame).map_err(|e| Failure(e.to_string()))?;
+                out!("{s}");
+            }
+            Output::Table => {
+                if tty {
+                    // Home and clear, so the view updates in place.
+                    print!("\x1b[H\x1b[2J");
+                } else if shown > 0 {
+                    out!("");
+                }
+                print_top(&frame);
+            }
+        }
+        shown += 1;
+        before = now;
     }
     Ok(())
 }

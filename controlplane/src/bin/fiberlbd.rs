@@ -14,6 +14,7 @@ use fiberlb_controlplane::api::auth::Auth;
 use fiberlb_controlplane::api::{self, server, Shared};
 use fiberlb_controlplane::config::Config;
 use fiberlb_controlplane::health::{self, CheckKind, CheckerOptions, HealthChecker, Target};
+use fiberlb_controlplane::metrics::{self, MetricsSource};
 use fiberlb_controlplane::model::{self, HealthCheckKind, Scope, State};
 use fiberlb_controlplane::program::{
     Desired, FileAppliedState, ProgramStatus, Programmer, ProgrammerOptions,
@@ -167,19 +168,12 @@ impl api::DataplaneView for ProgrammedDataplane {
     }
 
     fn counters(&self) -> Option<api::DataplaneCounters> {
-        let region = self.region.borrow().clone()?;
-        let c = region.counters();
-        let t = c.totals();
-        // Drop reasons the data plane does not define read as 0.
-        let drops = (0..64).map(|r| c.drops(r)).sum();
-        // Per-object counters are indexed by the data plane's slots, whose mapping to ids is
-        // not exported yet: totals only.
-        Some(api::DataplaneCounters {
-            rx_packets: t.rx_packets,
-            tx_packets: t.tx_packets,
-            drops,
-            ..Default::default()
-        })
+        // Totals, drops by reason and per-listener/backend counters keyed by object id
+        // (through the data plane's slots file).
+        metrics::RegionView {
+            region: self.region.clone(),
+        }
+        .counters()
     }
 }
 
@@ -268,6 +262,21 @@ async fn run(config: Config) -> Result<()> {
                 });
             }
         });
+    }
+    if let Some(addr) = config.metrics_address {
+        let source = MetricsSource {
+            region: programmer
+                .as_ref()
+                .map_or_else(|| watch::channel(None).1, |p| p.region()),
+            health: Some(checker.subscribe()),
+            program: programmer.as_ref().map(|p| p.status()),
+        };
+        let mut rx = stop_rx.clone();
+        let (bound, _task) = metrics::bind(addr, source, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await?;
+        eprintln!("fiberlbd: metrics on http://{bound}/metrics");
     }
     let programmer_task = programmer.map(|p| tokio::spawn(p.run(desired_rx, stop_rx.clone())));
 

@@ -458,9 +458,10 @@ impl crate::api::DataplaneView for RegionView {
         let region = self.region.borrow().clone()?;
         let c = region.counters();
         let t = c.totals();
-        let drops = (0..fiberlb_shared::shm::counters::DROP_REASONS)
+        let drops_by_reason: Vec<u64> = (0..fiberlb_shared::shm::counters::DROP_REASONS)
             .map(|i| c.drops(i))
-            .fold(0u64, u64::wrapping_add);
+            .collect();
+        let drops = drops_by_reason.iter().fold(0u64, |a, &b| a.wrapping_add(b));
         let obj = |o: fiberlb_shared::shm::counters::ObjectCounters| crate::api::ObjectCounters {
             packets: o.packets,
             bytes: o.bytes,
@@ -481,6 +482,7 @@ impl crate::api::DataplaneView for RegionView {
             rx_packets: t.rx_packets,
             tx_packets: t.tx_packets,
             drops,
+            drops_by_reason,
             listeners,
             backends,
         })

@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# fiberlb control plane end to end: fiberlb-dataplane (AF_XDP, no --services) and fiberlbd on
+# the same shared-memory region in the lb namespace, configured only through fiberlbctl; a real
+# client (curl) and three real HTTP backends, in network namespaces this script creates and
+# always removes (topology.sh). Prints "PASS name ..." / "FAIL name ..." and "RESULT ..." lines
+# and exits non-zero if anything failed.
+#
+#   FIBERLB_BIN_DIR  directory holding fiberlb-dataplane, fiberlbd, fiberlbctl (default:
+#                    target/release)
+#
+# Health checks leave the lb namespace through a management veth (m0, 10.91.2.250) on the
+# backends' bridge that has no XDP program: on the data port l1 the XDP program redirects every
+# packet FROM a nat backend's address:port to the data plane (it is a nat return flow), so a
+# health-check reply to the lb's own address would be un-NATed to the client side instead of
+# reaching fiberlbd's socket. See the report of issue 4.
+#
+# Root only. Needs ip, ethtool, curl, python3, sha256sum.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN_DIR=${FIBERLB_BIN_DIR:-$ROOT/target/release}
+LB=$BIN_DIR/fiberlb-dataplane
+D=$BIN_DIR/fiberlbd
+CTL_BIN=$BIN_DIR/fiberlbctl
+
+PY=$(command -v python3)
+P=${FCP_PREFIX:-fcp$$}
+# shellcheck source=topology.sh
+. "$HERE/topology.sh"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "SKIP e2e: needs root (network namespaces, XDP, AF_XDP)"
+    exit 0
+fi
+for tool in ip ethtool curl sha256sum; do
+    command -v $tool >/dev/null || { echo "FAIL setup: $tool not installed"; exit 1; }
+done
+for b in "$LB" "$D" "$CTL_BIN"; do
+    [ -x "$b" ] || { echo "FAIL setup: $b not built"; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/${P}.XXXX)
+SHM=/dev/shm/${P}.region
+SOCK=$WORK/fiberlbd.sock
+METRICS=127.0.0.1:9751
+HC_INTERVAL_MS=500 FALL=2 RISE=2
+PIDS=()
+BPID=("" "" "")
+LB_PID= D_PID=
+FAILS=0
+T0=$(date +%s)
+
+cleanup() {
+    local p
+    [ -n "$D_PID" ] && kill -TERM "$D_PID" 2>/dev/null
+    [ -n "$LB_PID" ] && kill -TERM "$LB_PID" 2>/dev/null
+    for p in "${PIDS[@]}" "${BPID[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    for p in $D_PID $LB_PID "${PIDS[@]}" "${BPID[@]}"; do wait "$p" 2>/dev/null; done
+    topo_down
+    rm -rf "$WORK" "$SHM" "$SHM.slots.json"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
+ctl() { FIBERLB_SERVER=$SOCK FIBERLB_ORG=e2e FIBERLB_PROJECT=cp "$CTL_BIN" "$@"; }
+jget() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
+
+topo_up || { echo "FAIL setup: topology"; exit 1; }
+# Management port for health checks (see the header): m0 on the backends' bridge, no XDP.
+ip -n "$NS_L" link add m0 type veth peer name s9 netns "$NS_S"
+ip -n "$NS_S" link set s9 master br0
+ip -n "$NS_S" link set s9 up
+ip -n "$NS_L" addr add 10.91.2.250/32 dev m0
+ip -n "$NS_L" link set m0 up
+ip netns exec "$NS_L" sysctl -qw net.ipv4.conf.all.arp_ignore=1
+for i in 0 1 2; do
+    ip -n "$NS_L" route add "${IP_B[$i]}/32" dev m0 src 10.91.2.250
+done
+ip netns exec "$NS_L" ethtool -K m0 tx off >/dev/null
+
+# Backends: the same 12 MB file everywhere, for the drain check's download.
+head -c $((12 * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
+BIG_SHA=$(sha256sum <"$WORK/big.bin" | cut -d' ' -f1)
+start_backend() { # index
+    local i=$1 d=$WORK/b$(($1 + 1))
+    mkdir -p "$d"
+    [ -e "$d/big.bin" ] || ln "$WORK/big.bin" "$d/big.bin"
+    ip netns exec "${NS_B[$i]}" "$PY" "$HERE/backend.py" --name "b$((i + 1))" --dir "$d" \
+        --log "$d/log" >>"$d/out" 2>&1 &
+    BPID[$i]=$!
+    for _ in $(seq 1 50); do
+        ip netns exec "${NS_B[$i]}" ss -ltn | grep -q ':80 ' && return 0
+        sleep 0.1
+    done
+}
+for i in 0 1 2; do start_backend $i; done
+
+SEED=7379537652274192929
+cat >"$WORK/dataplane.toml" <<TOML
+[forwarding]
+flow_capacity = 65536
+hash_seed = $SEED
+[[ports]]
+name = "client"
+interface = "l0"
+role = "client"
+gateway_mac = "$MAC_C0"
+[[ports]]
+name = "backend"
+interface = "l1"
+role = "backend"
+[workers]
+cores = [${FE2E_CORE:-1}]
+idle_backoff = true
+[shm]
+path = "$SHM"
+[umem]
+frames = 4096
+chunk_size = 2048
+TOML
+cat >"$WORK/controlplane.toml" <<TOML
+listen = "$SOCK"
+store_path = "$WORK/store.redb"
+shm_path = "$SHM"
+hash_seed = $SEED
+vip_ranges = ["10.91.100.16/28"]
+metrics_address = "$METRICS"
+[health_defaults]
+interval_ms = $HC_INTERVAL_MS
+timeout_ms = 400
+rise = $RISE
+fall = $FALL
+TOML
+
+start_dataplane() { # log file
+    : >"$1"
+    ip netns exec "$NS_L" "$LB" run --config "$WORK/dataplane.toml" >"$1" 2>&1 &
+    LB_PID=$!
+    for _ in $(seq 1 100); do
+        grep -q "forwarding on" "$1" && return 0
+        kill -0 "$LB_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "FAIL start: fiberlb-dataplane did not start:"; sed 's/^/  lb: /' "$1"
+    exit 1
+}
+start_fiberlbd() { # log file
+    rm -f "$SOCK"
+    ip netns exec "$NS_L" "$D" --config "$WORK/controlplane.toml" >>"$1" 2>&1 &
+    D_PID=$!
+    for _ in $(seq 1 100); do
+        [ -S "$SOCK" ] && return 0
+        kill -0 "$D_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "FAIL start: fiberlbd did not start:"; sed 's/^/  fiberlbd: /' "$1"
+    exit 1
+}
+start_dataplane "$WORK/lb.out"
+start_fiberlbd "$WORK/d.out"
+
+# --- configuration through fiberlbctl only ---
+setup_ok=1
+LB_ID=$(ctl -o json lb create --name web | jget "d['load_balancer']['id']") || setup_ok=
+VIP=$(ctl -o json lb get "$LB_ID" | jget "d['load_balancer']['vip']") || setup_ok=
+HC_ID=$(ctl -o json hc create --name web-http --kind http --http-path / | jget "d['health_check']['id']") || setup_ok=
+POOL_ID=$(ctl -o json pool create --name web --health-check "$HC_ID" | jget "d['pool']['id']") || setup_ok=
+BE=()
+for i in 0 1 2; do
+    BE[$i]=$(ctl -o json backend create --pool "$POOL_ID" --address "${IP_B[$i]}" --port 80 \
+        --mac "${MAC_B[$i]}" | jget "d['backend']['id']") || setup_ok=
+done
+L_ID=$(ctl -o json listener create --lb "$LB_ID" --port 80 --protocol tcp --mode nat --pool "$POOL_ID" |
+    jget "d['listener']['id']") || setup_ok=
+hc_json=$(ctl -o json hc get "$HC_ID")
+echo "RESULT setup lb=$LB_ID vip=$VIP pool=$POOL_ID backends=${BE[*]} listener=$L_ID hc=$(echo "$hc_json" | jget "'%sms/rise %s/fall %s' % (d['health_check']['interval_ms'], d['health_check']['rise'], d['health_check']['fall'])")"
+case $VIP in
+10.91.100.1[6-9] | 10.91.100.2[0-9] | 10.91.100.3[01]) ;;
+*) setup_ok= ;;
+esac
+if [ -n "$setup_ok" ]; then pass "setup: allocated VIP $VIP, pool with health check, 3 backends, nat listener"; else fail "setup: VIP=$VIP ids lb=$LB_ID pool=$POOL_ID backends=${BE[*]} listener=$L_ID"; fi
+name_of_id() { # backend id -> b1..b3
+    local i
+    for i in 0 1 2; do [ "${BE[$i]}" = "$1" ] && echo "b$((i + 1))"; done
+}
+
+# Wait until the data plane applied the store's generation.
+applied=
+for _ in $(seq 1 100); do
+    st=$(ctl -o json status 2>/dev/null) || { sleep 0.1; continue; }
+    if [ "$(echo "$st" | jget "d.get('attached', False) and d.get('applied_generation', 0) > 0")" = True ]; then
+        applied=1; break
+    fi
+    sleep 0.1
+done
+[ -n "$applied" ] || fail "setup: the data plane did not apply the configuration: $(ctl status 2>&1 | tr '\n' ' ')"
+sleep $(((HC_INTERVAL_MS * RISE + 999) / 1000)) # first health results
+
+clear_logs() { for l in "$WORK"/b[123]/log; do : >"$l"; done; }
+served() { # backend name -> client requests for / logged since clear_logs (health checks,
+    # from the management address, are not counted)
+    awk '$1 == "tcp" && $2 == "10.91.1.2" && $4 == "/" {n++} END {print n + 0}' "$WORK/$1/log"
+}
+requests() { # name n -> "ok=N b1=.. b2=.. b3=.."
+    local name=$1 n=$2 out=$WORK/$1.curl
+    ip netns exec "$NS_C" bash -c "for i in \$(seq 1 $n); do curl -s --max-time 3 http://$VIP/ || echo FAILED; done" >"$out" 2>&1
+    echo "ok=$(grep -cx 'b[123]' "$out") b1=$(grep -cx b1 "$out") b2=$(grep -cx b2 "$out") b3=$(grep -cx b3 "$out")"
+}
+
+# a. traffic through the allocated VIP
+clear_logs
+r=$(requests traffic 150)
+echo "RESULT traffic requests=150 $r"
+if echo "$r" | grep -q "^ok=150 " && ! echo "$r" | grep -q "=0\b"; then pass "traffic 150/150, every backend served ($r)"; else fail "traffic $r"; fi
+
+# b. health: stop b2's server, it leaves the pool within fall x interval + 1 s; it rejoins
+# within rise x interval + 1 s of starting again.
+kill "${BPID[1]}"; wait "${BPID[1]}" 2>/dev/null; BPID[1]=
+sleep $(((HC_INTERVAL_MS * FALL + 1000 + 999) / 1000))
+clear_logs
+r=$(requests health-down 60)
+down_state=$(ctl -o json backend get "${BE[1]}" | jget "d['backend']['healthy']")
+echo "RESULT health-down requests=60 $r b2_healthy=$down_state"
+if echo "$r" | grep -q "^ok=60 " && [ "$(served b2)" = 0 ] && [ "$down_state" = False ]; then
+    pass "health-down: 60/60 after $((HC_INTERVAL_MS * FALL + 1000)) ms, b2 got nothing (its log is empty)"
+else
+    fail "health-down: $r, b2 log has $(served b2) requests, healthy=$down_state"
+fi
+start_backend 1
+sleep $(((HC_INTERVAL_MS * RISE + 1000 + 999) / 1000))
+clear_logs
+r=$(requests health-up 60)
+echo "RESULT health-up requests=60 $r b2_log=$(served b2)"
+if echo "$r" | grep -q "^ok=60 " && [ "$(served b2)" -gt 0 ]; then pass "health-up: b2 rejoined ($r)"; else fail "health-up: $r, b2 log $(served b2)"; fi
+
+# c. drain: a slow download pinned (by lookup) to b1 completes byte-exact while b1 is drained;
+# new requests avoid b1.
+DL_PORT=
+for port in $(seq 46000 46200); do
+    b=$(ctl -o json lookup "10.91.1.2:$port" "$VIP:80/tcp" | jget "d['backend']['id']")
+    if [ "$b" = "${BE[0]}" ]; then DL_PORT=$port; break; fi
+done
+ip netns exec "$NS_C" bash -c "curl -s --max-time 30 --limit-rate 4M --local-port $DL_PORT http://$VIP/big | sha256sum" >"$WORK/dl.sha" 2>&1 &
+DL=$!
+sleep 0.7
+ctl backend update "${BE[0]}" --state drained >/dev/null || fail "drain: fiberlbctl update failed"
+sleep 0.3
+clear_logs
+r=$(requests drain 60)
+wait $DL
+dl_sha=$(cut -d' ' -f1 <"$WORK/dl.sha")
+sleep 0.2 # (the backend logs a request after its last byte)
+big_served=$(grep -c ' /big$' "$WORK/b1/log")
+echo "RESULT drain requests=60 $r download_port=$DL_PORT download_sha_ok=$([ "$dl_sha" = "$BIG_SHA" ] && echo yes || echo no) b1_download_logged=$big_served"
+if [ "$dl_sha" = "$BIG_SHA" ] && echo "$r" | grep -q "^ok=60 b1=0 " && [ "$(served b1)" = 0 ]; then
+    pass "drain: the download to b1 finished byte-exact, 60 new requests avoided b1 ($r)"
+else
+    fail "drain: sha $dl_sha (want $BIG_SHA), $r, b1 log $(served b1)"
+fi
+ctl backend update "${BE[0]}" --state enabled >/dev/null
+
+# A background stream of requests, one curl at a time: "stream_start NAME" / "stream_stop".
+stream_start() {
+    : >"$WORK/$1.stream"
+    ip netns exec "$NS_C" bash -c "while :; do curl -s --max-time 3 http://$VIP/ || echo FAILED; sleep 0.02; done" >"$WORK/$1.stream" 2>&1 &
+    STREAM=$!
+}
+stream_stop() { kill "$STREAM" 2>/dev/null; wait "$STREAM" 2>/dev/null; }
+
+# d. restart fiberlbd (kill -9) during a steady stream: nothing fails, no resync.
+sleep 0.5
+stream_start d-restart
+sleep 1
+gen_before=$(ctl -o json status | jget "d['applied_generation']")
+kill -9 "$D_PID"; wait "$D_PID" 2>/dev/null
+n_at_kill=$(wc -l <"$WORK/d-restart.stream")
+sleep 1
+n_while_down=$(($(wc -l <"$WORK/d-restart.stream") - n_at_kill))
+: >"$WORK/d2.out"
+start_fiberlbd "$WORK/d2.out"
+sleep 1.5
+stream_stop
+gen_after=$(ctl -o json status | jget "d['applied_generation']")
+total=$(wc -l <"$WORK/d-restart.stream")
+failed=$(grep -c FAILED "$WORK/d-restart.stream")
+noresync=$(grep -c "no resync" "$WORK/d2.out")
+echo "RESULT fiberlbd-restart requests=$total failed=$failed while_down=$n_while_down generation_before=$gen_before after=$gen_after no_resync_logged=$noresync"
+if [ "$failed" = 0 ] && [ "$n_while_down" -gt 0 ] && [ "$noresync" -ge 1 ] && [ "$gen_before" = "$gen_after" ]; then
+    pass "fiberlbd-restart: $total requests, 0 failed ($n_while_down while fiberlbd was down), generation $gen_after kept, no resync"
+else
+    fail "fiberlbd-restart: $total requests, $failed failed, $n_while_down while down, gen $gen_before -> $gen_after, no-resync lines $noresync"
+    sed 's/^/  fiberlbd: /' "$WORK/d2.out"
+fi
+
+# e. restart the data plane (kill -9, start again): fiberlbd replays, traffic resumes.
+old_instance=$(ctl -o json status | jget "d['instance_id']")
+kill -9 "$LB_PID"; wait "$LB_PID" 2>/dev/null; LB_PID=
+t_start=$(date +%s%N)
+start_dataplane "$WORK/lb2.out"
+resumed=
+while [ $(($(date +%s%N) - t_start)) -lt 10000000000 ]; do
+    if [ "$(ip netns exec "$NS_C" curl -s --max-time 0.5 "http://$VIP/")" != "" ]; then resumed=$(($(date +%s%N) - t_start)); break; fi
+    sleep 0.05
+done
+new_instance=$(ctl -o json status | jget "d['instance_id']")
+replayed=$(grep -c "restarted; re-attaching and replaying\|attached to data plane $new_instance" "$WORK/d2.out")
+ms=$([ -n "$resumed" ] && echo $((resumed / 1000000)) || echo never)
+clear_logs
+r=$(requests after-dp-restart 30)
+echo "RESULT dataplane-restart resumed_ms=$ms old_instance=$old_instance new_instance=$new_instance replay_logged=$replayed $r"
+if [ -n "$resumed" ] && [ "$ms" -le 2000 ] && [ "$old_instance" != "$new_instance" ] && [ "$replayed" -ge 1 ] && echo "$r" | grep -q "^ok=30 "; then
+    pass "dataplane-restart: new instance replayed, traffic resumed ${ms} ms after the start"
+else
+    fail "dataplane-restart: resumed=$ms ms, instance $old_instance -> $new_instance, replay lines $replayed, $r"
+    sed 's/^/  lb2: /' "$WORK/lb2.out"
+fi
+
+# f. counters per backend (API) and Prometheus metrics.
+clear_logs
+r=$(requests counters 60)
+stats=$(ctl -o json stats)
+per=$(echo "$stats" | jget "' '.join('%d=%d' % (b['id'], b.get('packets', 0)) for b in d.get('backends', []))")
+nonzero=$(echo "$stats" | jget "sum(1 for b in d.get('backends', []) if b.get('packets', 0) > 0)")
+lpk=$(echo "$stats" | jget "sum(l.get('packets', 0) for l in d.get('listeners', []))")
+echo "RESULT stats backend_packets $per listener_packets=$lpk"
+if [ "$nonzero" = 3 ] && [ "$lpk" -gt 0 ]; then pass "stats: per-backend packets $per"; else fail "stats: $per listener=$lpk"; fi
+ctl stats | sed 's/^/  stats: /'
+ip netns exec "$NS_L" curl -s --max-time 3 "http://$METRICS/metrics" >"$WORK/metrics"
+mb=$(grep -c '^fiberlb_backend_packets_total{' "$WORK/metrics")
+mu=$(grep -c '^fiberlb_backend_up{' "$WORK/metrics")
+mup=$(grep '^fiberlb_backend_up{' "$WORK/metrics" | awk '{s += $2} END {print s + 0}')
+echo "RESULT metrics backend_packets_series=$mb backend_up_series=$mu backends_up=$mup"
+if [ "$mb" = 3 ] && [ "$mu" = 3 ] && [ "$mup" = 3 ]; then pass "metrics: Prometheus text with per-backend counters and health"; else fail "metrics: $mb packet series, $mu up series ($mup up)"; fi
+
+# g. lookup names the backend a real curl from that client port reached.
+lk_ok=0 lk_n=0
+for port in 47001 47002 47003 47004 47005 47006; do
+    got=$(ip netns exec "$NS_C" curl -s --max-time 3 --local-port $port "http://$VIP/")
+    want=$(name_of_id "$(ctl -o json lookup "10.91.1.2:$port" "$VIP:80/tcp" | jget "d['backend']['id']")")
+    lk_n=$((lk_n + 1))
+    [ -n "$got" ] && [ "$got" = "$want" ] && lk_ok=$((lk_ok + 1))
+    echo "RESULT lookup port=$port curl=$got lookup=$want"
+done
+if [ $lk_ok = $lk_n ]; then pass "lookup: $lk_ok/$lk_n client ports reached the backend lookup named"; else fail "lookup: $lk_ok/$lk_n agree"; fi
+
+# top: two frames while traffic runs (not a tty: plain frames).
+stream_start top
+ctl top --count 2 >"$WORK/top.out" 2>&1
+top_rc=$?
+stream_stop
+sed 's/^/  top: /' "$WORK/top.out"
+frames=$(grep -c '^fiberlb top' "$WORK/top.out")
+bframes=$(grep -c '^BACKEND' "$WORK/top.out")
+live=$(awk '$1 ~ /^[0-9]+$/ && $4 == "up" && $5 != "0" {n++} END {print n + 0}' "$WORK/top.out")
+echo "RESULT top rc=$top_rc frames=$frames backend_rows_with_traffic=$live"
+if [ $top_rc = 0 ] && [ "$frames" = 2 ] && [ "$bframes" = 2 ] && [ "$live" -ge 2 ] && ! grep -q $'\e' "$WORK/top.out"; then
+    pass "top: 2 plain frames, backends with pps"
+else
+    fail "top: rc=$top_rc frames=$frames backend tables=$bframes rows with traffic=$live"
+fi
+
+echo "RESULT seconds=$(($(date +%s) - T0))"
+echo "RESULT fails=$FAILS"
+[ $FAILS = 0 ]
