@@ -1032,6 +1032,18 @@ mbufs = 8191
     }
 
     #[test]
+    fn dpdk_example_file_parses() {
+        let c = DataplaneConfig::parse(
+            include_str!("../../examples/dataplane-dpdk.toml"),
+            "examples/dataplane-dpdk.toml",
+        )
+        .unwrap();
+        assert_eq!(c.driver(), PortDriver::Dpdk);
+        assert_eq!(c.port_roles(), Some((0, 1)));
+        assert_eq!(c.dpdk.unwrap().pci_allow.len(), 2);
+    }
+
+    #[test]
     fn dpdk_errors_name_the_problem() {
         let sec = "[dpdk]\nvdevs = [\"net_null0\", \"net_null1\"]\n";
         for (text, want) in [

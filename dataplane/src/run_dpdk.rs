@@ -240,7 +240,7 @@ mod with_dpdk {
                     .spawn_scoped(scope, move || -> Result<_, String> {
                         // This thread inherited the EAL main thread's CPUs ([dpdk] cores);
                         // core_affinity only pins within the current mask, so widen it first.
-                        allow_cpus(&cores)?;
+                        allow_cpus(cores)?;
                         pin_to_core(core)?;
                         w.run(stop).map_err(|e| e.to_string())?;
                         Ok(w)
