@@ -57,7 +57,7 @@ if [ -z "$BIN_DIR" ]; then
     BIN_DIR=$ROOT/target/release
     if [ $BUILD = 1 ]; then
         echo "install.sh: building (release)"
-        (cd "$ROOT" && cargo build --release -q -p fiberlb-dataplane -p fiberlb-controlplane --bins)
+        (cd "$ROOT" && cargo build --release -q --workspace --bins)
     fi
 fi
 for b in fiberlb-dataplane fiberlbd fiberlbctl; do

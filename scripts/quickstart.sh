@@ -4,7 +4,8 @@
 #   sudo scripts/quickstart.sh            # run the demo, then remove everything it made
 #   sudo scripts/quickstart.sh --keep     # leave it running; stop it later with --stop
 #   sudo scripts/quickstart.sh --stop     # remove a kept (or interrupted) demo
-#   options: --requests N (default 60), --no-setup (skip scripts/setup.sh)
+#   options: --requests N (default 60), --no-setup (skip scripts/setup.sh),
+#            --bin-dir DIR (use the binaries in DIR instead of building)
 #
 # What it does: installs what is missing (scripts/setup.sh), builds in release, creates a
 # demo network in namespaces (a client, the fiberlb node, three real HTTP backends on one L2
@@ -23,14 +24,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-KEEP=0 STOP=0 SETUP=1 REQUESTS=60
+KEEP=0 STOP=0 SETUP=1 REQUESTS=60 BIN=
 while [ $# -gt 0 ]; do
     case $1 in
     --keep) KEEP=1 ;;
     --stop) STOP=1 ;;
     --no-setup) SETUP=0 ;;
+    --bin-dir) BIN=$(cd "${2:?--bin-dir needs a directory}" && pwd); shift ;;
     --requests) REQUESTS=${2:?--requests needs a number}; shift ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "quickstart.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -47,7 +49,7 @@ STATE=/run/fiberlb-quickstart.dir        # remembers the work dir of a kept run
 # shellcheck source=../tests/e2e/topology.sh
 . "$ROOT/tests/e2e/topology.sh"          # topo_up/topo_down, names, addresses and MACs
 
-say() { printf '\n==> %s\n' "$*"; }
+say() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 # Removes whatever a previous run (kept, interrupted or killed) left: processes in its
 # namespaces (ours by construction), the namespaces, the region and the work directory.
@@ -103,9 +105,13 @@ if [ $SETUP = 1 ]; then
     bash scripts/setup.sh
 fi
 
-say "building fiberlb (release)"
-cargo build --release -q -p fiberlb-dataplane -p fiberlb-controlplane --bins
-BIN=$ROOT/target/release
+if [ -z "$BIN" ]; then
+    say "building fiberlb (release)"
+    # The same command as scripts/test.sh and demo.sh: the same feature set, so after them this
+    # is a no-op (a -p subset can unify features differently and rebuild everything).
+    cargo build --release -q --workspace --bins
+    BIN=$ROOT/target/release
+fi
 LB=$BIN/fiberlb-dataplane
 CTL_BIN=$BIN/fiberlbctl
 
@@ -295,8 +301,8 @@ if ip netns exec "$NS_L" curl -sf --max-time 5 http://127.0.0.1:9750/metrics >"$
     { grep -v '^#' "$WORK/metrics" | grep -E 'rx_packets|forwarded|backend' || true; } | head -12 | sed 's/^/    /'
     echo "    ... $(grep -vc '^#' "$WORK/metrics" || true) samples in all"
 else
-    echo "    (no answer: this fiberlbd build does not serve metrics_address yet; the same counters"
-    echo "     are in \`fiberlb-dataplane stats --json\` and \`fiberlbctl -o json stats\`)"
+    echo "    (no answer from fiberlbd's metrics_address; the same counters are in"
+    echo "     \`fiberlb-dataplane stats --json\` and \`fiberlbctl -o json stats\`)"
 fi
 
 cat <<EOF
@@ -304,7 +310,14 @@ cat <<EOF
   Watch it live:
     watch -n1 ip netns exec ${P}l $LB stats --shm $SHM
     FIBERLB_SERVER=$WORK/fiberlbd.sock FIBERLB_ORG=demo FIBERLB_PROJECT=quickstart watch -n1 $CTL_BIN stats
-  (fiberlbctl has no live 'top' view yet: watch 'fiberlbctl stats' instead.)
+EOF
+if "$CTL_BIN" top --help >/dev/null 2>&1; then
+    echo "    FIBERLB_SERVER=$WORK/fiberlbd.sock FIBERLB_ORG=demo FIBERLB_PROJECT=quickstart $CTL_BIN top"
+else
+    echo "  (this fiberlbctl has no live 'top' view: watch 'fiberlbctl stats' instead)"
+fi
+cat <<EOF
+  Metrics: curl http://127.0.0.1:9750/metrics in ${P}l (metrics_address in controlplane.toml).
   The pktgen burst of the issue is not part of this quickstart: bench/ has no fiberlb-pktgen yet.
 EOF
 

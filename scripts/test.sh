@@ -26,4 +26,10 @@ if grep -q "cfg(loom)" Cargo.toml 2>/dev/null && [ -d shared/src/shm ]; then
   RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p fiberlb-shared --release --lib shm::ring
 fi
 
+# The README's first command, run once as a test after everything else (~10 s): a killed run's
+# leftovers are cleaned, then the whole demo must show every backend served.
+step "quickstart (scripts/quickstart.sh, as tests/tests/quickstart.rs)"
+FIBERLB_BIN_DIR="$PWD/target/release" cargo test -p fiberlb-tests --test quickstart --no-fail-fast \
+    -- --ignored --nocapture quickstart_end_to_end
+
 step "all checks passed"

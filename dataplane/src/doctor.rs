@@ -729,8 +729,8 @@ fn check_hugepages(r: &mut Report, cfg: &DataplaneConfig, host: &Host) {
         mib(cfg.umem.bytes())
     );
     let fix = format!(
-        "reserve more: `sysctl vm.nr_hugepages={}` now, and /etc/sysctl.d/90-fiberlb-hugepages.conf \
-         (installed) at boot",
+        "reserve more: `sysctl vm.nr_hugepages={}` now, and at boot in a sysctl.d file \
+         (install.sh installs 90-fiberlb-hugepages.conf: raise vm.nr_hugepages there)",
         total + need.saturating_sub(free) + 8
     );
     match cfg.umem.hugepages {
@@ -1003,7 +1003,17 @@ fn check_port(
                     "MTU {mtu}: frames of {frame} bytes do not fit a {}-byte UMEM chunk after {XDP_PACKET_HEADROOM} bytes of headroom",
                     cfg.umem.chunk_size
                 ),
-                format!("ip link set {ifname} mtu {}, or umem.chunk_size = 4096", room - 18),
+                if frame + XDP_PACKET_HEADROOM <= 4096 && cfg.umem.chunk_size < 4096 {
+                    format!(
+                        "ip link set {ifname} mtu {}, or umem.chunk_size = 4096",
+                        room.saturating_sub(18)
+                    )
+                } else {
+                    format!(
+                        "ip link set {ifname} mtu {} (AF_XDP frames are one chunk: no jumbo frames)",
+                        room.saturating_sub(18)
+                    )
+                },
             );
         } else if u32::from(cfg.forwarding.mtu) > mtu {
             r.push_fix(
