@@ -8,10 +8,11 @@
 #   pipeline  (d) the pipeline alone on memory ports, 1 and 2 worker threads
 #   update        commit -> Applied latency, and loss while Maglev tables swap under load
 # Every throughput is the sink's received rate of a max-rate trial, shown as a ratio to (b) and
-# (c) measured in the same run. Writes results/run-*/{table.md,plot.svg,rows.tsv,json/} and
+# (c) measured in the same run. Writes results/run-*/{table.md,plot.svg,plot-pipeline.svg,rows.tsv,json/} and
 # points results/latest at it.
 #
-# Usage: bench/run.sh [--quick] [--secs N] [scenario...]   (root; --quick < 5 min on 2 cores)
+# Usage: bench/run.sh [--quick] [--secs N] [--build] [scenario...]   (root; --quick < 5 min on 2 cores)
+# Full runs add tunnel (GUE), 1M flows and NDR/PDR searches (NDR=1 adds the searches to --quick).
 # Env: FIBERLB_BIN_DIR (default target/release; built when missing or with --build);
 #      PERF=1 profiles every trial (perf -e cpu-clock, all CPUs) into results/.../perf-*.txt.
 set -eu
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --secs) SECS=$2; shift ;;
         --build) BUILD=1 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n "2,19p" "$0"; exit 0 ;;
         fiberlb|kernel|testpmd|pipeline|update) SCENARIOS+=("$1") ;;
         *) echo "unknown argument $1 (scenarios: fiberlb kernel testpmd pipeline update)"; exit 2 ;;
     esac
@@ -68,55 +69,15 @@ for s in "${SCENARIOS[@]}"; do
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/env.txt"
 
-# The table: ratios to the kernel peers and to testpmd of the same frame size, same run.
-python3 - "$RES" "$QUICK" "$SECS" <<'PY'
-import csv, sys, os
-res, quick, secs = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
-rows = [r for r in csv.reader(open(os.path.join(res, "rows.tsv")), delimiter="\t") if r]
-val = {r[0]: float(r[5]) for r in rows if r[5]}
-def base(kind, size, flows):
-    for f in (flows, "1000"):
-        v = val.get(f"{kind}-{f}f-{size}B")
-        if v:
-            return v
-    return None
-def ratio(v, b):
-    return f"{v / b:.2f}" if b else "-"
-out = []
-out.append(f"# fiberlb benchmark ({'quick' if quick else 'full'} run, {secs} s trials)\n")
-out.append(open(os.path.join(res, "env.txt")).read())
-out.append("\nThroughput = packets/s received by the sink during a max-rate trial (UDP, 1 VIP:port, "
-           "4 backends). Ratios are to the baselines of the same frame size measured in this run: "
-           "(b) Linux ip_forward and Linux DNAT (iptables-nft + conntrack), (c) dpdk-testpmd "
-           "mac-forwarding on net_af_xdp. (d) = the pipeline alone on memory ports.\n")
-out.append("| scenario | group | size B | flows | workers | rx kpps | offered kpps | loss % | p99 us | flows moved | vs linux fwd | vs linux DNAT | vs testpmd | where it ran |")
-out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-for r in rows:
-    name, group, size, flows, workers, rx, tx, loss, p99, moved, place = (r + [""] * 11)[:11]
-    v = float(rx) if rx else 0.0
-    size_b = "64" if group == "pipeline" else size
-    fwd, dnat, tp = base("linux-forward", size_b, flows), base("linux-dnat", size_b, flows), base("testpmd", size_b, "1000")
-    k = lambda x: f"{float(x) / 1000:.0f}" if x else ""
-    out.append(f"| {name} | {group} | {size} | {flows} | {workers} | {k(rx)} | {k(tx)} | {loss} | {p99} | {moved} | "
-               f"{ratio(v, fwd)} | {ratio(v, dnat)} | {ratio(v, tp)} | {place} |")
-up = os.path.join(res, "update.txt")
-if os.path.exists(up):
-    kv = dict(x.split("=", 1) for line in open(up) for x in line.split())
-    out.append("\n## Updates\n")
-    out.append(f"- commit -> Applied (every worker on the new snapshot), idle: p50 {kv.get('update_idle_p50_us')} us, max {kv.get('update_idle_max_us')} us")
-    out.append(f"- under load: {kv.get('update_load_swaps')} swaps of every pool between 4 and 3 backends, "
-               f"commit -> Applied p50 {kv.get('update_load_p50_us')} us, max {kv.get('update_load_max_us')} us; "
-               f"generator at {kv.get('update_load_rate')} pps: sent {kv.get('update_load_sent')}, "
-               f"**lost {kv.get('update_load_lost')}** (must be 0), flows moved {kv.get('update_load_flows_moved')} "
-               f"(flows that reached more than one backend during the swaps); the same load without swaps lost {kv.get('update_control_lost')}")
-open(os.path.join(res, "table.md"), "w").write("\n".join(out) + "\n")
-with open(os.path.join(res, "plot.tsv"), "w") as f:
-    for r in rows:
-        if r[5]:
-            f.write(f"{r[0]}\t{r[5]}\t{r[1]}\n")
-PY
+# The table (ratios to the kernel peers and to testpmd of the same frame size, same run) and
+# the plots: the I/O path and the pipeline alone apart (they differ by 50x).
+python3 "$HERE/scenarios/table.py" "$RES" "$QUICK" "$SECS"
 "$PKTGEN" plot --input "$RES/plot.tsv" --output "$RES/plot.svg" \
-    --title "fiberlb vs baselines, same run (pps received)" || echo "plot failed"
+    --title "fiberlb vs baselines on veth, same run (Mpps received)" || echo "plot failed"
+if [ -s "$RES/plot-pipeline.tsv" ]; then
+    "$PKTGEN" plot --input "$RES/plot-pipeline.tsv" --output "$RES/plot-pipeline.svg" \
+        --title "pipeline alone on memory ports (Mpps)" || echo "plot failed"
+fi
 ln -sfn "$(basename "$RES")" "$ROOT/results/latest"
 echo
 cat "$RES/table.md"

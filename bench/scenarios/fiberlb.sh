@@ -1,5 +1,7 @@
 # Scenario (a): fiberlb-dataplane on AF_XDP (copy mode on veth) between l0 and l1, per forwarding
 # mode, 1 and 2 workers, 1k (and 1M) flows, 64- and 1500-byte frames. Sourced by run.sh.
+# The tunnel listener uses GUE: the sink's XDP program (fiberlb's own) matches UDP/TCP by
+# destination, and IPIP has no ports, so IPIP frames would go to b0's kernel, not the sink.
 #
 # Placement: 1 worker on core 1; 2 workers on cores 0 and 1 (the machine has two: the second
 # worker shares core 0 with the generator). The generator sends on g0 queue 0 (and 1 with two
@@ -12,7 +14,7 @@ fiberlb_services() { # file [backends per pool] [weight of the last dsr backend]
         echo "loadbalancers:"
         echo "  - {name: dsr, vip: $VIP_DSR, listeners: [{port: 9, protocol: udp, mode: dsr, pool: dsr}]}"
         echo "  - {name: nat, vip: $VIP_NAT, listeners: [{port: 9, protocol: udp, mode: nat, pool: nat}]}"
-        echo "  - {name: tun, vip: $VIP_TUN, listeners: [{port: 9, protocol: udp, mode: tunnel, pool: tun}]}"
+        echo "  - {name: tun, vip: $VIP_TUN, listeners: [{port: 9, protocol: udp, mode: tunnel, encap: gue, pool: tun}]}"
         echo "pools:"
         for pool in dsr:10 nat:20 tun:30; do
             echo "  - name: ${pool%:*}"
@@ -91,15 +93,19 @@ scenario_fiberlb() {
                     tunnel) vip=$VIP_TUN; capture=$(backend_addr 30 0),$(backend_addr 30 1),$(backend_addr 30 2),$(backend_addr 30 3) ;;
                 esac
                 for size in $sizes; do
-                    # Tunnel adds 20 bytes: keep the inner packet within the 1500 MTU.
+                    # GUE adds up to 32 bytes: keep the outer packet within the 1500 MTU.
                     local sz=$size
-                    [ "$mode" = tunnel ] && [ "$size" = 1500 ] && sz=1480
+                    [ "$mode" = tunnel ] && [ "$size" = 1500 ] && sz=1460
                     local name=fiberlb-$mode-${workers}w-${flows}f-${sz}B
                     place="gen c$GEN_CORE (+l0 rx), workers c${cores// /}, sink c$SINK_CORE (+b0 rx on worker cores)"
                     pktgen "$name" $MAC_L0 "$vip" "$sz" "$flows" "$txq" "$capture" || continue
                     record "$name" fiberlb "$sz" "$flows" "$workers" "$place"
                     # Balance over the 4 backends (packets per backend, most first).
                     echo "      backends: $(jget "$name" '" ".join(str(b["packets"]) for b in d["sink"]["backends"])')"
+                    if ndr_enabled && [ "$sz" = 64 ] && [ "$flows" = 1000 ] && [ "$mode" != tunnel ]; then
+                        pktgen "$name-ndr" $MAC_L0 "$vip" "$sz" "$flows" "$txq" "$capture" $NDR_ARGS && \
+                            record_ndr "$name-ndr" fiberlb "$sz" "$flows" "$workers" "$place"
+                    fi
                 done
             done
             fiberlb_stop "${workers}w-${flows}f"

@@ -19,6 +19,10 @@ scenario_kernel() {
             name=linux-forward-${flows}f-${size}B
             pktgen "$name" $MAC_L0 $VIP_KERNEL "$size" "$flows" 1 $VIP_KERNEL && \
                 record "$name" kernel "$size" "$flows" 1 "$place"
+            if ndr_enabled && [ "$size" = 64 ] && [ "$flows" = 1000 ]; then
+                pktgen "$name-ndr" $MAC_L0 $VIP_KERNEL "$size" "$flows" 1 $VIP_KERNEL $NDR_ARGS && \
+                    record_ndr "$name-ndr" kernel "$size" "$flows" 1 "$place"
+            fi
         done
     done
     if ! command -v iptables >/dev/null; then
@@ -35,6 +39,10 @@ scenario_kernel() {
             name=linux-dnat-${flows}f-${size}B
             pktgen "$name" $MAC_L0 $VIP_NAT "$size" "$flows" 1 $DNAT_BACKEND && \
                 record "$name" kernel "$size" "$flows" 1 "$place"
+            if ndr_enabled && [ "$size" = 64 ] && [ "$flows" = 1000 ]; then
+                pktgen "$name-ndr" $MAC_L0 $VIP_NAT "$size" "$flows" 1 $DNAT_BACKEND $NDR_ARGS && \
+                    record_ndr "$name-ndr" kernel "$size" "$flows" 1 "$place"
+            fi
         done
     done
     echo "  conntrack entries: $(ip netns exec $L cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo ?)"

@@ -113,3 +113,18 @@ record() {
     printf '  %-28s rx %8s pps  offered %8s pps  loss %7s%%  p99 %6s us  flows moved %s\n' \
         "$name" "$rx" "$tx" "$loss" "$p99" "$incons"
 }
+
+# NDR/PDR searches (fiberlb-pktgen run --search) run in full runs, or with NDR=1.
+ndr_enabled() { [ "$QUICK" = 0 ] || [ -n "${NDR:-}" ]; }
+NDR_ARGS="--search --trial-secs 1 --steps 5"
+
+# record_ndr NAME GROUP SIZE FLOWS WORKERS PLACEMENT: a row for a search result (rx = NDR).
+record_ndr() {
+    local name=$1 group=$2 size=$3 flows=$4 workers=$5 placement=$6 ndr pdr max
+    ndr=$(jget "$name" 'round(d["ndr_pps"])')
+    pdr=$(jget "$name" 'round(d["pdr_pps"])')
+    max=$(jget "$name" 'round(d["max"]["tx_pps"])')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$group" "$size" "$flows" \
+        "$workers" "$ndr" "$max" "0" "" "" "NDR (PDR 0.1%: $pdr pps); $placement" >>"$RES/rows.tsv"
+    printf '  %-28s NDR %8s pps  PDR %8s pps  (max offered %s pps)\n' "$name" "$ndr" "$pdr" "$max"
+}

@@ -33,6 +33,10 @@ scenario_testpmd() {
         name=testpmd-1000f-${size}B
         pktgen "$name" $MAC_L0 $VIP_DSR "$size" 1000 1 $VIP_DSR && \
             record "$name" ceiling "$size" 1000 1 "gen c$GEN_CORE (+l0 rx), testpmd c$FWD_CORE (+b0 rx), sink c$SINK_CORE"
+        if ndr_enabled && [ "$size" = 64 ]; then
+            pktgen "$name-ndr" $MAC_L0 $VIP_DSR "$size" 1000 1 $VIP_DSR $NDR_ARGS && \
+                record_ndr "$name-ndr" ceiling "$size" 1000 1 "gen c$GEN_CORE (+l0 rx), testpmd c$FWD_CORE (+b0 rx), sink c$SINK_CORE"
+        fi
         kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true
         topology_links
     done

@@ -50,29 +50,34 @@ pub fn draw(bars: &[Bar], title: &str, out: &Path) -> anyhow::Result<()> {
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(260)
-        .build_cartesian_2d(0.0..max * 1.15, 0..n)?;
+        .build_cartesian_2d(0.0..max * 1.15, (0..n).into_segmented())?;
     let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
     chart
         .configure_mesh()
         .disable_y_mesh()
         .x_desc("Mpps")
         .y_labels(n)
-        .y_label_formatter(&|i: &usize| {
-            labels
-                .get(n.saturating_sub(1 + *i))
-                .cloned()
-                .unwrap_or_default()
+        .y_label_formatter(&|v: &SegmentValue<usize>| match v {
+            // Bar i (from the top) sits in segment n - 1 - i.
+            SegmentValue::CenterOf(y) if *y < n => labels[n - 1 - *y].clone(),
+            _ => String::new(),
         })
         .draw()?;
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
         let y = n - 1 - i;
-        Rectangle::new([(0.0, y), (b.pps / 1e6, y + 1)], color(&b.group).filled())
+        Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(y)),
+                (b.pps / 1e6, SegmentValue::Exact(y + 1)),
+            ],
+            color(&b.group).filled(),
+        )
     }))?;
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
         let y = n - 1 - i;
         Text::new(
             format!("{:.3}", b.pps / 1e6),
-            (b.pps / 1e6 + max * 0.01, y),
+            (b.pps / 1e6 + max * 0.01, SegmentValue::CenterOf(y)),
             ("sans-serif", 12),
         )
     }))?;

@@ -1,0 +1,77 @@
+"""Builds results/.../table.md and the plot inputs from rows.tsv (called by bench/run.sh).
+
+Every row is shown as pps and as ratios to the baselines of the same frame size from the
+same run: (b) Linux ip_forward and Linux DNAT, (c) dpdk-testpmd. NDR rows (names ending in
+-ndr) are compared with the baselines' NDR rows.
+"""
+import csv
+import os
+import sys
+
+res, quick, secs = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+rows = [r for r in csv.reader(open(os.path.join(res, "rows.tsv")), delimiter="\t") if r]
+val = {r[0]: float(r[5]) for r in rows if len(r) > 5 and r[5]}
+
+
+def base(kind, size, flows, suffix):
+    for f in (flows, "1000"):
+        v = val.get(f"{kind}-{f}f-{size}B{suffix}")
+        if v:
+            return v
+    return None
+
+
+def ratio(v, b):
+    return f"{v / b:.2f}" if b else "-"
+
+
+out = [f"# fiberlb benchmark ({'quick' if quick else 'full'} run, {secs} s trials)\n"]
+out.append(open(os.path.join(res, "env.txt")).read())
+out.append(
+    "\nThroughput = packets/s received by the sink in a max-rate trial (UDP, one VIP:port, 4 "
+    "backends), or the NDR (highest zero-loss rate, binary search of 1 s trials) for rows "
+    "ending in -ndr. Ratios: to the baselines of the same frame size measured in this run — "
+    "(b) Linux ip_forward and Linux DNAT (iptables-nft + conntrack), (c) dpdk-testpmd "
+    "mac-forwarding on net_af_xdp. (d) pipeline rows are the pipeline alone on memory ports "
+    "(no I/O). Loss and p99 of max-rate rows describe the overload, not a working point.\n"
+)
+out.append(
+    "| scenario | group | size B | flows | workers | rx kpps | offered kpps | loss % | p99 us "
+    "| flows moved | vs linux fwd | vs linux DNAT | vs testpmd | where it ran |"
+)
+out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    name, group, size, flows, workers, rx, tx, loss, p99, moved, place = (r + [""] * 11)[:11]
+    v = float(rx) if rx else 0.0
+    sfx = "-ndr" if name.endswith("-ndr") else ""
+    size_b = "64" if group == "pipeline" else size
+    fwd = base("linux-forward", size_b, flows, sfx)
+    dnat = base("linux-dnat", size_b, flows, sfx)
+    tp = base("testpmd", size_b, "1000", sfx)
+    k = lambda x: f"{float(x) / 1000:.0f}" if x else ""
+    out.append(
+        f"| {name} | {group} | {size} | {flows} | {workers} | {k(rx)} | {k(tx)} | {loss} | {p99} "
+        f"| {moved} | {ratio(v, fwd)} | {ratio(v, dnat)} | {ratio(v, tp)} | {place} |"
+    )
+up = os.path.join(res, "update.txt")
+if os.path.exists(up):
+    kv = dict(x.split("=", 1) for line in open(up) for x in line.split())
+    out.append("\n## Updates\n")
+    out.append(
+        f"- commit -> Applied (every worker on the new snapshot), idle: p50 "
+        f"{kv.get('update_idle_p50_us')} us, max {kv.get('update_idle_max_us')} us"
+    )
+    out.append(
+        f"- under load: {kv.get('update_load_swaps')} swaps of every pool between 4 and 3 "
+        f"backends, commit -> Applied p50 {kv.get('update_load_p50_us')} us, max "
+        f"{kv.get('update_load_max_us')} us; generator at {kv.get('update_load_rate')} pps: sent "
+        f"{kv.get('update_load_sent')}, **lost {kv.get('update_load_lost')}** (must be 0; the "
+        f"same load without swaps lost {kv.get('update_control_lost')}), flows moved "
+        f"{kv.get('update_load_flows_moved')} (flows seen at more than one backend)"
+    )
+open(os.path.join(res, "table.md"), "w").write("\n".join(out) + "\n")
+# Two plots: the I/O path (kpps) and the pipeline alone (Mpps) differ by 50x.
+with open(os.path.join(res, "plot.tsv"), "w") as io, open(os.path.join(res, "plot-pipeline.tsv"), "w") as pl:
+    for r in rows:
+        if len(r) > 5 and r[5]:
+            (pl if r[1] == "pipeline" else io).write(f"{r[0]}\t{r[5]}\t{r[1]}\n")
