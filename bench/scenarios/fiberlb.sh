@@ -7,7 +7,7 @@
 # worker shares core 0 with the generator). The generator sends on g0 queue 0 (and 1 with two
 # workers: veth delivers TX queue N to the peer's RX queue N, the role of RSS here).
 
-fiberlb_services() { # file [backends per pool] [weight of the last dsr backend]
+fiberlb_services() { # file [backends per pool] [weight of the last backend of each pool]
     local f=$1 n=${2:-4} w=${3:-1} i
     {
         echo "tunnel: {source_v4: 198.18.2.1}"
@@ -21,7 +21,7 @@ fiberlb_services() { # file [backends per pool] [weight of the last dsr backend]
             echo "    backends:"
             for i in $(seq 0 $((n - 1))); do
                 local weight=1
-                [ "${pool%:*}" = dsr ] && [ "$i" = $((n - 1)) ] && weight=$w
+                [ "$i" = $((n - 1)) ] && weight=$w
                 # dsr: told apart by MAC; nat/tunnel: by address (next hop b0).
                 local mac=$MAC_B0
                 [ "${pool%:*}" = dsr ] && mac=$(backend_mac 1 "$i")

@@ -18,7 +18,13 @@ scenario_update() {
     echo "update latency (fiberlb 1 worker on core $FWD_CORE):"
     fiberlb_start "$FWD_CORE" 65536 || return 1
     fiberlb_services "$WORK/set-a.yaml" 4
-    fiberlb_services "$WORK/set-b.yaml" 3
+    # UPDATE_SWAP=weight: the second set keeps all 4 backends and only doubles one
+    # backend weight per pool (no flow needs to move: every flow's backend stays usable).
+    if [ "${UPDATE_SWAP:-remove}" = weight ]; then
+        fiberlb_services "$WORK/set-b.yaml" 4 2
+    else
+        fiberlb_services "$WORK/set-b.yaml" 3
+    fi
     "$PKTGEN" update --shm /dev/shm/$P.region --services "$WORK/set-a.yaml" --services "$WORK/set-b.yaml" \
         --count 20 --interval-ms 20 >"$RES/json/update-idle.json" || { fiberlb_stop update; return 1; }
     echo "  idle: commit -> Applied $(jget update-idle '"min %.0f / p50 %.0f / max %.0f us over %d updates" % (d["min_us"], d["p50_us"], d["max_us"], d["updates"])')"
