@@ -154,6 +154,13 @@ for i in 0 1 2; do
     PIDS+=($!)
 done
 
+# The kernel reports a veth's carrier up to a second after both ends are up.
+for _ in $(seq 1 50); do
+    [ "$(ip netns exec "$NS_L" cat /sys/class/net/l0/operstate)" = up ] &&
+        [ "$(ip netns exec "$NS_L" cat /sys/class/net/l1/operstate)" = up ] && break
+    sleep 0.1
+done
+
 CORE=1
 [ "$(nproc)" -lt 2 ] && CORE=0
 SEED=7379537652274192929
