@@ -42,7 +42,7 @@
 //! hugepages = "auto"                # auto | on | off
 //!
 //! [dpdk]                            # EAL settings, for ports with driver = "dpdk"
-//! cores = [0]                       # CPUs of the EAL's main thread; default: all allowed
+//! cores = [0]                       # CPUs of EAL's own threads; default: all allowed
 //! memory_mb = 256                   # -m; default: DPDK grows it (hugepages) / 256 (no_huge)
 //! no_huge = false                   # --no-huge: ordinary pages (tests, no hugepages)
 //! vdevs = ["net_af_xdp0,iface=eth0,start_queue=0,queue_count=1"]
@@ -133,7 +133,8 @@ impl std::fmt::Display for PortDriver {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DpdkSection {
-    /// CPUs the EAL's main thread may run on (workers are pinned by `[workers] cores`).
+    /// CPUs of the EAL's main lcore and the threads EAL starts during init (fiberlb's control
+    /// thread may use every CPU; workers are pinned by `[workers] cores`).
     pub cores: Vec<usize>,
     /// Memory reserved at start, MiB (`-m`).
     pub memory_mb: Option<u32>,

@@ -116,6 +116,9 @@ mod with_dpdk {
 
         let eal = Eal::init(&sec.eal_config()).context("[dpdk]")?;
         eprintln!("fiberlb-dataplane: DPDK EAL arguments {:?}", eal.args());
+        // EAL pinned this (main) thread to [dpdk] cores; the control thread spawned from it
+        // must not share one CPU with whatever else runs there, so give it back every CPU.
+        allow_cpus(&cores).map_err(anyhow::Error::msg)?;
         let pools = eal.pools(sec.mbufs).context("[dpdk] mbufs")?;
         let mut ports = Vec::with_capacity(cfg.ports.len());
         for p in &cfg.ports {

@@ -32,7 +32,8 @@ LB=$BIN_DIR/fiberlb-dataplane
 MODES=${FE2E_DPDK_MODES:-af_packet af_xdp}
 
 PY=$(command -v python3)
-P=${FE2E_PREFIX:-fe2e$$}
+BASE_P=${FE2E_PREFIX:-fe2e$$}
+P=${BASE_P}x
 # shellcheck source=topology.sh
 . "$HERE/topology.sh"
 MAC_C1=02:e2:03:00:00:02 IP_C1=10.91.2.100
@@ -71,23 +72,6 @@ trap 'exit 130' INT TERM
 pass() { echo "PASS $MODE/$*"; }
 fail() { echo "FAIL $MODE/$*"; FAILS=$((FAILS + 1)); }
 
-topo_up || { echo "FAIL setup: topology"; exit 1; }
-# The dsr return link: client c1 <-> switch s4 on br0.
-ip -n "$NS_C" link add c1 address $MAC_C1 type veth peer name s4 netns "$NS_S"
-ip -n "$NS_S" link set s4 master br0
-ip -n "$NS_S" link set s4 up
-ip -n "$NS_C" link set c1 up
-ip netns exec "$NS_C" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-    net.ipv4.conf.c0.rp_filter=0 net.ipv4.conf.c1.rp_filter=0
-ip netns exec "$NS_C" ethtool -K c1 tx off >/dev/null
-for i in 0 1 2; do
-    ns=${NS_B[$i]}
-    ip -n "$ns" rule add from "$VIP_DSR" lookup 100
-    ip -n "$ns" route add default via $IP_C1 dev e0 onlink table 100
-    ip -n "$ns" neigh replace $IP_C1 lladdr $MAC_C1 dev e0 nud permanent
-done
-ip netns exec "$NS_L" sysctl -qw net.ipv4.ip_forward=0
-
 # What a DPDK port's exit takes away: links, connected routes, permanent neighbours.
 restore_lb() {
     local i
@@ -107,14 +91,47 @@ restore_lb() {
 
 head -c $((20 * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
 BIG_SHA=$(sha256sum <"$WORK/big.bin" | cut -d' ' -f1)
-for i in 0 1 2; do
-    d=$WORK/b$((i + 1))
-    mkdir -p "$d"
-    ln "$WORK/big.bin" "$d/big.bin"
-    ip netns exec "${NS_B[$i]}" "$PY" "$HERE/backend.py" --name "b$((i + 1))" --dir "$d" \
-        --log "$d/log" --udp "${IP_B[$i]}" --udp "$VIP_DSR" >"$d/out" 2>&1 &
-    PIDS+=($!)
-done
+
+# Each vdev kind gets fresh namespaces (and so fresh TCP state: the checks reuse fixed client
+# ports, which would still be in TIME_WAIT from the previous kind's run).
+setup_mode() { # mode
+    local i ns d
+    P=${BASE_P}${1:3:1}
+    # shellcheck source=topology.sh
+    . "$HERE/topology.sh"
+    topo_up || { echo "FAIL setup: topology"; exit 1; }
+    # The dsr return link: client c1 <-> switch s4 on br0.
+    ip -n "$NS_C" link add c1 address $MAC_C1 type veth peer name s4 netns "$NS_S"
+    ip -n "$NS_S" link set s4 master br0
+    ip -n "$NS_S" link set s4 up
+    ip -n "$NS_C" link set c1 up
+    ip netns exec "$NS_C" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        net.ipv4.conf.c0.rp_filter=0 net.ipv4.conf.c1.rp_filter=0
+    ip netns exec "$NS_C" ethtool -K c1 tx off >/dev/null
+    for i in 0 1 2; do
+        ns=${NS_B[$i]}
+        ip -n "$ns" rule add from "$VIP_DSR" lookup 100
+        ip -n "$ns" route add default via $IP_C1 dev e0 onlink table 100
+        ip -n "$ns" neigh replace $IP_C1 lladdr $MAC_C1 dev e0 nud permanent
+    done
+    ip netns exec "$NS_L" sysctl -qw net.ipv4.ip_forward=0
+    for i in 0 1 2; do
+        d=$WORK/b$((i + 1))
+        mkdir -p "$d"
+        ln -f "$WORK/big.bin" "$d/big.bin"
+        ip netns exec "${NS_B[$i]}" "$PY" "$HERE/backend.py" --name "b$((i + 1))" --dir "$d" \
+            --log "$d/log" --udp "${IP_B[$i]}" --udp "$VIP_DSR" >"$d/out" 2>&1 &
+        PIDS+=($!)
+    done
+}
+
+teardown_mode() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    PIDS=()
+    topo_down
+}
 
 services() { # as in dataplane.sh; "without-b3" leaves b3 out of the nat-http pool
     local i pool ids
@@ -300,7 +317,9 @@ run_mode() { # af_packet | af_xdp
 }
 
 for m in $MODES; do
+    setup_mode "$m"
     run_mode "$m"
+    teardown_mode
 done
 
 echo "RESULT fails=$FAILS"
