@@ -10,7 +10,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::config::{BindConfig, DataplaneConfig, HugePagesConfig, PortConfig, XdpModeConfig};
+use crate::config::{
+    BindConfig, DataplaneConfig, HugePagesConfig, PortConfig, PortDriver, XdpModeConfig,
+};
 use crate::nic::afxdp::XDP_PACKET_HEADROOM;
 
 /// How bad a finding is. `Error` means `run` will fail (or cannot work) on this machine.
@@ -344,7 +346,14 @@ pub fn diagnose(cfg: &DataplaneConfig, host: &Host) -> Report {
         );
     }
     for p in &cfg.ports {
-        check_port(&mut r, cfg, host, p, kernel);
+        if p.driver == PortDriver::Dpdk {
+            check_dpdk_port(&mut r, cfg, host, p);
+        } else {
+            check_port(&mut r, cfg, host, p, kernel);
+        }
+    }
+    if cfg.ports.iter().any(|p| p.driver == PortDriver::Dpdk) {
+        check_dpdk_memory(&mut r, cfg, host);
     }
     check_vfio(&mut r, host);
     r
@@ -859,7 +868,7 @@ fn check_port(
     let ifname = &p.interface;
     let topic = format!("port {} ({ifname})", p.display_name());
     let netdir = format!("class/net/{ifname}");
-    if ifname.contains('/') || !host.sys_root.join(&netdir).exists() {
+    if ifname.is_empty() || ifname.contains('/') || !host.sys_root.join(&netdir).exists() {
         r.push_fix(
             Level::Error,
             topic,
@@ -1084,6 +1093,141 @@ fn check_port(
     }
 }
 
+/// `dddd:bb:dd.f`.
+fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+}
+
+/// A `driver = "dpdk"` port: the binary's feature, the device (a vdev, or a PCI NIC that must
+/// be bound to vfio-pci, with an IOMMU).
+fn check_dpdk_port(r: &mut Report, cfg: &DataplaneConfig, host: &Host, p: &PortConfig) {
+    let topic = format!("port {} (dpdk)", p.display_name());
+    if !cfg!(feature = "dpdk") {
+        r.push_fix(
+            Level::Error,
+            topic.clone(),
+            "driver = \"dpdk\", but this binary was built without the dpdk feature",
+            "cargo build --release -p fiberlb-dataplane --features dpdk (DPDK from scripts/deps-dpdk.sh)",
+        );
+    }
+    let Some(dev) = p.device.as_deref() else {
+        r.push_fix(
+            Level::Error,
+            topic,
+            "no `device`",
+            "set device = a PCI address from [dpdk] pci_allow, or a vdev name from [dpdk] vdevs",
+        );
+        return;
+    };
+    if !is_pci_address(dev) {
+        let vdev = cfg
+            .dpdk
+            .as_ref()
+            .and_then(|d| d.vdevs.iter().find(|v| v.split(',').next() == Some(dev)));
+        match vdev {
+            None => r.push_fix(
+                Level::Error,
+                topic,
+                format!("device {dev:?} is neither a PCI address nor a vdev of [dpdk] vdevs"),
+                "add it to [dpdk] vdevs (e.g. \"net_af_xdp0,iface=eth1\") or use the NIC's PCI address",
+            ),
+            Some(v) => {
+                let iface = v
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("iface="))
+                    .unwrap_or("");
+                if !iface.is_empty() && !host.sys_root.join("class/net").join(iface).exists() {
+                    r.push_fix(
+                        Level::Error,
+                        topic,
+                        format!("vdev {dev} uses interface {iface:?}, which does not exist here"),
+                        "check `ip link`; run in the interface's network namespace",
+                    );
+                } else {
+                    r.push(
+                        Level::Info,
+                        topic,
+                        format!("virtual DPDK device {v} (tests and veths; a NIC would be bound to vfio-pci)"),
+                    );
+                }
+            }
+        }
+        return;
+    }
+    let pci = host.sys_root.join("bus/pci/devices").join(dev);
+    if !pci.exists() {
+        r.push_fix(
+            Level::Error,
+            topic,
+            format!("PCI device {dev} does not exist"),
+            "check `lspci -D` for the NIC's address",
+        );
+        return;
+    }
+    let driver = std::fs::read_link(pci.join("driver"))
+        .ok()
+        .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()));
+    match driver.as_deref() {
+        Some("vfio-pci") => r.push(Level::Ok, topic.clone(), format!("{dev} is bound to vfio-pci")),
+        Some(d) => r.push_fix(
+            Level::Error,
+            topic.clone(),
+            format!("{dev} is bound to the kernel driver {d}; DPDK needs vfio-pci"),
+            format!("modprobe vfio-pci && dpdk-devbind.py -b vfio-pci {dev} (the NIC leaves the kernel: keep management on another one)"),
+        ),
+        None => r.push_fix(
+            Level::Error,
+            topic.clone(),
+            format!("{dev} is bound to no driver"),
+            format!("modprobe vfio-pci && dpdk-devbind.py -b vfio-pci {dev}"),
+        ),
+    }
+    let iommu = std::fs::read_dir(host.sys_root.join("kernel/iommu_groups"))
+        .map(|d| d.count() > 0)
+        .unwrap_or(false);
+    if !iommu {
+        r.push_fix(
+            Level::Warn,
+            topic,
+            "no IOMMU groups: vfio-pci needs an IOMMU (or the unsafe no-IOMMU mode)",
+            "enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on iommu=pt (or amd_iommu=on)",
+        );
+    }
+}
+
+fn check_dpdk_memory(r: &mut Report, cfg: &DataplaneConfig, host: &Host) {
+    let no_huge = cfg.dpdk.as_ref().is_some_and(|d| d.no_huge);
+    let meminfo = host.proc("meminfo").unwrap_or_default();
+    let free = meminfo_field(&meminfo, "HugePages_Free").unwrap_or(0);
+    if no_huge {
+        r.push(
+            Level::Info,
+            "dpdk memory",
+            "[dpdk] no_huge = true: ordinary pages (fine for tests, slow for traffic)",
+        );
+    } else if free == 0 {
+        r.push_fix(
+            Level::Error,
+            "dpdk memory",
+            "DPDK needs hugepages and none are free",
+            "sysctl vm.nr_hugepages=512 (and in a sysctl.d file for boot), or [dpdk] no_huge = true for tests",
+        );
+    } else {
+        r.push(
+            Level::Ok,
+            "dpdk memory",
+            format!("{free} hugepages free for the EAL"),
+        );
+    }
+}
+
 fn check_vfio(r: &mut Report, host: &Host) {
     let dir = host.sys_root.join("bus/pci/drivers/vfio-pci");
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -1174,6 +1318,59 @@ mod tests {
         let caps = effective_caps("CapEff:\t0000000000003000\n").unwrap();
         assert!(has_cap(caps, CAP_NET_ADMIN) && has_cap(caps, CAP_NET_RAW));
         assert!(!has_cap(caps, CAP_IPC_LOCK));
+    }
+
+    #[test]
+    fn pci_addresses() {
+        assert!(is_pci_address("0000:3b:00.0"));
+        assert!(!is_pci_address("net_af_xdp0"));
+        assert!(!is_pci_address("0000:3b:00:0"));
+        assert!(!is_pci_address("0000:3g:00.0"));
+    }
+
+    #[test]
+    fn dpdk_ports() {
+        let dir = std::env::temp_dir().join(format!("fiberlb-doctor-dpdk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let host = fake_host(&dir);
+        // 0000:5e:00.1 is bound to vfio-pci in the fake tree; eth1's NIC (0000:3b:00.0) to ice.
+        let vfio_dev = host.sys_root.join("bus/pci/devices/0000:5e:00.1");
+        std::fs::create_dir_all(&vfio_dev).unwrap();
+        std::os::unix::fs::symlink(
+            host.sys_root.join("bus/pci/drivers/vfio-pci"),
+            vfio_dev.join("driver"),
+        )
+        .unwrap();
+        let ice_dev = host.sys_root.join("bus/pci/devices/0000:3b:00.0");
+        std::fs::create_dir_all(ice_dev.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(
+            host.sys_root.join("devices/pci0000:00/0000:3b:00.0"),
+            &ice_dev,
+        )
+        .unwrap();
+        let cfg = config(
+            "[[ports]]\nname = \"c\"\ndriver = \"dpdk\"\ndevice = \"0000:5e:00.1\"\nrole = \"client\"\n\
+             [[ports]]\nname = \"b\"\ndriver = \"dpdk\"\ndevice = \"0000:3b:00.0\"\nrole = \"backend\"\n\
+             [workers]\ncores = [1]\n[dpdk]\ncores = [0]\npci_allow = [\"0000:5e:00.1\", \"0000:3b:00.0\"]\n",
+        );
+        let r = diagnose(&cfg, &host);
+        let text = r.render();
+        assert!(text.contains("0000:5e:00.1 is bound to vfio-pci"), "{text}");
+        assert!(
+            text.contains("0000:3b:00.0 is bound to the kernel driver ice; DPDK needs vfio-pci"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dpdk-devbind.py -b vfio-pci 0000:3b:00.0"),
+            "{text}"
+        );
+        assert!(text.contains("no IOMMU groups"), "{text}");
+        assert!(
+            text.contains("DPDK needs hugepages and none are free"),
+            "{text}"
+        );
+        assert!(!r.can_run());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
