@@ -131,13 +131,18 @@ if ! getent passwd fiberlb >/dev/null; then
     echo "install.sh: created the system user fiberlb"
 fi
 install -d -o fiberlb -g fiberlb -m 0750 /var/lib/fiberlb
+# Hugepages now (boot does it from sysctl.d): only ever raise the reservation, never take
+# pages away from something already running.
+want=$(awk -F= '/^vm.nr_hugepages/ { gsub(/ /, "", $2); print $2 }' "$PREFIX/lib/sysctl.d/90-fiberlb-hugepages.conf")
+have=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo 0)
+if [ -n "$want" ] && [ "$have" -lt "$want" ] && [ -w /proc/sys/vm/nr_hugepages ]; then
+    echo "$want" >/proc/sys/vm/nr_hugepages || true
+fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl start fiberlb-bpffs.service 2>/dev/null || true
-    systemd-sysctl "$PREFIX/lib/sysctl.d/90-fiberlb-hugepages.conf" 2>/dev/null || true
 else
-    # No systemd running (a container): apply what it would have at boot.
-    sysctl -q -p "$PREFIX/lib/sysctl.d/90-fiberlb-hugepages.conf" 2>/dev/null || true
+    # No systemd running (a container): mount what it would have at boot.
     mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 fi
 cat <<EOF
