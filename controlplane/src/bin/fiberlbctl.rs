@@ -1170,8 +1170,14 @@ struct TopFrame {
     drops_per_s: f64,
     listeners: Vec<TopObject>,
     backends: Vec<TopObject>,
-    /// reason -> (total, per second)
-    drops: Vec<(String, u64, f64)>,
+    drops: Vec<TopDrop>,
+}
+
+#[derive(Debug, PartialEq, Serialize)]
+struct TopDrop {
+    reason: String,
+    total: u64,
+    per_second: f64,
 }
 
 fn top_frame(before: &TopSample, now: &TopSample) -> TopFrame {
@@ -1217,7 +1223,11 @@ fn top_frame(before: &TopSample, now: &TopSample) -> TopFrame {
                 .iter()
                 .find(|p| p.reason == d.reason)
                 .map_or(0, |p| p.packets);
-            (d.reason.clone(), d.packets, rate(d.packets, p, secs))
+            TopDrop {
+                reason: d.reason.clone(),
+                total: d.packets,
+                per_second: rate(d.packets, p, secs),
+            }
         })
         .collect();
     TopFrame {
@@ -1295,7 +1305,7 @@ fn print_top(f: &TopFrame) {
             &["DROP REASON", "TOTAL", "PER SECOND"],
             f.drops
                 .iter()
-                .map(|(r, t, s)| vec![r.clone(), t.to_string(), si(*s)])
+                .map(|d| vec![d.reason.clone(), d.total.to_string(), si(d.per_second)])
                 .collect(),
         );
     }
@@ -1339,4 +1349,87 @@ async fn top(
         before = now;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: std::time::Instant, packets: u64, bytes: u64, drops: u64) -> TopSample {
+        let o = |id| pb::ObjectCounters {
+            id,
+            name: format!("o{id}"),
+            packets,
+            bytes,
+            new_flows: packets / 10,
+        };
+        TopSample {
+            at,
+            status: pb::StatusResponse {
+                attached: true,
+                instance_id: "0123456789abcdef".into(),
+                ..Default::default()
+            },
+            counters: pb::CountersResponse {
+                attached: true,
+                rx_packets: packets * 2,
+                tx_packets: packets * 2,
+                drops,
+                listeners: vec![o(1)],
+                backends: vec![o(3), o(2)],
+                drops_by_reason: vec![pb::DropCount {
+                    reason: "no_backend".into(),
+                    packets: drops,
+                }],
+            },
+            backends: vec![pb::Backend {
+                id: 2,
+                admin_state: "drained".into(),
+                healthy: false,
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn frame_rates_are_deltas_over_the_interval() {
+        let t0 = std::time::Instant::now();
+        let before = sample(t0, 100, 10_000, 5);
+        let now = sample(t0 + std::time::Duration::from_secs(2), 300, 30_000, 9);
+        let f = top_frame(&before, &now);
+        assert_eq!(f.rx_pps, 200.0);
+        assert_eq!(f.drops_per_s, 2.0);
+        assert_eq!(f.listeners[0].pps, 100.0);
+        assert_eq!(f.listeners[0].bps, 80_000.0);
+        assert_eq!(f.listeners[0].new_flows_per_s, 10.0);
+        // Sorted by id, health and admin state folded in from the backend list.
+        assert_eq!(f.backends.iter().map(|b| b.id).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(f.backends[0].healthy, Some(false));
+        assert_eq!(f.backends[0].admin_state.as_deref(), Some("drained"));
+        assert_eq!(f.backends[1].healthy, None);
+        assert_eq!(
+            f.drops,
+            vec![TopDrop {
+                reason: "no_backend".into(),
+                total: 9,
+                per_second: 2.0
+            }]
+        );
+    }
+
+    #[test]
+    fn counters_that_went_back_restart_from_zero() {
+        // A restarted data plane starts its counters again: the rate is over the new count.
+        assert_eq!(rate(50, 1_000, 1.0), 50.0);
+        assert_eq!(rate(1_500, 1_000, 0.5), 1_000.0);
+        assert_eq!(rate(10, 0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn si_units() {
+        assert_eq!(si(999.0), "999");
+        assert_eq!(si(1_500.0), "1.50k");
+        assert_eq!(si(2_345_678.0), "2.35M");
+        assert_eq!(si(3e9), "3.00G");
+    }
 }
