@@ -60,7 +60,7 @@ START=$(date +%s)
 topology_up
 {
     echo "kernel $(uname -r), $(nproc) CPUs, $(date -u +%FT%TZ), commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo ?)"
-    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); pktgen, fiberlb and testpmd run under '$NICE'"
     echo "threaded NAPI: $(ip netns exec $L cat /sys/class/net/l0/threaded) on l0, $(ip netns exec $L cat /sys/class/net/l1/threaded) on l1 (0 = veth receive work runs on the sender's CPU)"
 } >"$RES/env.txt"
 cat "$RES/env.txt"

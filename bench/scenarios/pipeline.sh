@@ -10,7 +10,7 @@ scenario_pipeline() {
             for w in 1 2; do
                 cores=1; [ $w = 2 ] && cores=0,1
                 name=pipeline-$mode-${w}w-${flows}f-64B
-                "$PKTGEN" pipeline --mode $mode --flows $flows --workers $w --cores $cores --secs $secs \
+                $NICE "$PKTGEN" pipeline --mode $mode --flows $flows --workers $w --cores $cores --secs $secs \
                     >"$RES/json/$name.json" || { echo "  $name failed"; continue; }
                 local pps per
                 pps=$(jget "$name" 'round(d["total_pps"])')

@@ -12,7 +12,7 @@ scenario_testpmd() {
     [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge 256 ] 2>/dev/null && mem="-m 256"
     echo "dpdk-testpmd mac forwarding on net_af_xdp (lcore on core $FWD_CORE, $mem):"
     for size in 64 1500; do
-        ip netns exec $L dpdk-testpmd --lcores=0@$FWD_CORE,1@$FWD_CORE --no-pci $mem --file-prefix ${P}tp \
+        ip netns exec $L $NICE dpdk-testpmd --lcores=0@$FWD_CORE,1@$FWD_CORE --no-pci $mem --file-prefix ${P}tp \
             --vdev net_af_xdp0,iface=l0,start_queue=0,queue_count=1 \
             --vdev net_af_xdp1,iface=l1,start_queue=0,queue_count=1 \
             -- --forward-mode=mac --eth-peer=0,$MAC_G0 --eth-peer=1,$MAC_B0 --nb-cores=1 \
