@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fiberlb_dataplane::nic::afxdp::{
-    HugePages, Umem, UmemConfig, XdpMode, XdpProgram, XskConfig, XskPort,
+    AfXdpError, HugePages, Umem, UmemConfig, XdpMode, XdpProgram, XskConfig, XskPort,
 };
 use fiberlb_dataplane::nic::Desc;
 
@@ -397,18 +397,27 @@ fn gen_thread(job: GenJob) -> anyhow::Result<i32> {
     let nstreams = u64::from(cfg.queues);
     let mut streams = Vec::new();
     for &q in &job.queues {
-        let mut umem = umem_for(4096, 64)?;
-        let xsk = XskPort::open(
-            &mut umem,
-            &XskConfig {
-                ifname: cfg.iface.clone(),
-                queue: q,
-                rx_size: 64,
-                tx_size: 2048,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("generator socket on {} queue {q}: {e}", cfg.iface))?;
+        let xcfg = XskConfig {
+            ifname: cfg.iface.clone(),
+            queue: q,
+            rx_size: 64,
+            tx_size: 2048,
+            ..Default::default()
+        };
+        // The previous trial's socket on this queue is released by the kernel asynchronously:
+        // retry for a while instead of failing the next trial of a search.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // A failed open leaves the UMEM's rings set up: each attempt gets a fresh UMEM.
+        let (mut umem, xsk) = loop {
+            let mut umem = umem_for(4096, 64)?;
+            match XskPort::open(&mut umem, &xcfg) {
+                Ok(x) => break (umem, x),
+                Err(AfXdpError::QueueBusy { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => anyhow::bail!("generator socket on {} queue {q}: {e}", cfg.iface),
+            }
+        };
         // Initialise every free frame from the template once; per packet only the varying
         // fields are written (frames come back from the completion ring unchanged).
         let mut all = Vec::new();
