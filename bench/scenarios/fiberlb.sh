@@ -57,6 +57,7 @@ LB_PID=
 fiberlb_start() { # cores flow_capacity
     fiberlb_services "$WORK/services.yaml"
     fiberlb_config "$WORK/dataplane.toml" "$1" "$2"
+    : >"$WORK/lb.out"
     ip netns exec $L $NICE "$LB" run --config "$WORK/dataplane.toml" --services "$WORK/services.yaml" \
         >"$WORK/lb.out" 2>&1 &
     LB_PID=$!
