@@ -67,7 +67,7 @@ if os.path.exists(up):
         f"{kv.get('update_idle_p50_us')} us, max {kv.get('update_idle_max_us')} us"
     )
     out.append(
-        f"- under load: {kv.get('update_load_swaps')} swaps of every pool between 4 and 3 "
+        f"- under load: {kv.get('update_load_swaps')} swaps of the nat pool between 4 and 3 "
         f"backends, commit -> Applied p50 {kv.get('update_load_p50_us')} us, max "
         f"{kv.get('update_load_max_us')} us; generator at {kv.get('update_load_rate')} pps: sent "
         f"{kv.get('update_load_sent')}, **lost {kv.get('update_load_lost')}** (must be 0; the "

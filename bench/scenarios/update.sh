@@ -3,7 +3,7 @@
 #   protocol, alternating two service sets; the data plane answers Applied only after every
 #   worker passed a quiescent point on the new snapshot;
 # - loss during Maglev table swaps under load: the generator runs at a fixed rate below what
-#   fiberlb forwarded without loss in this run, while the backend set of every pool
+#   fiberlb forwarded without loss in this run, while the nat pool
 #   alternates between 4 and 3 backends every 100 ms. The sink's loss must be 0. Flows of the
 #   removed backend move (counted as "flows moved"); flows on the others must stay.
 # Sourced by run.sh.
@@ -25,8 +25,10 @@ scenario_update() {
     else
         fiberlb_services "$WORK/set-b.yaml" 3
     fi
+    # An odd count ends on set A (4 backends), so the load starts with flows on all four and
+    # the first swap to B has flows to move.
     "$PKTGEN" update --shm /dev/shm/$P.region --services "$WORK/set-a.yaml" --services "$WORK/set-b.yaml" \
-        --count 20 --interval-ms 20 >"$RES/json/update-idle.json" || { fiberlb_stop update; return 1; }
+        --count 21 --interval-ms 20 >"$RES/json/update-idle.json" || { fiberlb_stop update; return 1; }
     echo "  idle: commit -> Applied $(jget update-idle '"min %.0f / p50 %.0f / max %.0f us over %d updates" % (d["min_us"], d["p50_us"], d["max_us"], d["updates"])')"
     # Control: the same load without swaps (loss here means the rate is too high, not the swaps).
     SECS=3 pktgen update-control $MAC_L0 $VIP_NAT 64 1000 1 \
