@@ -308,6 +308,10 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
                     self.umem.free(d);
                     self.stats.tx_full_drops += 1;
                 }
+                let unsent = descs.len().saturating_sub(sent) as u64;
+                if unsent > 0 {
+                    self.pipeline.counters_mut().tx_failed(unsent);
+                }
             }
         }
         total

@@ -35,7 +35,7 @@ pub use text::{Encoder, Kind};
 /// Names of the data plane's drop reasons, in counter order (`DropReason::ALL` in
 /// `dataplane/src/pipeline/counters.rs`; kept in step by hand since the control plane does not
 /// link the data plane). Reasons past the end are exported as `reason_<n>` when non-zero.
-pub const DROP_REASON_NAMES: [&str; 12] = [
+pub const DROP_REASON_NAMES: [&str; 13] = [
     "malformed",
     "not_ip",
     "unsupported_protocol",
@@ -48,6 +48,7 @@ pub const DROP_REASON_NAMES: [&str; 12] = [
     "no_headroom",
     "no_next_hop",
     "unsupported_extension",
+    "tx_ring_full",
 ];
 
 /// The slot → object map the data plane writes next to its region (`SlotsFile` in

@@ -1269,6 +1269,9 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
                     self.ports[port].tx_burst(out);
                 }
                 self.stats.tx_full_drops += out.len() as u64;
+                if !out.is_empty() {
+                    self.pipeline.counters_mut().tx_failed(out.len() as u64);
+                }
                 out.clear();
             }
         }

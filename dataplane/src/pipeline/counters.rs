@@ -28,11 +28,14 @@ pub enum DropReason {
     NoNextHop,
     /// An IPv6 extension header chain fiberlb does not walk (too long, ESP, ...).
     UnsupportedExtension,
+    /// The egress TX ring (or DPDK TX queue) stayed full: the packet was processed but could
+    /// not be sent. Counted by the port code, which also takes it back out of `forwarded`.
+    TxRingFull,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
@@ -48,6 +51,7 @@ impl DropReason {
         DropReason::NoHeadroom,
         DropReason::NoNextHop,
         DropReason::UnsupportedExtension,
+        DropReason::TxRingFull,
     ];
 
     /// Stable snake_case name for counters and metrics.
@@ -65,6 +69,7 @@ impl DropReason {
             DropReason::NoHeadroom => "no_headroom",
             DropReason::NoNextHop => "no_next_hop",
             DropReason::UnsupportedExtension => "unsupported_extension",
+            DropReason::TxRingFull => "tx_ring_full",
         }
     }
 }
@@ -106,6 +111,9 @@ pub struct WorkerCounters {
     pub icmp_to_backend: u64,
     /// Flow-table hits whose backend was no longer usable, re-balanced.
     pub flows_rebalanced: u64,
+    /// Packets that are not fiberlb's (ARP, traffic to the host's own addresses, ...) handed
+    /// to the kernel through the port's exception path (DPDK: a `net_tap` interface).
+    pub to_host: u64,
     pub drops: [u64; DropReason::COUNT],
     pub listeners: Box<[ObjectCounters]>,
     pub backends: Box<[ObjectCounters]>,
@@ -121,6 +129,7 @@ impl WorkerCounters {
             nat_replies: 0,
             icmp_to_backend: 0,
             flows_rebalanced: 0,
+            to_host: 0,
             drops: [0; DropReason::COUNT],
             listeners: vec![ObjectCounters::default(); listener_slots].into_boxed_slice(),
             backends: vec![ObjectCounters::default(); backend_slots].into_boxed_slice(),
@@ -131,6 +140,15 @@ impl WorkerCounters {
     #[inline]
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
+    }
+
+    /// `n` packets counted as forwarded could not be sent (TX ring full): moves them from
+    /// `forwarded` to the `tx_ring_full` drop reason so received = forwarded + to_host + dropped
+    /// still holds.
+    #[inline]
+    pub fn tx_failed(&mut self, n: u64) {
+        self.forwarded = self.forwarded.saturating_sub(n);
+        self.drops[DropReason::TxRingFull as usize] += n;
     }
 
     /// Total dropped packets.

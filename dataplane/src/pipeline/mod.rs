@@ -129,6 +129,11 @@ impl Pipeline {
         &self.counters
     }
 
+    /// The worker's counters, for the port code to add what only it knows (TX ring full).
+    pub fn counters_mut(&mut self) -> &mut WorkerCounters {
+        &mut self.counters
+    }
+
     /// The worker's flow table.
     pub fn flow_table(&self) -> &FlowTable {
         &self.flows
