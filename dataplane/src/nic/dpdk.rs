@@ -1295,6 +1295,7 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
             // Wraps after ~49 days; the flow table compares times with wrapping arithmetic.
             let now_ms = now.duration_since(start).as_millis() as u32;
             let got = self.poll_once(now_ms);
+            self.pipeline.housekeeping(now_ms, got);
             self.reader.quiescent();
             self.stats.rounds += 1;
             if now.duration_since(last_publish) >= PUBLISH_EVERY {

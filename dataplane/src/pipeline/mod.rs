@@ -134,6 +134,13 @@ impl Pipeline {
         &mut self.counters
     }
 
+    /// Background work between bursts, called by every port's worker loop once per poll
+    /// round with `got` = packets received in that round (0 = idle). Bounded: it must cost
+    /// at most a few hundred nanoseconds when `got > 0`. (Filled in by the flow sweep that
+    /// publishes active-flow gauges.)
+    #[inline]
+    pub fn housekeeping(&mut self, _now: u32, _got: usize) {}
+
     /// The worker's flow table.
     pub fn flow_table(&self) -> &FlowTable {
         &self.flows
