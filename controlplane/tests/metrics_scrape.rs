@@ -75,6 +75,7 @@ async fn scrape_reports_counters_health_and_programmer_state() {
             rx_bytes: 6400,
             tx_packets: 90,
             tx_bytes: 5000,
+            to_host: 0,
         });
         c.set_drops(3, 5); // no_listener
         c.set_drops(20, 1); // a reason this build has no name for
@@ -84,6 +85,7 @@ async fn scrape_reports_counters_health_and_programmer_state() {
                 packets: 40,
                 bytes: 4000,
                 new_flows: 4,
+                active_flows: 0,
             },
         );
         c.set_backend(
@@ -92,6 +94,7 @@ async fn scrape_reports_counters_health_and_programmer_state() {
                 packets: 30 + w,
                 bytes: 3000,
                 new_flows: 3,
+                active_flows: 0,
             },
         );
     }

@@ -699,6 +699,7 @@ fn shm_object(c: &ObjectCounters) -> ShmObject {
         packets: c.packets,
         bytes: c.bytes,
         new_flows: c.new_flows,
+        active_flows: 0,
     }
 }
 
@@ -732,6 +733,7 @@ impl CounterPublisher {
             rx_bytes: c.rx_bytes,
             tx_packets: c.forwarded,
             tx_bytes,
+            to_host: c.to_host,
         });
     }
 }

@@ -5,9 +5,11 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fiberlb_shared::shm::counters::CountersLayout;
+use fiberlb_shared::shm::counters::{CountersLayout, ObjectCounters, Totals};
 use fiberlb_shared::shm::message::Message;
-use fiberlb_shared::shm::region::{Region, RegionConfig, RegionError, Role, REGION_MAGIC};
+use fiberlb_shared::shm::region::{
+    Region, RegionConfig, RegionError, Role, LAYOUT_VERSION, REGION_MAGIC,
+};
 
 fn temp_path(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("fiberlb-test-{}-{name}", std::process::id()));
@@ -196,4 +198,86 @@ fn observer_reads_beside_an_attached_control_plane() {
     );
     let _ = Role::Observer;
     std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn previous_layout_version_is_refused_with_a_clear_error() {
+    // Version 1 had three words per counter slot; reading it with this layout would put
+    // active_flows and later slots at the wrong offsets, so attach must refuse it by name.
+    assert_eq!(LAYOUT_VERSION, 2);
+    let path = temp_path("v1");
+    drop(Region::create(&path, &small()).unwrap());
+    poke(&path, 8, &1u32.to_ne_bytes());
+    for r in [Region::attach(&path), Region::observe(&path)] {
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, RegionError::BadVersion { found: 1, .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("layout version 1"), "{msg}");
+        assert!(msg.contains("needs 2"), "{msg}");
+        assert!(
+            msg.contains("run matching data and control planes"),
+            "{msg}"
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn per_worker_counters_through_the_mapping() {
+    let path = temp_path("per-worker");
+    let dp = Region::create(&path, &small()).unwrap();
+    let cp = Region::attach(&path).unwrap();
+    for w in 0..2u64 {
+        let c = dp.worker_counters(w as u32).unwrap();
+        c.set_totals(Totals {
+            rx_packets: 10 * (w + 1),
+            rx_bytes: 640 * (w + 1),
+            tx_packets: 9 * (w + 1),
+            tx_bytes: 576 * (w + 1),
+            to_host: w + 1,
+        });
+        c.set_drops(12, 3 + w);
+        c.set_listener(
+            15,
+            ObjectCounters {
+                packets: 1,
+                bytes: 2,
+                new_flows: 3,
+                active_flows: 4 + w,
+            },
+        );
+        c.set_backend(
+            63,
+            ObjectCounters {
+                packets: 5,
+                bytes: 6,
+                new_flows: 7,
+                active_flows: 100 * (w + 1),
+            },
+        );
+    }
+    let r = cp.counters();
+    assert_eq!(r.workers(), 2);
+    assert_eq!(r.totals().rx_packets, 30);
+    assert_eq!(r.totals().to_host, 3);
+    assert_eq!(r.drops(12), 7);
+    assert_eq!(r.listener(15).active_flows, 9);
+    assert_eq!(r.backend(63).active_flows, 300);
+    assert_eq!(r.backend(63).new_flows, 14);
+    let w1 = r.worker(1).unwrap();
+    assert_eq!(w1.totals().rx_bytes, 1280);
+    assert_eq!(w1.totals().to_host, 2);
+    assert_eq!(w1.drops(12), 4);
+    assert_eq!(w1.listener(15).active_flows, 5);
+    assert_eq!(w1.backend(63).active_flows, 200);
+    assert_eq!(r.worker(0).unwrap().totals().tx_packets, 9);
+    assert!(r.worker(2).is_none());
+    // The last backend slot of the last worker ends inside the region.
+    let obs = Region::observe(&path).unwrap();
+    assert_eq!(obs.counters().backend(63).packets, 10);
+    drop((obs, cp, dp));
+    std::fs::remove_file(&path).unwrap();
 }

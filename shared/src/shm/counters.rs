@@ -3,17 +3,22 @@
 //!
 //! A worker accumulates in its own memory and stores the running totals with plain `Relaxed`
 //! stores (no read-modify-write, no shared cache line with another worker); readers sum over
-//! workers. Counters only grow, so a reader that sees a slightly old value is merely late.
+//! workers, or read one worker's block ([`CountersReader::worker`]). Counters only grow, so a
+//! reader that sees a slightly old value is merely late. The one exception is `active_flows`, a
+//! gauge: each worker stores its own current count and the sum over workers is the total.
 //!
 //! Per-worker block, all `u64`:
-//! `[rx_packets, rx_bytes, tx_packets, tx_bytes, 4 reserved]`, `drops[DROP_REASONS]`, then
-//! `[packets, bytes, new_flows]` for each listener slot, then for each backend slot. A listener
-//! or backend slot is an index the data plane assigns (dense, reused after a delete); which
-//! object holds which slot is the data plane's business and is reported with the counters.
+//! `[rx_packets, rx_bytes, tx_packets, tx_bytes, to_host, 3 reserved]`, `drops[DROP_REASONS]`,
+//! then `[packets, bytes, new_flows, active_flows]` for each listener slot, then for each
+//! backend slot. A listener or backend slot is an index the data plane assigns (dense, reused
+//! after a delete); which object holds which slot is the data plane's business and is reported
+//! with the counters. This layout is region layout version 2
+//! ([`LAYOUT_VERSION`](super::region::LAYOUT_VERSION)); version 1 had three words per object
+//! and no `to_host`, and the two sides refuse each other's regions.
 //!
 //! Sizes: with the defaults (16 workers, 1024 listener slots, 16384 backend slots) a block is
-//! (8 + 32 + 3 × 1024 + 3 × 16384) × 8 B ≈ 408 KiB and the area ≈ 6.5 MiB. The maxima (64
-//! workers, 4096 listeners, 65536 backends) give ≈ 101 MiB, which is why they are configured per
+//! (8 + 32 + 4 × 1024 + 4 × 16384) × 8 B ≈ 544 KiB and the area ≈ 8.5 MiB. The maxima (64
+//! workers, 4096 listeners, 65536 backends) give ≈ 135 MiB, which is why they are configured per
 //! region rather than fixed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +29,39 @@ use super::transaction::{MAX_BACKENDS, MAX_LISTENERS};
 pub const DROP_REASONS: usize = 32;
 /// Most workers a region can have counters for.
 pub const MAX_WORKERS: u32 = 64;
-/// `u64`s before the drop counters: rx/tx packets/bytes and four reserved.
+/// `u64`s before the drop counters: rx/tx packets/bytes, to_host and three reserved.
 const GLOBALS: usize = 8;
-/// `u64`s per listener or backend slot: packets, bytes, new flows.
-const PER_OBJECT: usize = 3;
+/// Index of `to_host` among the globals.
+const TO_HOST: usize = 4;
+/// `u64`s per listener or backend slot: packets, bytes, new flows, active flows.
+const PER_OBJECT: usize = 4;
+
+/// Names of the data plane's drop reasons, in counter order: the one list both processes use
+/// (the data plane's `DropReason::ALL` is tested against it). Slots past the end have no name
+/// yet; readers show them as `reason_<n>` (see [`drop_reason_label`]).
+pub const DROP_REASON_NAMES: [&str; 13] = [
+    "malformed",
+    "not_ip",
+    "unsupported_protocol",
+    "no_listener",
+    "no_backend",
+    "ttl_exceeded",
+    "fragment_ambiguous",
+    "icmp_not_for_vip",
+    "too_big_for_tunnel",
+    "no_headroom",
+    "no_next_hop",
+    "unsupported_extension",
+    "tx_ring_full",
+];
+
+/// The name of drop-reason slot `reason`: its entry in [`DROP_REASON_NAMES`], or
+/// `reason_<n>` for a slot a newer data plane may use.
+pub fn drop_reason_label(reason: usize) -> String {
+    DROP_REASON_NAMES
+        .get(reason)
+        .map_or_else(|| format!("reason_{reason}"), |n| (*n).to_string())
+}
 
 /// How many workers, listener slots and backend slots the area holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +115,8 @@ pub struct Totals {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Packets handed to the kernel through the port's exception path (not fiberlb's).
+    pub to_host: u64,
 }
 
 /// Counters of one listener or backend slot.
@@ -89,6 +125,8 @@ pub struct ObjectCounters {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Live flow-table entries (a gauge, refreshed once per flow-table sweep).
+    pub active_flows: u64,
 }
 
 /// One worker's block, for that worker to write. Out-of-range indices are ignored (never a
@@ -118,6 +156,7 @@ impl<'a> WorkerCounters<'a> {
         self.store(1, t.rx_bytes);
         self.store(2, t.tx_packets);
         self.store(3, t.tx_bytes);
+        self.store(TO_HOST, t.to_host);
     }
 
     /// Publishes the running total of drops for `reason`.
@@ -148,6 +187,7 @@ impl<'a> WorkerCounters<'a> {
         self.store(base, c.packets);
         self.store(base + 1, c.bytes);
         self.store(base + 2, c.new_flows);
+        self.store(base + 3, c.active_flows);
     }
 }
 
@@ -163,11 +203,31 @@ impl<'a> CountersReader<'a> {
         CountersReader { words, layout }
     }
 
-    fn sum(&self, index: usize) -> u64 {
+    /// Number of worker blocks in the area (some may belong to workers that never ran and
+    /// read as zeros).
+    pub fn workers(&self) -> u32 {
+        self.layout.workers
+    }
+
+    /// Worker `worker`'s block alone (`None` out of range).
+    pub fn worker(&self, worker: u32) -> Option<WorkerReader<'a>> {
+        if worker >= self.layout.workers {
+            return None;
+        }
         let stride = self.layout.words_per_worker();
-        (0..self.layout.workers as usize)
-            .filter_map(|w| self.words.get(w * stride + index))
-            .fold(0u64, |acc, v| acc.wrapping_add(v.load(Ordering::Relaxed)))
+        let start = worker as usize * stride;
+        self.words
+            .get(start..start + stride)
+            .map(|words| WorkerReader {
+                words,
+                layout: self.layout,
+            })
+    }
+
+    fn sum(&self, index: usize) -> u64 {
+        (0..self.layout.workers)
+            .filter_map(|w| self.worker(w))
+            .fold(0u64, |acc, w| acc.wrapping_add(w.load(index)))
     }
 
     /// Totals over all workers.
@@ -177,6 +237,7 @@ impl<'a> CountersReader<'a> {
             rx_bytes: self.sum(1),
             tx_packets: self.sum(2),
             tx_bytes: self.sum(3),
+            to_host: self.sum(TO_HOST),
         }
     }
 
@@ -210,6 +271,67 @@ impl<'a> CountersReader<'a> {
             packets: self.sum(base),
             bytes: self.sum(base + 1),
             new_flows: self.sum(base + 2),
+            active_flows: self.sum(base + 3),
+        }
+    }
+}
+
+/// Reads one worker's block ([`CountersReader::worker`]).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerReader<'a> {
+    words: &'a [AtomicU64],
+    layout: CountersLayout,
+}
+
+impl WorkerReader<'_> {
+    fn load(&self, index: usize) -> u64 {
+        self.words
+            .get(index)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    /// This worker's totals.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            rx_packets: self.load(0),
+            rx_bytes: self.load(1),
+            tx_packets: self.load(2),
+            tx_bytes: self.load(3),
+            to_host: self.load(TO_HOST),
+        }
+    }
+
+    /// This worker's drops for `reason` (0 for an unknown reason).
+    pub fn drops(&self, reason: usize) -> u64 {
+        if reason < DROP_REASONS {
+            self.load(GLOBALS + reason)
+        } else {
+            0
+        }
+    }
+
+    /// This worker's counters of listener slot `slot`.
+    pub fn listener(&self, slot: u32) -> ObjectCounters {
+        if slot >= self.layout.listeners {
+            return ObjectCounters::default();
+        }
+        self.object(self.layout.listener_base(slot))
+    }
+
+    /// This worker's counters of backend slot `slot`.
+    pub fn backend(&self, slot: u32) -> ObjectCounters {
+        if slot >= self.layout.backends {
+            return ObjectCounters::default();
+        }
+        self.object(self.layout.backend_base(slot))
+    }
+
+    fn object(&self, base: usize) -> ObjectCounters {
+        ObjectCounters {
+            packets: self.load(base),
+            bytes: self.load(base + 1),
+            new_flows: self.load(base + 2),
+            active_flows: self.load(base + 3),
         }
     }
 }
@@ -218,6 +340,17 @@ impl<'a> CountersReader<'a> {
 mod tests {
     use super::*;
 
+    fn area(layout: CountersLayout) -> Vec<AtomicU64> {
+        (0..layout.words_per_worker() * layout.workers as usize)
+            .map(|_| AtomicU64::new(0))
+            .collect()
+    }
+
+    fn block(words: &[AtomicU64], layout: CountersLayout, w: usize) -> WorkerCounters<'_> {
+        let stride = layout.words_per_worker();
+        WorkerCounters::new(&words[w * stride..(w + 1) * stride], layout)
+    }
+
     #[test]
     fn workers_write_readers_sum() {
         let layout = CountersLayout {
@@ -225,18 +358,15 @@ mod tests {
             listeners: 4,
             backends: 8,
         };
-        let words: Vec<AtomicU64> = (0..layout.words_per_worker() * 3)
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        let stride = layout.words_per_worker();
+        let words = area(layout);
         for w in 0..3u64 {
-            let block = &words[w as usize * stride..(w as usize + 1) * stride];
-            let c = WorkerCounters::new(block, layout);
+            let c = block(&words, layout, w as usize);
             c.set_totals(Totals {
                 rx_packets: 10 + w,
                 rx_bytes: 1000,
                 tx_packets: 9,
                 tx_bytes: 900,
+                to_host: w,
             });
             c.set_drops(5, w + 1);
             c.set_drops(DROP_REASONS, 99); // ignored
@@ -246,22 +376,22 @@ mod tests {
                     packets: 2,
                     bytes: 20,
                     new_flows: 1,
+                    active_flows: 5 + w,
                 },
             );
             c.set_backend(
                 7,
                 ObjectCounters {
                     packets: w,
-                    bytes: 0,
-                    new_flows: 0,
+                    active_flows: 1,
+                    ..ObjectCounters::default()
                 },
             );
             c.set_backend(
                 8,
                 ObjectCounters {
                     packets: 999,
-                    bytes: 0,
-                    new_flows: 0,
+                    ..ObjectCounters::default()
                 },
             ); // ignored
         }
@@ -272,29 +402,160 @@ mod tests {
                 rx_packets: 33,
                 rx_bytes: 3000,
                 tx_packets: 27,
-                tx_bytes: 2700
+                tx_bytes: 2700,
+                to_host: 3,
             }
         );
         assert_eq!(r.drops(5), 6);
         assert_eq!(r.drops(4), 0);
+        assert_eq!(r.drops(DROP_REASONS), 0);
         assert_eq!(
             r.listener(3),
             ObjectCounters {
                 packets: 6,
                 bytes: 60,
-                new_flows: 3
+                new_flows: 3,
+                active_flows: 18,
             }
         );
         assert_eq!(r.backend(7).packets, 3);
+        assert_eq!(r.backend(7).active_flows, 3);
         assert_eq!(r.backend(0), ObjectCounters::default());
         assert_eq!(r.backend(8), ObjectCounters::default());
+    }
+
+    #[test]
+    fn per_worker_reads_see_only_that_block() {
+        let layout = CountersLayout {
+            workers: 2,
+            listeners: 2,
+            backends: 2,
+        };
+        let words = area(layout);
+        for w in 0..2u64 {
+            let c = block(&words, layout, w as usize);
+            c.set_totals(Totals {
+                rx_packets: 100 * (w + 1),
+                rx_bytes: 1,
+                tx_packets: 2,
+                tx_bytes: 3,
+                to_host: 7 + w,
+            });
+            c.set_drops(12, 40 + w);
+            c.set_listener(
+                1,
+                ObjectCounters {
+                    active_flows: 10 * (w + 1),
+                    ..ObjectCounters::default()
+                },
+            );
+            c.set_backend(
+                1,
+                ObjectCounters {
+                    new_flows: w + 1,
+                    active_flows: w,
+                    ..ObjectCounters::default()
+                },
+            );
+        }
+        let r = CountersReader::new(&words, layout);
+        assert_eq!(r.workers(), 2);
+        let w1 = r.worker(1).unwrap();
+        assert_eq!(
+            w1.totals(),
+            Totals {
+                rx_packets: 200,
+                rx_bytes: 1,
+                tx_packets: 2,
+                tx_bytes: 3,
+                to_host: 8,
+            }
+        );
+        assert_eq!(w1.drops(12), 41);
+        assert_eq!(w1.drops(DROP_REASONS), 0);
+        assert_eq!(w1.listener(1).active_flows, 20);
+        assert_eq!(w1.listener(2), ObjectCounters::default());
+        assert_eq!(w1.backend(1).new_flows, 2);
+        assert_eq!(w1.backend(2), ObjectCounters::default());
+        assert_eq!(r.worker(0).unwrap().totals().rx_packets, 100);
+        assert_eq!(r.worker(0).unwrap().drops(12), 40);
+        assert!(r.worker(2).is_none());
+        // The sums are the per-worker values added up.
+        assert_eq!(r.drops(12), 81);
+        assert_eq!(r.totals().to_host, 15);
+        assert_eq!(r.listener(1).active_flows, 30);
+    }
+
+    #[test]
+    fn objects_do_not_overlap() {
+        // Every word of every slot written with a distinct value reads back unchanged: the
+        // four-word object stride and the globals do not overlap.
+        let layout = CountersLayout {
+            workers: 1,
+            listeners: 3,
+            backends: 5,
+        };
+        let words = area(layout);
+        let c = block(&words, layout, 0);
+        let obj = |base: u64| ObjectCounters {
+            packets: base,
+            bytes: base + 1,
+            new_flows: base + 2,
+            active_flows: base + 3,
+        };
+        c.set_totals(Totals {
+            rx_packets: 1,
+            rx_bytes: 2,
+            tx_packets: 3,
+            tx_bytes: 4,
+            to_host: 5,
+        });
+        for r in 0..DROP_REASONS {
+            c.set_drops(r, 1000 + r as u64);
+        }
+        for s in 0..3 {
+            c.set_listener(s, obj(10_000 + 10 * u64::from(s)));
+        }
+        for s in 0..5 {
+            c.set_backend(s, obj(20_000 + 10 * u64::from(s)));
+        }
+        let r = CountersReader::new(&words, layout);
+        assert_eq!(r.totals().to_host, 5);
+        assert_eq!(r.totals().tx_bytes, 4);
+        for d in 0..DROP_REASONS {
+            assert_eq!(r.drops(d), 1000 + d as u64);
+        }
+        for s in 0..3 {
+            assert_eq!(r.listener(s), obj(10_000 + 10 * u64::from(s)));
+        }
+        for s in 0..5 {
+            assert_eq!(r.backend(s), obj(20_000 + 10 * u64::from(s)));
+        }
+        // The last word of the block is the last backend's active_flows.
+        assert_eq!(words.last().unwrap().load(Ordering::Relaxed), 20_043);
+    }
+
+    #[test]
+    fn drop_reason_labels() {
+        assert_eq!(DROP_REASON_NAMES.len(), 13);
+        assert!(DROP_REASON_NAMES.len() <= DROP_REASONS);
+        assert_eq!(drop_reason_label(0), "malformed");
+        assert_eq!(drop_reason_label(12), "tx_ring_full");
+        assert_eq!(drop_reason_label(20), "reason_20");
     }
 
     #[test]
     fn default_layout_size() {
         let l = CountersLayout::default();
         assert!(l.is_valid());
-        assert_eq!(l.words_per_worker(), 8 + 32 + 3 * (1024 + 16384));
-        assert!(l.size_bytes() < 7 << 20);
+        assert_eq!(l.words_per_worker(), 8 + 32 + 4 * (1024 + 16384));
+        assert!(l.size_bytes() < 9 << 20);
+        let max = CountersLayout {
+            workers: MAX_WORKERS,
+            listeners: MAX_LISTENERS as u32,
+            backends: MAX_BACKENDS as u32,
+        };
+        assert!(max.is_valid());
+        assert!(max.size_bytes() < 140 << 20, "{}", max.size_bytes());
     }
 }

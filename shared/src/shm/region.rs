@@ -37,8 +37,9 @@ use super::ring::{
 
 /// First word of the region, published last.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"FIBERLB\0");
-/// Version of this layout; an attacher refuses any other.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version of this layout; an attacher refuses any other. 2: four words per listener/backend
+/// counter slot (`active_flows` added) and the `to_host` global (see [`super::counters`]).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Default ring capacity (slots).
 pub const DEFAULT_RING_CAPACITY: u64 = 1024;
 /// Areas start on this boundary.
