@@ -3,9 +3,9 @@
 //! It is FiberLB's object model flattened to what forwarding needs: listeners (a VIP, a port,
 //! a protocol and a forwarding mode), pools (an algorithm and a Maglev table size) and
 //! backends (address, port, weight, admin state, health). Every object carries a stable id,
-//! assigned by whoever writes the configuration (the control plane, or the services-file
-//! loader in order of appearance), so that a flow table entry that names a backend keeps
-//! meaning the same backend across configuration snapshots.
+//! assigned by whoever writes the configuration (the control plane from its store, or the
+//! services-file loader from each object's identity), so that a flow table entry that names a
+//! backend keeps meaning the same backend across configuration snapshots.
 //!
 //! [`ServiceSet::validate`] is the single place that decides whether a set of objects can be
 //! forwarded by; both the services-file loader and the shared-memory transaction path call it.

@@ -48,10 +48,24 @@
 //! merge keys (`<<`), custom tags and several documents in one file do not.
 //!
 //! # Ids
-//! Ids are assigned in order of appearance, starting at 1 (0 means "none" to the data plane):
-//! listeners in the order of `loadbalancers[*].listeners[*]`, pools in the order of `pools`,
-//! backends in the order of `pools[*].backends[*]`. The same file therefore always yields the
-//! same ids, so a restart or a replay keeps flows pointing at the same backends.
+//! The data plane keys its flow tables and counters by object ids, so ids come from what an
+//! object *is*, never from where it stands in the file: reordering the file, or adding, editing
+//! or removing one object, leaves every other object's id alone.
+//! - A pool's id comes from its name.
+//! - A listener's id comes from its VIP, port and protocol — what its packets are matched by.
+//!   Its name, mode, encap and pool can change without changing its id, and so can the name of
+//!   its load balancer.
+//! - A backend's id comes from its pool's name, its address and its port. Renaming a pool
+//!   therefore gives the pool and its backends new ids (their flows start over), nothing else.
+//!
+//! The id is an xxh64 hash of that identity with a fixed seed, reduced to 1-4294967294: 0 means
+//! "none" to the data plane and 4294967295 (`u32::MAX`) is a sentinel. The same identity gives
+//! the same id on every node, restart and release. When two objects of one kind hash to the
+//! same id (for 10,000 objects, about one file in a hundred has such a pair), the one whose
+//! identity sorts first keeps it and the other takes the next free id; this too does not
+//! depend on the order of the file. An object whose hash no other object of its kind shares
+//! always gets exactly its hash, so only colliding objects can see their ids move when others
+//! are added or removed.
 //!
 //! # Rules beyond the types
 //! Load balancer, pool and listener names are unique; a listener names an existing pool; no
@@ -782,9 +796,158 @@ impl Default for Converter {
     }
 }
 
+/// A provisional id by position, linking objects while the file is read; [`assign_ids`]
+/// replaces it before the set is returned.
 fn next_id(len: usize) -> u32 {
     // More than u32::MAX objects cannot come from a file that fits in memory.
     u32::try_from(len + 1).unwrap_or(u32::MAX)
+}
+
+/// Largest id given out: `u32::MAX` stays free because the data plane and the control plane use
+/// it as a sentinel.
+const MAX_ID: u32 = u32::MAX - 1;
+
+/// Seed of the id hash. Part of the services-file format, like the identity encodings below:
+/// changing either renumbers every object of every file, which moves established flows.
+const ID_SEED: u64 = 0x6669_6265_726c_6964; // "fiberlid"
+
+/// The id an identity has unless it collides: its hash reduced to `1..=MAX_ID`.
+fn home_id(hash: u64) -> u32 {
+    let reduced = hash % u64::from(MAX_ID);
+    // reduced < MAX_ID, so reduced + 1 <= MAX_ID fits.
+    u32::try_from(reduced).map_or(MAX_ID, |r| r + 1)
+}
+
+fn hash_identity(key: &[u8]) -> u64 {
+    xxhash_rust::xxh64::xxh64(key, ID_SEED)
+}
+
+/// An address in an identity: a family tag, then the address bytes, so the bytes that follow
+/// cannot be mistaken for more address.
+fn push_ip(key: &mut Vec<u8>, address: IpAddr) {
+    match address {
+        IpAddr::V4(a) => {
+            key.push(4);
+            key.extend_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            key.push(6);
+            key.extend_from_slice(&a.octets());
+        }
+    }
+}
+
+fn pool_identity(name: &str) -> Vec<u8> {
+    let mut key = vec![b'p'];
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn listener_identity(l: &Listener) -> Vec<u8> {
+    let mut key = vec![b'l'];
+    push_ip(&mut key, l.vip);
+    key.extend_from_slice(&l.port.to_be_bytes());
+    key.push(l.protocol.ip_proto());
+    key
+}
+
+/// The pool name goes last: everything before it has a fixed length, so no two
+/// (pool, address, port) give the same bytes.
+fn backend_identity(pool: &str, address: IpAddr, port: u16) -> Vec<u8> {
+    let mut key = vec![b'b'];
+    push_ip(&mut key, address);
+    key.extend_from_slice(&port.to_be_bytes());
+    key.extend_from_slice(pool.as_bytes());
+    key
+}
+
+/// Gives each identity a distinct id in `1..=MAX_ID`, independent of the order of `keys`.
+///
+/// First every id that exactly one identity hashes to goes to it, and a contested one to the
+/// claimant whose identity sorts first; then the others, in sorted order, take the next free id
+/// after their own (wrapping to 1). The hash is a parameter so tests can force collisions.
+fn assign_ids_with(keys: &[Vec<u8>], hash: impl Fn(&[u8]) -> u64) -> Vec<u32> {
+    let homes: Vec<u32> = keys.iter().map(|k| home_id(hash(k))).collect();
+    let mut order: Vec<(&[u8], usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_slice(), i))
+        .collect();
+    order.sort_unstable();
+    let mut ids = vec![0u32; keys.len()];
+    let mut taken: HashSet<u32> = HashSet::with_capacity(keys.len());
+    let mut displaced = Vec::new();
+    for &(_, i) in &order {
+        let (Some(&home), Some(id)) = (homes.get(i), ids.get_mut(i)) else {
+            continue;
+        };
+        if taken.insert(home) {
+            *id = home;
+        } else {
+            displaced.push((i, home));
+        }
+    }
+    for (i, home) in displaced {
+        // Terminates: there are far fewer objects than ids (a file with 2^32 objects would
+        // not fit in memory).
+        let mut candidate = home;
+        while !taken.insert(candidate) {
+            candidate = if candidate >= MAX_ID {
+                1
+            } else {
+                candidate + 1
+            };
+        }
+        if let Some(id) = ids.get_mut(i) {
+            *id = candidate;
+        }
+    }
+    ids
+}
+
+/// Replaces every id of `set` with the one its identity gives (see the module documentation),
+/// and points listeners and backends at their pools' new ids.
+fn assign_ids(set: &mut ServiceSet) {
+    assign_ids_hashed(set, hash_identity);
+}
+
+fn assign_ids_hashed(set: &mut ServiceSet, hash: impl Fn(&[u8]) -> u64 + Copy) {
+    let pool_keys: Vec<Vec<u8>> = set.pools.iter().map(|p| pool_identity(&p.name)).collect();
+    let pool_ids = assign_ids_with(&pool_keys, hash);
+    // Old id -> (new id, name). Pool ids are unique here: the parser's are positional.
+    let pools: HashMap<PoolId, (PoolId, String)> = set
+        .pools
+        .iter()
+        .zip(&pool_ids)
+        .map(|(p, &id)| (p.id, (PoolId(id), p.name.clone())))
+        .collect();
+    for (p, &id) in set.pools.iter_mut().zip(&pool_ids) {
+        p.id = PoolId(id);
+    }
+    // A reference to no pool keeps its id (and an empty name), for validation to report.
+    let resolve = |old: PoolId| {
+        pools
+            .get(&old)
+            .map_or((old, ""), |(new, name)| (*new, name.as_str()))
+    };
+
+    let backend_keys: Vec<Vec<u8>> = set
+        .backends
+        .iter()
+        .map(|b| backend_identity(resolve(b.pool).1, b.address, b.port))
+        .collect();
+    let backend_ids = assign_ids_with(&backend_keys, hash);
+    for (b, &id) in set.backends.iter_mut().zip(&backend_ids) {
+        b.id = BackendId(id);
+        b.pool = resolve(b.pool).0;
+    }
+
+    let listener_keys: Vec<Vec<u8>> = set.listeners.iter().map(listener_identity).collect();
+    let listener_ids = assign_ids_with(&listener_keys, hash);
+    for (l, &id) in set.listeners.iter_mut().zip(&listener_ids) {
+        l.id = ListenerId(id);
+        l.pool = resolve(l.pool).0;
+    }
 }
 
 impl Converter {
@@ -1090,6 +1253,7 @@ impl Converter {
             listeners.push(Listener { pool, ..l.clone() });
         }
         self.set.listeners = listeners;
+        assign_ids(&mut self.set);
         match self.set.validate() {
             Ok(()) => Ok(self.set),
             Err(e) => Err(ServicesError::at(self.locate(&e), e.to_string())),
@@ -1109,14 +1273,21 @@ impl Converter {
     /// The place of the object a [`ModelError`] names.
     fn locate(&self, e: &ModelError) -> Mark {
         let mark = match e {
-            ModelError::DuplicateId { kind, id } => {
-                let i = usize::try_from(*id).unwrap_or(usize::MAX).wrapping_sub(1);
-                match *kind {
-                    "listener" => self.pending.get(i).map(|p| p.pos.node),
-                    "pool" => self.pools.get(i).map(|p| p.node),
-                    _ => self.backends.get(i).map(|b| b.node),
+            // Cannot happen (ids are made distinct), but point at the second holder if it does.
+            ModelError::DuplicateId { kind, id } => match *kind {
+                "listener" => {
+                    let i = self.set.listeners.iter().rposition(|l| l.id.0 == *id);
+                    i.and_then(|i| self.pending.get(i)).map(|p| p.pos.node)
                 }
-            }
+                "pool" => {
+                    let i = self.set.pools.iter().rposition(|p| p.id.0 == *id);
+                    i.and_then(|i| self.pools.get(i)).map(|p| p.node)
+                }
+                _ => {
+                    let i = self.set.backends.iter().rposition(|b| b.id.0 == *id);
+                    i.and_then(|i| self.backends.get(i)).map(|b| b.node)
+                }
+            },
             ModelError::ListenerPortZero { listener } => {
                 self.listener_pos(listener).map(|(_, p)| p.port)
             }
@@ -1196,9 +1367,11 @@ impl fmt::Display for SocketText {
 /// Listeners are grouped into load balancers by their default names
 /// (`<loadbalancer>/<port>/<protocol>`) and VIPs; a listener with another name is written with
 /// an explicit `name`. For a set that came from [`parse_services`],
-/// `parse_services(&to_yaml(&set)) == Ok(set)`; for any other valid set the result is the same
-/// objects with ids renumbered in order of appearance. An invalid set is written as well as it
-/// can be (backends of an unknown pool are left out), and will be rejected on reading.
+/// `parse_services(&to_yaml(&set)) == Ok(set)`: ids are not written, and reading gives them back
+/// because they follow from the objects (see the module documentation). Any other valid set
+/// reads back as the same objects with the ids the file rules give them, so the control plane's
+/// ids do not survive. An invalid set is written as well as it can be (backends of an unknown
+/// pool are left out), and will be rejected on reading.
 pub fn to_yaml(set: &ServiceSet) -> String {
     let mut out = String::new();
     let t = &set.tunnel;
@@ -1429,6 +1602,12 @@ mod tests {
     use crate::model::TunnelSettings;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    /// Ids of listener 10.0.0.1:80/tcp, pool "web" and its backend 10.1.0.1:8080, computed
+    /// independently (Python: `xxhash.xxh64_intdigest(key, ID_SEED) % (2**32 - 2) + 1`).
+    const GOLDEN_L: u32 = 80_741_074;
+    const GOLDEN_P: u32 = 2_527_494_331;
+    const GOLDEN_B: u32 = 1_207_596_537;
+
     fn err(text: &str) -> ServicesError {
         match parse_services(text) {
             Ok(set) => panic!("accepted {text:?}: {set:?}"),
@@ -1453,7 +1632,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_ids_in_order_of_appearance() {
+    fn defaults_and_ids_from_identity() {
         let text = "\
 loadbalancers:
   - name: b
@@ -1479,22 +1658,39 @@ tunnel:
   source_v4: 10.0.0.254
 ";
         let set = parse_services(text).unwrap_or_else(|e| panic!("{e}"));
+        let pool_id = |name: &str| home_id(hash_identity(&pool_identity(name)));
+        let (first, second) = (pool_id("first"), pool_id("second"));
         let ids: Vec<(u32, &str, u32)> = set
             .listeners
             .iter()
             .map(|l| (l.id.0, l.name.as_str(), l.pool.0))
             .collect();
+        let listener_id = |l: &Listener| home_id(hash_identity(&listener_identity(l)));
         assert_eq!(
             ids,
-            [(1, "b/80/tcp", 2), (2, "a/53/udp", 1), (3, "custom", 1)]
+            [
+                (listener_id(&set.listeners[0]), "b/80/tcp", second),
+                (listener_id(&set.listeners[1]), "a/53/udp", first),
+                (listener_id(&set.listeners[2]), "custom", first)
+            ]
         );
         assert_eq!(set.listeners[0].encap, Encap::Ipip);
         assert_eq!(set.listeners[1].vip, "fd00::1".parse::<IpAddr>().unwrap());
-        assert_eq!(set.pools[0].id, PoolId(1));
+        assert_eq!(
+            (set.pools[0].id, set.pools[1].id),
+            (PoolId(first), PoolId(second))
+        );
         assert_eq!(set.pools[0].algorithm, Algorithm::Maglev);
         assert_eq!(set.pools[0].table_size, DEFAULT_TABLE_SIZE);
         assert_eq!(set.pools[1].algorithm, Algorithm::MaglevSourceIp);
         assert_eq!(set.pools[1].table_size, 251);
+        let backend_id = |pool: &str, a: &str, port| {
+            home_id(hash_identity(&backend_identity(
+                pool,
+                a.parse().unwrap(),
+                port,
+            )))
+        };
         let b: Vec<_> = set
             .backends
             .iter()
@@ -1503,21 +1699,175 @@ tunnel:
         assert_eq!(
             b,
             [
-                (1, 1, 1, None, AdminState::Enabled, true),
                 (
-                    2,
-                    2,
+                    backend_id("first", "fd00::10", 53),
+                    first,
+                    1,
+                    None,
+                    AdminState::Enabled,
+                    true
+                ),
+                (
+                    backend_id("second", "10.1.0.1", 80),
+                    second,
                     0,
                     Some([0x02, 0xab, 0, 0, 0, 1]),
                     AdminState::Drained,
                     true
                 ),
-                (3, 2, 1, None, AdminState::Disabled, false),
+                (
+                    backend_id("second", "10.1.0.2", 80),
+                    second,
+                    1,
+                    None,
+                    AdminState::Disabled,
+                    false
+                ),
             ]
         );
         assert_eq!(set.tunnel.source_v4, Some(Ipv4Addr::new(10, 0, 0, 254)));
         assert_eq!(set.tunnel.source_v6, None);
         assert_eq!(set.tunnel.gue_port, DEFAULT_GUE_PORT);
+    }
+
+    /// The ids of a file are part of its meaning across releases (flows and counters follow
+    /// them through an upgrade), so the hash, seed and identity encodings are pinned here.
+    #[test]
+    fn ids_are_pinned() {
+        let set = parse_services(
+            "loadbalancers:\n  - {name: web, vip: 10.0.0.1, listeners: [{port: 80, protocol: tcp, mode: nat, pool: web}]}\npools:\n  - {name: web, backends: [{address: 10.1.0.1, port: 8080}]}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (set.listeners[0].id, set.pools[0].id, set.backends[0].id),
+            (ListenerId(GOLDEN_L), PoolId(GOLDEN_P), BackendId(GOLDEN_B))
+        );
+    }
+
+    #[test]
+    fn home_ids_avoid_zero_and_u32_max() {
+        assert_eq!(home_id(0), 1);
+        assert_eq!(home_id(u64::from(MAX_ID) - 1), MAX_ID);
+        assert_eq!(home_id(u64::from(MAX_ID)), 1);
+        assert_eq!(home_id(u64::from(u32::MAX)), 2);
+        for h in [u64::MAX, u64::MAX - 1, 1 << 63, 0xffff_fffe_ffff_ffff] {
+            let id = home_id(h);
+            assert!((1..=MAX_ID).contains(&id), "{h:#x} -> {id}");
+        }
+    }
+
+    /// Identities that differ only in where a field boundary falls must not meet.
+    #[test]
+    fn identities_are_unambiguous() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        let keys = [
+            backend_identity("p", a("10.0.0.1"), 80),
+            backend_identity("", a("10.0.0.1"), 80),
+            backend_identity("p", a("::a00:1"), 80),
+            backend_identity("p", a("10.0.0.1"), 8080),
+            pool_identity("p"),
+            listener_identity(&listener(1, "x", "10.0.0.1", 80, 1)),
+        ];
+        let distinct: HashSet<&Vec<u8>> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+    }
+
+    #[test]
+    fn collisions_resolve_by_identity_not_by_position() {
+        // A hash that sends every key to id 5, except "z" to 6 and "m" to MAX_ID (wraps).
+        let hash = |k: &[u8]| match k {
+            b"z" => 5,
+            b"m" | b"n" => u64::from(MAX_ID) - 1,
+            _ => 4,
+        };
+        let keys: Vec<Vec<u8>> = ["c", "z", "a", "b", "n", "m"]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let ids = assign_ids_with(&keys, hash);
+        let by_key: HashMap<&[u8], u32> = keys.iter().map(Vec::as_slice).zip(ids).collect();
+        // "z" is alone on 6: it keeps it although "b" and "c", probing from 5, pass it by.
+        // "a" sorts first among the three on 5; "b" and "c" take the next free ids in turn.
+        // "m" sorts before "n" on MAX_ID; "n" wraps to 1.
+        let want: HashMap<&[u8], u32> = [
+            (&b"a"[..], 5),
+            (b"b", 7),
+            (b"c", 8),
+            (b"z", 6),
+            (b"m", MAX_ID),
+            (b"n", 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(by_key, want);
+        // Every order of the same keys gives the same ids.
+        let mut rotated = keys.clone();
+        for _ in 0..keys.len() {
+            rotated.rotate_left(1);
+            let ids = assign_ids_with(&rotated, hash);
+            for (k, id) in rotated.iter().zip(ids) {
+                assert_eq!(want.get(k.as_slice()), Some(&id), "{rotated:?}");
+            }
+            let mut reversed = rotated.clone();
+            reversed.reverse();
+            let ids = assign_ids_with(&reversed, hash);
+            for (k, id) in reversed.iter().zip(ids) {
+                assert_eq!(want.get(k.as_slice()), Some(&id), "{reversed:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_where_every_id_collides_still_gets_distinct_ids_in_any_order() {
+        let text = "\
+loadbalancers:
+  - {name: a, vip: 10.0.0.1, listeners: [{port: 80, protocol: tcp, mode: dsr, pool: p}, {port: 81, protocol: tcp, mode: dsr, pool: q}]}
+pools:
+  - {name: p, backends: [{address: 10.1.0.1, port: 80}, {address: 10.1.0.2, port: 80}]}
+  - {name: q, backends: [{address: 10.1.0.1, port: 80}]}
+";
+        let reordered = "\
+pools:
+  - {name: q, backends: [{address: 10.1.0.1, port: 80}]}
+  - {name: p, backends: [{address: 10.1.0.2, port: 80}, {address: 10.1.0.1, port: 80}]}
+loadbalancers:
+  - {name: a, vip: 10.0.0.1, listeners: [{port: 81, protocol: tcp, mode: dsr, pool: q}, {port: 80, protocol: tcp, mode: dsr, pool: p}]}
+";
+        let collide = |_: &[u8]| 41;
+        let mut ids = Vec::new();
+        for text in [text, reordered] {
+            let mut set = parse_services(text).unwrap_or_else(|e| panic!("{e}"));
+            assign_ids_hashed(&mut set, collide);
+            set.validate().unwrap_or_else(|e| panic!("{e}"));
+            let mut by_identity: Vec<(String, u32)> = set
+                .pools
+                .iter()
+                .map(|p| (format!("pool {}", p.name), p.id.0))
+                .chain(
+                    set.listeners
+                        .iter()
+                        .map(|l| (format!("listener {}", l.port), l.id.0)),
+                )
+                .chain(set.backends.iter().map(|b| {
+                    let pool = set.pools.iter().find(|p| p.id == b.pool).unwrap();
+                    (format!("backend {} {}", pool.name, b.address), b.id.0)
+                }))
+                .collect();
+            by_identity.sort();
+            ids.push(by_identity);
+        }
+        assert_eq!(ids[0], ids[1]);
+        let want = [
+            ("backend p 10.1.0.1", 42),
+            ("backend p 10.1.0.2", 44),
+            ("backend q 10.1.0.1", 43),
+            ("listener 80", 42),
+            ("listener 81", 43),
+            ("pool p", 42),
+            ("pool q", 43),
+        ]
+        .map(|(k, id)| (k.to_string(), id));
+        assert_eq!(ids[0], want);
     }
 
     #[test]
@@ -1536,7 +1886,8 @@ pools:
         assert_eq!(set.pools[0].table_size, DEFAULT_TABLE_SIZE);
         assert_eq!(set.backends.len(), 2);
         assert_eq!(set.backends[1].weight, 7);
-        assert_eq!(set.backends[1].pool, PoolId(2));
+        assert_eq!(set.backends[1].pool, set.pools[1].id);
+        assert_ne!(set.backends[0].id, set.backends[1].id);
         // An error in an aliased node is reported where the alias is used.
         let e = err("pools:\n  - name: p\n    backends:\n      - &b {address: 10.1.0.1, port: 80}\n      - *b\n");
         assert_eq!(e.line, Some(5), "{e}");
@@ -1693,7 +2044,7 @@ pools:
     fn to_yaml_keeps_names_that_do_not_follow_the_default() {
         // As the control plane may hold them: custom names, and one load balancer name on two
         // VIPs.
-        let set = ServiceSet {
+        let mut set = ServiceSet {
             listeners: vec![
                 listener(1, "web/80/tcp", "10.0.0.1", 80, 1),
                 listener(2, "web/443/tcp", "10.0.0.1", 443, 1),
@@ -1710,6 +2061,8 @@ pools:
             backends: vec![],
             tunnel: TunnelSettings::default(),
         };
+        // The ids reading gives back; what is under test is the names.
+        assign_ids(&mut set);
         set.validate().unwrap();
         let yaml = to_yaml(&set);
         let back = parse_services(&yaml).unwrap_or_else(|e| panic!("{yaml}\n{e}"));
@@ -1827,6 +2180,8 @@ pools:
                             pool: PoolId(next_id(pool % set.pools.len())),
                         });
                     }
+                    // Ids as the file rules give them, which is what reading the file back yields.
+                    assign_ids(&mut set);
                     set
                 })
         }
