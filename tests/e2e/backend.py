@@ -20,6 +20,7 @@ p.add_argument("--log", required=True)
 p.add_argument("--port", type=int, default=80)
 p.add_argument("--udp", action="append", default=[])
 p.add_argument("--udp-port", type=int, default=5353)
+p.add_argument("--bind", default="0.0.0.0", help="HTTP address; '::' serves IPv6 and IPv4")
 a = p.parse_args()
 
 log_lock = threading.Lock()
@@ -66,7 +67,7 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 def udp(addr):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((addr, a.udp_port))
     while True:
         data, peer = s.recvfrom(2048)
@@ -76,4 +77,6 @@ def udp(addr):
 
 for addr in a.udp:
     threading.Thread(target=udp, args=(addr,), daemon=True).start()
-Server(("0.0.0.0", a.port), Handler).serve_forever()
+if ":" in a.bind:
+    Server.address_family = socket.AF_INET6
+Server((a.bind, a.port), Handler).serve_forever()

@@ -8,7 +8,7 @@ import sys
 vip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ok, fail, by = 0, 0, collections.Counter()
 for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in vip else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(0.5)
     s.connect((vip, port))
     msg = f"req-{i}".encode()
