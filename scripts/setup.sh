@@ -20,8 +20,9 @@ need_root
 #  systemd                `systemd-analyze verify` of the installed units (tests/tests/install_tree.rs;
 #                         it works without systemd running as PID 1)
 #  procps                 sysctl, for install.sh's hugepage setting
+#  python3-venv           the Python environment of scripts/grpc-reflect.py (below)
 pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils
-    systemd procps)
+    systemd procps python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,6 +44,29 @@ if [ -w /proc/sys/vm/nr_hugepages ] && [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 
 fi
 mkdir -p /dev/hugepages
 mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages 2>/dev/null || true
+
+# Python environment of scripts/grpc-reflect.py, the independent gRPC reflection client (a small
+# grpcurl, which Debian does not package) that controlplane/tests/grpc_reflection.rs runs.
+# Debian's python3, official gRPC packages from PyPI at versions known to work; recreated only
+# when the pins change or the environment is broken.
+test_venv=${FIBERLB_TEST_VENV:-/opt/fiberlb/test-venv}
+py_pins="grpcio==1.85.3 grpcio-reflection==1.85.1 protobuf==7.36.2"
+if [ "$(cat "$test_venv/.fiberlb-pins" 2>/dev/null)" != "$py_pins" ] ||
+    ! "$test_venv/bin/python" -c 'import grpc, grpc_reflection, google.protobuf' 2>/dev/null; then
+  if [ -e "$test_venv" ] && [ ! -f "$test_venv/pyvenv.cfg" ]; then
+    echo "setup.sh: $test_venv exists and is not a Python venv;" \
+      "move it away or set FIBERLB_TEST_VENV" >&2
+    exit 1
+  fi
+  echo "setup.sh: creating the Python environment $test_venv ($py_pins)"
+  /usr/bin/python3 -m venv --clear "$test_venv"
+  # shellcheck disable=SC2086  # the pins are words
+  if ! "$test_venv/bin/pip" install -q --disable-pip-version-check $py_pins; then
+    echo "setup.sh: pip could not install $py_pins into $test_venv (is PyPI reachable?)" >&2
+    exit 1
+  fi
+  echo "$py_pins" > "$test_venv/.fiberlb-pins"
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup.sh: cargo not found; install Rust (rustup) first" >&2

@@ -1,5 +1,6 @@
 //! Serving the API: a Unix socket (mode 0600) by default, TCP with TLS optionally, each with
-//! gRPC health (`grpc.health.v1`) and reflection so that `grpcurl` works without .proto files.
+//! gRPC health (`grpc.health.v1`) and reflection (`grpc.reflection.v1` and `v1alpha`) so that
+//! `grpcurl` works without .proto files.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -55,14 +56,27 @@ async fn router(
         .set_serving::<HealthCheckServiceServer<Api>>()
         .await;
     reporter.set_serving::<DataplaneServiceServer<Api>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    // Both reflection versions: grpcurl and older clients (grpcio-reflection's descriptor
+    // database, many IDE plugins) only speak v1alpha; newer ones prefer v1. Each describes both
+    // reflection services, so `list` shows the same set whichever a client speaks.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_err = |e: tonic_reflection::server::Error| ServeError::Reflection(e.to_string());
+    let reflection_v1 = reflection_builder().build_v1().map_err(reflection_err)?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_err)?;
     Ok(builder
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(LoadBalancerServiceServer::new(api.clone()))
         .add_service(ListenerServiceServer::new(api.clone()))
         .add_service(PoolServiceServer::new(api.clone()))
