@@ -9,9 +9,15 @@
 //! as the object exists. A backend is referred to by a *handle* = slot | incarnation << 24; the
 //! incarnation changes when a slot is reused, so a flow-table entry that names a deleted
 //! backend can never be mistaken for the slot's next occupant.
+//!
+//! [`LocalAddrs`] is the one table published outside snapshots: the host's own addresses
+//! (DPDK exception interfaces), which change with the operator's `ip addr`, not with the
+//! service configuration.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 use fiberlb_shared::maglev::{self, MaglevBackend};
 use fiberlb_shared::model::{
@@ -151,6 +157,9 @@ pub struct Snapshot {
     pub fragment_map: FxHashMap<ListenerKey, u32>,
     /// nat return traffic: (backend address, backend port, protocol) -> listener index.
     pub nat_return: FxHashMap<ListenerKey, u32>,
+    /// Every VIP address (port 0, protocol 0): a non-first fragment to one of them is
+    /// fiberlb's even when no listener can be chosen for it; to any other address, the host's.
+    pub vip_addrs: rustc_hash::FxHashSet<ListenerKey>,
     pub pools: Vec<PoolRec>,
     /// Indexed by backend slot; `None` for free slots.
     pub backends: Vec<Option<BackendRec>>,
@@ -165,6 +174,17 @@ impl Snapshot {
             Some(Some(b)) if b.handle == handle => Some(b),
             _ => None,
         }
+    }
+
+    /// Is `addr` (IPv4 in the first 4 bytes) the address of some listener?
+    #[inline]
+    pub fn is_vip_addr(&self, addr: &[u8; 16], v6: bool) -> bool {
+        self.vip_addrs.contains(&ListenerKey {
+            addr: *addr,
+            port: 0,
+            proto: 0,
+            v6,
+        })
     }
 
     /// Number of listener counter slots in use (max slot + 1).
@@ -354,6 +374,7 @@ impl SnapshotBuilder {
         let mut listeners = Vec::with_capacity(set.listeners.len());
         let mut listener_map = FxHashMap::default();
         let mut nat_return = FxHashMap::default();
+        let mut vip_addrs = rustc_hash::FxHashSet::default();
         let mut frag_candidates: FxHashMap<ListenerKey, Option<u32>> = FxHashMap::default();
         for (i, l) in set.listeners.iter().enumerate() {
             let idx = i as u32;
@@ -372,6 +393,7 @@ impl SnapshotBuilder {
             });
             let proto = l.protocol.ip_proto();
             listener_map.insert(ListenerKey::from_ip(l.vip, l.port, proto), idx);
+            vip_addrs.insert(ListenerKey::from_ip(l.vip, 0, 0));
             let fkey = ListenerKey::from_ip(l.vip, 0, proto);
             frag_candidates
                 .entry(fkey)
@@ -401,6 +423,7 @@ impl SnapshotBuilder {
             listener_map,
             fragment_map,
             nat_return,
+            vip_addrs,
             pools,
             backends,
             tunnel: set.tunnel.clone(),
@@ -408,10 +431,221 @@ impl SnapshotBuilder {
     }
 }
 
+/// Most host addresses [`LocalAddrs`] holds; more are ignored (with a warning by the writer).
+pub const MAX_LOCAL_ADDRS: usize = 32;
+
+/// The host's own addresses, published by one control-side thread and read by every worker.
+///
+/// Why not in the [`Snapshot`]: snapshots are built when the services change, by the control
+/// thread's transaction logic; the host's addresses change whenever the operator (or DHCP,
+/// or a routing daemon) changes the exception interfaces, and must not wait for — or
+/// trigger — a service transaction. So they live in this small fixed table behind a sequence
+/// lock: the writer (about once a second, only when something changed) bumps `seq` to odd,
+/// stores, bumps it to even; a worker compares `seq` with its copy's once per burst (one
+/// atomic load) and copies the table into its own [`LocalAddrSet`] when it moved, retrying
+/// on the next burst if it raced a write. No allocation, lock or syscall on the worker side,
+/// and no epoch to manage: nothing is ever freed.
+#[derive(Debug)]
+pub struct LocalAddrs {
+    seq: AtomicU64,
+    len: AtomicU64,
+    /// Address bytes (IPv4 in the first 4) as two native-endian u64 halves.
+    addrs: [[AtomicU64; 2]; MAX_LOCAL_ADDRS],
+    /// 1 for IPv6.
+    v6: [AtomicU8; MAX_LOCAL_ADDRS],
+    /// Serialises writers (there is normally one).
+    writer: Mutex<()>,
+}
+
+impl Default for LocalAddrs {
+    fn default() -> Self {
+        LocalAddrs {
+            seq: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            addrs: std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]),
+            v6: std::array::from_fn(|_| AtomicU8::new(0)),
+            writer: Mutex::new(()),
+        }
+    }
+}
+
+impl LocalAddrs {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Publishes `addrs` (the first [`MAX_LOCAL_ADDRS`]); returns how many were taken.
+    /// Slow path: for the control side.
+    pub fn publish(&self, addrs: &[IpAddr]) -> usize {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let n = addrs.len().min(MAX_LOCAL_ADDRS);
+        // Odd: a write is in progress; readers that see it (or see it change) retry.
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (i, a) in addrs.iter().take(n).enumerate() {
+            let k = ListenerKey::from_ip(*a, 0, 0);
+            let (lo, hi) = k.addr.split_at(8);
+            let lo = u64::from_ne_bytes(lo.try_into().unwrap_or([0; 8]));
+            let hi = u64::from_ne_bytes(hi.try_into().unwrap_or([0; 8]));
+            self.addrs[i][0].store(lo, Ordering::Relaxed);
+            self.addrs[i][1].store(hi, Ordering::Relaxed);
+            self.v6[i].store(u8::from(k.v6), Ordering::Relaxed);
+        }
+        self.len.store(n as u64, Ordering::Relaxed);
+        self.seq.fetch_add(1, Ordering::Release);
+        n
+    }
+
+    /// The publication's generation: changes with every [`Self::publish`].
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Copies the table into `out` when a consistent read succeeds; otherwise (a write in
+    /// progress) leaves `out` as it was, to be retried on the next call.
+    pub fn load_into(&self, out: &mut LocalAddrSet) {
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 & 1 == 1 {
+            return;
+        }
+        let n = (self.len.load(Ordering::Relaxed) as usize).min(MAX_LOCAL_ADDRS);
+        let mut tmp = LocalAddrSet::default();
+        for i in 0..n {
+            let lo = self.addrs[i][0].load(Ordering::Relaxed).to_ne_bytes();
+            let hi = self.addrs[i][1].load(Ordering::Relaxed).to_ne_bytes();
+            let e = &mut tmp.addrs[i];
+            e.0[..8].copy_from_slice(&lo);
+            e.0[8..].copy_from_slice(&hi);
+            e.1 = self.v6[i].load(Ordering::Relaxed) != 0;
+        }
+        fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != s1 {
+            return;
+        }
+        tmp.len = n;
+        tmp.generation = s1;
+        *out = tmp;
+    }
+}
+
+/// A worker's copy of [`LocalAddrs`]: a small array scanned linearly (a host has a handful of
+/// addresses; a scan beats hashing for that).
+#[derive(Clone, Copy, Debug)]
+pub struct LocalAddrSet {
+    addrs: [([u8; 16], bool); MAX_LOCAL_ADDRS],
+    len: usize,
+    /// The publication this copy was taken from (`u64::MAX`: none yet).
+    generation: u64,
+}
+
+impl Default for LocalAddrSet {
+    fn default() -> Self {
+        LocalAddrSet {
+            addrs: [([0; 16], false); MAX_LOCAL_ADDRS],
+            len: 0,
+            generation: u64::MAX,
+        }
+    }
+}
+
+impl LocalAddrSet {
+    /// Is `addr` (IPv4 in the first 4 bytes) one of the host's?
+    #[inline]
+    pub fn contains(&self, addr: &[u8; 16], v6: bool) -> bool {
+        self.addrs
+            .iter()
+            .take(self.len)
+            .any(|(a, f)| *f == v6 && a == addr)
+    }
+
+    /// Number of addresses.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The publication this copy came from.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use fiberlb_shared::model::*;
+
+    #[test]
+    fn local_addrs_publish_and_copy() {
+        let t = LocalAddrs::new();
+        let mut set = LocalAddrSet::default();
+        t.load_into(&mut set);
+        assert!(set.is_empty());
+        assert_eq!(set.generation(), t.generation());
+        let g0 = t.generation();
+        let a4: IpAddr = "10.91.2.1".parse().unwrap();
+        let a6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(t.publish(&[a4, a6]), 2);
+        assert_ne!(t.generation(), g0);
+        t.load_into(&mut set);
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(&ListenerKey::from_ip(a4, 0, 0).addr, false));
+        assert!(!set.contains(&ListenerKey::from_ip(a4, 0, 0).addr, true));
+        assert!(set.contains(&ListenerKey::from_ip(a6, 0, 0).addr, true));
+        assert!(!set.contains(&ListenerKey::v4([10, 91, 2, 2], 0, 0).addr, false));
+        // More than fit: the first MAX_LOCAL_ADDRS are taken.
+        let many: Vec<IpAddr> = (0..40u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+        assert_eq!(t.publish(&many), MAX_LOCAL_ADDRS);
+        t.load_into(&mut set);
+        assert_eq!(set.len(), MAX_LOCAL_ADDRS);
+        assert!(!set.contains(&ListenerKey::from_ip(a4, 0, 0).addr, false));
+        t.publish(&[]);
+        t.load_into(&mut set);
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn local_addrs_readers_never_see_a_torn_table() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        // The writer alternates between two tables; a reader must always see one of them.
+        let t = Arc::new(LocalAddrs::new());
+        let a: Vec<IpAddr> = (1..=4u8).map(|i| IpAddr::from([10, 1, 1, i])).collect();
+        let b: Vec<IpAddr> = (1..=6u8).map(|i| IpAddr::from([10, 2, 2, i])).collect();
+        t.publish(&a);
+        let stop = Arc::new(AtomicBool::new(false));
+        let w = {
+            let (t, stop, a, b) = (t.clone(), stop.clone(), a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    t.publish(if i % 2 == 0 { &b } else { &a });
+                    i += 1;
+                }
+            })
+        };
+        let mut set = LocalAddrSet::default();
+        let mut loads = 0;
+        for _ in 0..200_000 {
+            t.load_into(&mut set);
+            let want = if set.len() == 4 { &a } else { &b };
+            assert!(set.len() == 4 || set.len() == 6, "len {}", set.len());
+            for x in want {
+                assert!(set.contains(&ListenerKey::from_ip(*x, 0, 0).addr, false));
+            }
+            loads += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap();
+        assert_eq!(loads, 200_000);
+    }
 
     fn set(backends: &[(u32, &str, u32)]) -> ServiceSet {
         ServiceSet {

@@ -287,7 +287,8 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
                         to_client[nc] = rx[i];
                         nc += 1;
                     }
-                    Verdict::Drop(_) => self.umem.free(&rx[i]),
+                    // AF_XDP pipelines run without the host path: XDP passed those already.
+                    Verdict::ToHost | Verdict::Drop(_) => self.umem.free(&rx[i]),
                 }
             }
             for (port, descs) in [

@@ -166,13 +166,13 @@ pub fn replay<R: Read, W: Write>(
         for i in 0..got {
             match verdicts[i] {
                 Verdict::ToBackend | Verdict::ToClient => port.transmit(descs[i]),
-                Verdict::Drop(_) => port.free(descs[i]),
+                Verdict::ToHost | Verdict::Drop(_) => port.free(descs[i]),
             }
         }
         let mut k = 0;
         let mut werr = None;
         let tx_stamps: Vec<Duration> = (0..got)
-            .filter(|&i| !matches!(verdicts[i], Verdict::Drop(_)))
+            .filter(|&i| matches!(verdicts[i], Verdict::ToBackend | Verdict::ToClient))
             .map(|i| stamps[i])
             .collect();
         port.drain_tx(|bytes| {

@@ -12,6 +12,14 @@
 //! (addresses + protocol) for IP fragments and for pools with source-IP affinity — and the
 //! flow is recorded. Fragments are not recorded: later fragments carry no ports, so every
 //! fragment of a datagram goes by the 3-tuple to the same backend.
+//!
+//! Exception path (DPDK): with [`PipelineConfig::host_path`] on, packets fiberlb does not own
+//! get [`Verdict::ToHost`] instead of a drop — exactly those the AF_XDP path's XDP program
+//! passes to the kernel (ARP and other non-IP frames, IP not for a listener and not a nat
+//! reply, protocols fiberlb does not balance, ICMP not about a VIP flow), so ARP, SSH and BGP
+//! keep working on a port the kernel does not see. Malformed packets are still dropped. A nat
+//! backend's packet to one of the host's own addresses ([`LocalAddrs`], e.g. the reply to a
+//! health check made from this host) is the host's too, not a reply to un-NAT.
 
 pub mod counters;
 pub mod parse;
@@ -19,12 +27,16 @@ pub mod rewrite;
 
 pub use counters::{DropReason, ObjectCounters, WorkerCounters};
 
+use std::sync::Arc;
+
 use fiberlb_shared::flow_hash::{table_index, FlowHasher, DEFAULT_SEED};
 use fiberlb_shared::model::{Algorithm, Mac, Mode, Usability};
 
 use crate::flow_table::{FlowKey, FlowState, FlowTable, FlowTableError, Timeouts};
 use crate::nic::{Burst, PacketBuf};
-use crate::snapshot::{handle_slot, ListenerKey, ListenerRec, Snapshot, NO_BACKEND};
+use crate::snapshot::{
+    handle_slot, ListenerKey, ListenerRec, LocalAddrSet, LocalAddrs, Snapshot, NO_BACKEND,
+};
 use parse::{proto, tcp_flags, Frag, Parsed};
 use rewrite::Outer;
 
@@ -54,6 +66,10 @@ pub struct PipelineConfig {
     pub max_listeners: usize,
     /// Backend counter slots (max backends).
     pub max_backends: usize,
+    /// Hand packets that are not fiberlb's to the host ([`Verdict::ToHost`]) instead of
+    /// dropping them. Off by default: AF_XDP's XDP program already passes them to the kernel
+    /// before they reach a worker; a DPDK port with a `host_interface` turns it on.
+    pub host_path: bool,
 }
 
 impl Default for PipelineConfig {
@@ -69,6 +85,7 @@ impl Default for PipelineConfig {
             mtu: 1500,
             max_listeners: 4096,
             max_backends: 65536,
+            host_path: false,
         }
     }
 }
@@ -80,6 +97,9 @@ pub enum Verdict {
     ToBackend,
     /// Send on the client-facing port (nat replies).
     ToClient,
+    /// Not fiberlb's: hand it, unchanged, to the host's kernel through the receiving port's
+    /// exception interface (only with [`PipelineConfig::host_path`]; counted in `to_host`).
+    ToHost,
     /// Drop it; the reason was counted.
     Drop(DropReason),
 }
@@ -91,6 +111,12 @@ pub struct Pipeline {
     hasher: FlowHasher,
     flows: FlowTable,
     counters: WorkerCounters,
+    /// [`PipelineConfig::host_path`] for the port being processed ([`Self::set_host_path`]).
+    host_path: bool,
+    /// Where the host's own addresses are published, and this worker's copy of them
+    /// (refreshed once per burst when the publication changed).
+    local_table: Option<Arc<LocalAddrs>>,
+    local: LocalAddrSet,
 }
 
 #[inline]
@@ -120,8 +146,65 @@ impl Pipeline {
             hasher: FlowHasher::new(cfg.hash_seed),
             flows,
             counters,
+            host_path: cfg.host_path,
+            local_table: None,
+            local: LocalAddrSet::default(),
             cfg,
         })
+    }
+
+    /// Turns the exception path on or off for the packets processed next: a DPDK worker sets
+    /// it per receiving port (on only for ports with a host interface), so a port without one
+    /// drops what is not fiberlb's, as before.
+    #[inline]
+    pub fn set_host_path(&mut self, on: bool) {
+        self.host_path = on;
+    }
+
+    /// Whether the exception path is on.
+    pub fn host_path(&self) -> bool {
+        self.host_path
+    }
+
+    /// Reads the host's own addresses from `table` from now on (see [`LocalAddrs`]).
+    pub fn set_local_addrs(&mut self, table: Arc<LocalAddrs>) {
+        table.load_into(&mut self.local);
+        self.local_table = Some(table);
+    }
+
+    /// This worker's current copy of the host's own addresses.
+    pub fn local_addrs(&self) -> &LocalAddrSet {
+        &self.local
+    }
+
+    /// Takes a newer publication of the local addresses (one atomic load when unchanged).
+    #[inline]
+    fn refresh_local(&mut self) {
+        if let Some(t) = &self.local_table {
+            if t.generation() != self.local.generation() {
+                t.load_into(&mut self.local);
+            }
+        }
+    }
+
+    /// The verdict for a packet that is not fiberlb's: to the host when the exception path is
+    /// on, else dropped for `reason`.
+    #[inline]
+    fn not_ours(&self, reason: DropReason) -> Verdict {
+        if self.host_path {
+            Verdict::ToHost
+        } else {
+            Verdict::Drop(reason)
+        }
+    }
+
+    /// The verdict for a frame the parser refused: only non-IP frames can be the host's.
+    #[inline]
+    fn parse_refused(&self, reason: DropReason) -> Verdict {
+        match reason {
+            DropReason::NotIp => self.not_ours(reason),
+            _ => Verdict::Drop(reason),
+        }
     }
 
     /// The worker's counters.
@@ -136,10 +219,18 @@ impl Pipeline {
 
     /// Background work between bursts, called by every port's worker loop once per poll
     /// round with `got` = packets received in that round (0 = idle). Bounded: it must cost
-    /// at most a few hundred nanoseconds when `got > 0`. (Filled in by the flow sweep that
-    /// publishes active-flow gauges.)
+    /// at most a few hundred nanoseconds when `got > 0`. It advances the flow-table sweep
+    /// that counts active flows per listener and backend ([`crate::flow_table::FlowSweep`]):
+    /// a few buckets when busy, more when idle.
     #[inline]
-    pub fn housekeeping(&mut self, _now: u32, _got: usize) {}
+    pub fn housekeeping(&mut self, now: u32, got: usize) {
+        let budget = if got > 0 {
+            crate::flow_table::SWEEP_BUCKETS_BUSY
+        } else {
+            crate::flow_table::SWEEP_BUCKETS_IDLE
+        };
+        self.flows.sweep(&mut self.counters.flow_sweep, now, budget);
+    }
 
     /// The worker's flow table.
     pub fn flow_table(&self) -> &FlowTable {
@@ -163,6 +254,7 @@ impl Pipeline {
     /// Processes one packet.
     #[inline]
     pub fn process(&mut self, snap: &Snapshot, pkt: &mut PacketBuf<'_>, now: u32) -> Verdict {
+        self.refresh_local();
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += pkt.len() as u64;
         let v = match parse::parse(pkt.data()) {
@@ -170,7 +262,7 @@ impl Pipeline {
                 let h = self.hash5(p.v6, &p.src, &p.dst, p.sport, p.dport, p.proto);
                 self.forward(snap, pkt, &p, h, now)
             }
-            Err(r) => Verdict::Drop(r),
+            Err(r) => self.parse_refused(r),
         };
         self.account(v);
         v
@@ -187,6 +279,7 @@ impl Pipeline {
         now: u32,
     ) -> usize {
         let n = pkts.len().min(verdicts.len()).min(BURST);
+        self.refresh_local();
         let mut parsed = [Parsed::default(); BURST];
         let mut hashes = [0u64; BURST];
         let mut errs: [Option<DropReason>; BURST] = [None; BURST];
@@ -206,7 +299,7 @@ impl Pipeline {
         }
         for i in 0..n {
             let v = match errs[i] {
-                Some(r) => Verdict::Drop(r),
+                Some(r) => self.parse_refused(r),
                 None => pkts.with_buf(i, |pkt| self.forward(snap, pkt, &parsed[i], hashes[i], now)),
             };
             self.account(v);
@@ -219,7 +312,8 @@ impl Pipeline {
     fn account(&mut self, v: Verdict) {
         match v {
             Verdict::Drop(r) => self.counters.drop(r),
-            _ => self.counters.forwarded += 1,
+            Verdict::ToHost => self.counters.to_host += 1,
+            Verdict::ToBackend | Verdict::ToClient => self.counters.forwarded += 1,
         }
     }
 
@@ -238,6 +332,10 @@ impl Pipeline {
                     let key = key_of(p.v6, &p.dst, 0, p.proto);
                     return match snap.fragment_map.get(&key) {
                         Some(&li) => self.new_or_existing_flow(snap, pkt, p, li, hash, now),
+                        // Not a VIP at all: the host's (the XDP program decides the same).
+                        None if !snap.is_vip_addr(&p.dst, p.v6) => {
+                            self.not_ours(DropReason::FragmentAmbiguous)
+                        }
                         None => Verdict::Drop(DropReason::FragmentAmbiguous),
                     };
                 }
@@ -248,13 +346,19 @@ impl Pipeline {
                     return self.new_or_existing_flow(snap, pkt, p, li, hash, now);
                 }
                 if let Some(&li) = snap.nat_return.get(&key_of(p.v6, &p.src, p.sport, p.proto)) {
+                    // From a nat backend to one of the host's own addresses (a health check
+                    // made from this host): the host's, not a reply to un-NAT. Checked only
+                    // on a nat_return hit, which gives the same answer as checking first.
+                    if self.host_path && self.local.contains(&p.dst, p.v6) {
+                        return Verdict::ToHost;
+                    }
                     return self.nat_reply(snap, pkt, p, li);
                 }
-                Verdict::Drop(DropReason::NoListener)
+                self.not_ours(DropReason::NoListener)
             }
             proto::ICMP if !p.v6 => self.icmp_error(snap, pkt, p, now),
             proto::ICMPV6 if p.v6 => self.icmp_error(snap, pkt, p, now),
-            _ => Verdict::Drop(DropReason::UnsupportedProtocol),
+            _ => self.not_ours(DropReason::UnsupportedProtocol),
         }
     }
 
@@ -489,16 +593,16 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let Some(inner) = parse::icmp_inner(pkt.data(), p) else {
-            return Verdict::Drop(DropReason::IcmpNotForVip);
+            return self.not_ours(DropReason::IcmpNotForVip);
         };
         if inner.src != p.dst {
-            return Verdict::Drop(DropReason::IcmpNotForVip);
+            return self.not_ours(DropReason::IcmpNotForVip);
         }
         let Some(&li) = snap
             .listener_map
             .get(&key_of(p.v6, &inner.src, inner.sport, inner.proto))
         else {
-            return Verdict::Drop(DropReason::IcmpNotForVip);
+            return self.not_ours(DropReason::IcmpNotForVip);
         };
         let Some(l) = snap.listeners.get(li as usize) else {
             return Verdict::Drop(DropReason::IcmpNotForVip);
@@ -545,5 +649,343 @@ impl Pipeline {
             self.counters.icmp_to_backend += 1;
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The exception path: which packets are the host's, and the local-address rule.
+    use super::*;
+    use crate::nic::memory::MemoryPort;
+    use crate::nic::Desc;
+    use crate::snapshot::SnapshotBuilder;
+    use crate::wire::build::{FrameBuilder, Ip, Transport};
+    use fiberlb_shared::model::*;
+    use std::net::IpAddr;
+
+    const MAC_LB: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const MAC_PEER: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const VIP: [u8; 4] = [10, 0, 0, 100];
+    const HOST: [u8; 4] = [10, 0, 0, 1];
+    const CLIENT: [u8; 4] = [192, 0, 2, 10];
+    const BACKEND: [u8; 4] = [10, 1, 0, 1];
+    const BACKEND_PORT: u16 = 8080;
+
+    /// VIP tcp/80 nat and tcp/81 dsr (different pools: a later TCP fragment to the VIP is
+    /// ambiguous), one backend each.
+    fn snapshot() -> Snapshot {
+        let listener = |id, port, mode, pool| Listener {
+            id: ListenerId(id),
+            name: format!("vip/{port}"),
+            vip: IpAddr::from(VIP),
+            port,
+            protocol: Protocol::Tcp,
+            mode,
+            encap: Encap::Ipip,
+            pool: PoolId(pool),
+        };
+        let pool = |id, name: &str| Pool {
+            id: PoolId(id),
+            name: name.into(),
+            algorithm: Algorithm::Maglev,
+            table_size: 251,
+        };
+        let backend = |id, pool, addr: [u8; 4]| Backend {
+            id: BackendId(id),
+            pool: PoolId(pool),
+            address: IpAddr::from(addr),
+            port: BACKEND_PORT,
+            weight: 1,
+            mac: Some([2, 0, 0, 0, 9, id as u8]),
+            admin: AdminState::Enabled,
+            healthy: true,
+        };
+        let set = ServiceSet {
+            listeners: vec![listener(1, 80, Mode::Nat, 1), listener(2, 81, Mode::Dsr, 2)],
+            pools: vec![pool(1, "nat"), pool(2, "dsr")],
+            backends: vec![backend(1, 1, BACKEND), backend(2, 2, [10, 1, 0, 2])],
+            tunnel: TunnelSettings::default(),
+        };
+        SnapshotBuilder::new(16, 16).build(&set, 1).unwrap()
+    }
+
+    fn config(host_path: bool) -> PipelineConfig {
+        PipelineConfig {
+            flow_capacity: 1024,
+            client_gateway_mac: Some([2, 0, 0, 0, 1, 0xfe]),
+            max_listeners: 16,
+            max_backends: 16,
+            host_path,
+            ..PipelineConfig::default()
+        }
+    }
+
+    fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&MAC_LB);
+        f.extend_from_slice(&MAC_PEER);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn arp_request() -> Vec<u8> {
+        let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+        a.extend_from_slice(&MAC_PEER);
+        a.extend_from_slice(&CLIENT);
+        a.extend_from_slice(&[0; 6]);
+        a.extend_from_slice(&HOST);
+        let mut f = eth(0x0806, &a);
+        f[0..6].copy_from_slice(&[0xff; 6]);
+        f
+    }
+
+    fn ip4(b: FrameBuilder) -> Vec<u8> {
+        b.macs(MAC_PEER, MAC_LB).build()
+    }
+
+    fn raw4(src: [u8; 4], dst: [u8; 4], protocol: u8) -> Vec<u8> {
+        ip4(FrameBuilder::new(Ip::V4 { src, dst }, Transport::Raw { protocol }).payload(&[0; 24]))
+    }
+
+    /// Runs `frames` as one burst; returns the verdicts and the pipeline.
+    fn run_with(p: &mut Pipeline, snap: &Snapshot, frames: &[Vec<u8>]) -> Vec<Verdict> {
+        let mut port = MemoryPort::new(64, 2048, 256);
+        for f in frames {
+            port.inject(f).unwrap();
+        }
+        let mut descs = [Desc::default(); BURST];
+        let n = port.rx_burst(&mut descs);
+        assert_eq!(n, frames.len());
+        let mut verdicts = vec![Verdict::Drop(DropReason::Malformed); n];
+        let mut burst = port.burst(&mut descs[..n]);
+        assert_eq!(p.process_burst(snap, &mut burst, &mut verdicts, 1000), n);
+        verdicts
+    }
+
+    fn run(host_path: bool, frames: &[Vec<u8>]) -> (Vec<Verdict>, Pipeline) {
+        let mut p = Pipeline::new(config(host_path)).unwrap();
+        let v = run_with(&mut p, &snapshot(), frames);
+        (v, p)
+    }
+
+    fn assert_balanced(p: &Pipeline) {
+        let c = p.counters();
+        assert_eq!(c.rx_packets, c.forwarded + c.to_host + c.dropped(), "{c:?}");
+    }
+
+    /// Each case: name, frame, verdict without the host path, verdict with it.
+    fn cases() -> Vec<(&'static str, Vec<u8>, Verdict, Verdict)> {
+        use DropReason::*;
+        let host = Verdict::ToHost;
+        let mut vlan_arp = arp_request();
+        vlan_arp.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        let icmp_frag_other = {
+            // "Fragmentation needed" about the host's own connection (inner src = HOST).
+            let inner = FrameBuilder::tcp_v4(HOST, CLIENT, 22, 50000).build_ip();
+            ip4(FrameBuilder::icmpv4([198, 51, 100, 1], HOST, 3, 4, 1400).payload(&inner[..28]))
+        };
+        let v6_host: [u8; 16] = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let v6_peer: [u8; 16] = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        vec![
+            ("arp request", arp_request(), Verdict::Drop(NotIp), host),
+            ("arp in a vlan", vlan_arp, Verdict::Drop(NotIp), host),
+            ("lldp", eth(0x88cc, &[0; 46]), Verdict::Drop(NotIp), host),
+            (
+                "ssh to the host",
+                ip4(FrameBuilder::tcp_v4(CLIENT, HOST, 50000, 22).tcp_flags(0x02)),
+                Verdict::Drop(NoListener),
+                host,
+            ),
+            (
+                "bgp to the host",
+                ip4(FrameBuilder::tcp_v4(CLIENT, HOST, 50001, 179).tcp_flags(0x02)),
+                Verdict::Drop(NoListener),
+                host,
+            ),
+            (
+                "tcp to a VIP port without listener",
+                ip4(FrameBuilder::tcp_v4(CLIENT, VIP, 50000, 22).tcp_flags(0x02)),
+                Verdict::Drop(NoListener),
+                host,
+            ),
+            (
+                "udp to the host",
+                ip4(FrameBuilder::udp_v4(CLIENT, HOST, 5000, 53).payload(b"q")),
+                Verdict::Drop(NoListener),
+                host,
+            ),
+            (
+                "icmp echo to the host",
+                ip4(FrameBuilder::icmpv4(CLIENT, HOST, 8, 0, 1).payload(&[0; 16])),
+                Verdict::Drop(IcmpNotForVip),
+                host,
+            ),
+            (
+                "icmp echo to a VIP",
+                ip4(FrameBuilder::icmpv4(CLIENT, VIP, 8, 0, 1).payload(&[0; 16])),
+                Verdict::Drop(IcmpNotForVip),
+                host,
+            ),
+            (
+                "icmp frag-needed not about a VIP flow",
+                icmp_frag_other,
+                Verdict::Drop(IcmpNotForVip),
+                host,
+            ),
+            (
+                "ospf",
+                raw4([10, 0, 0, 2], [224, 0, 0, 5], 89),
+                Verdict::Drop(UnsupportedProtocol),
+                host,
+            ),
+            (
+                "gre to the host",
+                raw4(CLIENT, HOST, 47),
+                Verdict::Drop(UnsupportedProtocol),
+                host,
+            ),
+            (
+                "icmpv6 neighbour solicitation",
+                FrameBuilder::icmpv6(v6_peer, v6_host, 135, 0, 0)
+                    .payload(&[0; 16])
+                    .macs(MAC_PEER, MAC_LB)
+                    .build(),
+                Verdict::Drop(IcmpNotForVip),
+                host,
+            ),
+            (
+                "later fragment to the host",
+                ip4(FrameBuilder::tcp_v4(CLIENT, HOST, 50000, 22).fragment(64, false)),
+                Verdict::Drop(FragmentAmbiguous),
+                host,
+            ),
+            (
+                "later fragment to an ambiguous VIP",
+                ip4(FrameBuilder::tcp_v4(CLIENT, VIP, 50000, 80).fragment(64, false)),
+                Verdict::Drop(FragmentAmbiguous),
+                Verdict::Drop(FragmentAmbiguous),
+            ),
+            (
+                "runt frame",
+                vec![0; 10],
+                Verdict::Drop(Malformed),
+                Verdict::Drop(Malformed),
+            ),
+            (
+                "truncated ipv4",
+                eth(0x0800, &[0x45, 0, 0, 20]),
+                Verdict::Drop(Malformed),
+                Verdict::Drop(Malformed),
+            ),
+            (
+                "VIP traffic",
+                ip4(FrameBuilder::tcp_v4(CLIENT, VIP, 50002, 80).tcp_flags(0x02)),
+                Verdict::ToBackend,
+                Verdict::ToBackend,
+            ),
+            (
+                "nat reply to a client",
+                ip4(FrameBuilder::tcp_v4(BACKEND, CLIENT, BACKEND_PORT, 50002).tcp_flags(0x12)),
+                Verdict::ToClient,
+                Verdict::ToClient,
+            ),
+        ]
+    }
+
+    #[test]
+    fn not_ours_goes_to_the_host_only_with_the_host_path() {
+        for host_path in [false, true] {
+            let all = cases();
+            for (name, frame, off, on) in &all {
+                let want = if host_path { *on } else { *off };
+                let (v, p) = run(host_path, std::slice::from_ref(frame));
+                assert_eq!(v[0], want, "{name} (host path {host_path})");
+                let c = p.counters();
+                assert_eq!(c.to_host, u64::from(want == Verdict::ToHost), "{name}");
+                assert_balanced(&p);
+            }
+            // The whole table as one burst: the counters add up.
+            let frames: Vec<Vec<u8>> = all.iter().map(|c| c.1.clone()).collect();
+            let (v, p) = run(host_path, &frames);
+            let hosted = v.iter().filter(|v| **v == Verdict::ToHost).count() as u64;
+            assert_eq!(p.counters().to_host, hosted);
+            assert_eq!(p.counters().forwarded, 2);
+            assert_balanced(&p);
+            // The single-packet API agrees.
+            let mut p = Pipeline::new(config(host_path)).unwrap();
+            let snap = snapshot();
+            let mut buf = arp_request();
+            let len = buf.len();
+            let mut pkt = PacketBuf::new(&mut buf, 0, len).unwrap();
+            let want = if host_path {
+                Verdict::ToHost
+            } else {
+                Verdict::Drop(DropReason::NotIp)
+            };
+            assert_eq!(p.process(&snap, &mut pkt, 1), want);
+            assert_balanced(&p);
+        }
+    }
+
+    #[test]
+    fn host_path_switches_per_port() {
+        let mut p = Pipeline::new(config(false)).unwrap();
+        let snap = snapshot();
+        assert!(!p.host_path());
+        p.set_host_path(true);
+        assert_eq!(run_with(&mut p, &snap, &[arp_request()]), [Verdict::ToHost]);
+        p.set_host_path(false);
+        assert_eq!(
+            run_with(&mut p, &snap, &[arp_request()]),
+            [Verdict::Drop(DropReason::NotIp)]
+        );
+        assert_eq!(p.counters().to_host, 1);
+        assert_balanced(&p);
+    }
+
+    #[test]
+    fn nat_backend_replies_to_local_addresses_go_to_the_host() {
+        let snap = snapshot();
+        // A health check from the host (HOST:40000 -> backend) and its reply.
+        let reply_to_host =
+            ip4(FrameBuilder::tcp_v4(BACKEND, HOST, BACKEND_PORT, 40000).tcp_flags(0x12));
+        let reply_to_client =
+            ip4(FrameBuilder::tcp_v4(BACKEND, CLIENT, BACKEND_PORT, 40000).tcp_flags(0x12));
+        let table = Arc::new(LocalAddrs::new());
+        let mut p = Pipeline::new(config(true)).unwrap();
+        p.set_local_addrs(table.clone());
+        // No local address known yet: it looks like a nat reply.
+        assert_eq!(
+            run_with(&mut p, &snap, &[reply_to_host.clone()]),
+            [Verdict::ToClient]
+        );
+        table.publish(&[IpAddr::from(HOST), "fd00::1".parse().unwrap()]);
+        assert_eq!(
+            run_with(
+                &mut p,
+                &snap,
+                &[reply_to_host.clone(), reply_to_client.clone()]
+            ),
+            [Verdict::ToHost, Verdict::ToClient]
+        );
+        assert_eq!(p.local_addrs().len(), 2);
+        assert_eq!(p.counters().to_host, 1);
+        assert_eq!(p.counters().nat_replies, 2);
+        // Without the host path (a port without a host interface) it is un-NATed as before.
+        p.set_host_path(false);
+        assert_eq!(
+            run_with(&mut p, &snap, &[reply_to_host.clone()]),
+            [Verdict::ToClient]
+        );
+        // The address is removed: the next burst sees it.
+        p.set_host_path(true);
+        table.publish(&[]);
+        assert_eq!(
+            run_with(&mut p, &snap, &[reply_to_host]),
+            [Verdict::ToClient]
+        );
+        assert!(p.local_addrs().is_empty());
+        assert_balanced(&p);
     }
 }
