@@ -27,6 +27,8 @@
 //! bind = "auto"                     # auto | copy | zerocopy
 //! gateway_mac = "02:00:00:00:01:fe" # next hop on this side
 //! # mac = "..."                     # this port's own MAC; default /sys/class/net/IF/address
+//! # host_interface = "fbtap0"       # dpdk: kernel exception interface (net_tap) for what is
+//! #                                 # not fiberlb's (ARP, SSH, BGP...); default: none (dropped)
 //!
 //! [workers]
 //! cores = [1]                       # one worker per core
@@ -313,6 +315,13 @@ pub struct PortConfig {
     /// DPDK device (dpdk).
     #[serde(default, deserialize_with = "opt_mac")]
     pub mac: Option<Mac>,
+    /// dpdk only: the kernel interface (a `net_tap` created at start with this port's MAC)
+    /// that receives what is not fiberlb's — ARP, traffic to the host's own addresses (SSH,
+    /// BGP), other protocols — and whose transmissions go out of this port. Give the host's
+    /// addresses to it. Default: none, such packets are dropped (as AF_XDP's XDP program
+    /// passes them to the kernel interface itself, afxdp ports need none).
+    #[serde(default, deserialize_with = "opt_ifname")]
+    pub host_interface: Option<String>,
 }
 
 impl PortConfig {
@@ -497,6 +506,37 @@ fn opt_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Mac>, D::Err
     })
 }
 
+/// Checks a kernel interface name fiberlb creates: what Linux accepts (1-15 bytes, not `.` or
+/// `..`), narrowed to letters, digits, `-`, `_` and `.` because the name also goes into a DPDK
+/// device argument list (where `,` and `=` are separators).
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "interface name {name:?} must be 1-15 characters long (Linux's limit), it has {}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "interface name {name:?} contains {c:?}: use letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn opt_ifname<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    check_interface_name(&s)
+        .map(|()| Some(s))
+        .map_err(serde::de::Error::custom)
+}
+
 const MAX_TIMEOUT_S: u32 = 2_000_000; // < 2^31 ms, the flow table's clock range
 
 impl DataplaneConfig {
@@ -628,6 +668,7 @@ impl DataplaneConfig {
             message,
         };
         let mut devices = std::collections::HashSet::new();
+        let mut host_ifaces = std::collections::HashSet::new();
         for p in &self.ports {
             match p.driver {
                 PortDriver::Afxdp => {
@@ -645,6 +686,15 @@ impl DataplaneConfig {
                             p.display_name()
                         )));
                     }
+                    if let Some(h) = &p.host_interface {
+                        return Err(bad(format!(
+                            "port {:?}: `host_interface = {h:?}` is for driver = \"dpdk\"; on \
+                             AF_XDP the XDP program already passes what is not fiberlb's to \
+                             {:?} itself: remove the key",
+                            p.display_name(),
+                            p.interface
+                        )));
+                    }
                 }
                 PortDriver::Dpdk => {
                     let Some(d) = p.device.as_deref().filter(|d| !d.is_empty()) else {
@@ -659,6 +709,23 @@ impl DataplaneConfig {
                         return Err(bad(format!(
                             "DPDK device {d:?} is listed in two [[ports]] entries"
                         )));
+                    }
+                    if let Some(h) = &p.host_interface {
+                        if !host_ifaces.insert(h.as_str()) {
+                            return Err(bad(format!(
+                                "host_interface {h:?} is listed in two [[ports]] entries: each \
+                                 port needs its own"
+                            )));
+                        }
+                        if let Some(o) = self.ports.iter().find(|o| o.interface == *h) {
+                            return Err(bad(format!(
+                                "port {:?}: host_interface {h:?} is the interface of port {:?}; \
+                                 fiberlb creates the host interface, pick a new name (e.g. \
+                                 \"fbtap0\")",
+                                p.display_name(),
+                                o.display_name()
+                            )));
+                        }
                     }
                     if let Some(sec) = &self.dpdk {
                         let known = sec.vdevs.iter().any(|v| v.split(',').next() == Some(d))
@@ -821,6 +888,7 @@ impl DataplaneConfig {
             mtu: f.mtu,
             max_listeners: f.max_listeners,
             max_backends: f.max_backends,
+            host_path: self.ports.iter().any(|p| p.host_interface.is_some()),
         }
     }
 }
@@ -1091,6 +1159,56 @@ mbufs = 8191
             let e = DataplaneConfig::parse(&text, "n.toml").unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn host_interface_key() {
+        let base = "[[ports]]\ndriver = \"dpdk\"\ndevice = \"net_null0\"\nrole = \"both\"\n";
+        let sec = "[dpdk]\nvdevs = [\"net_null0\", \"net_null1\"]\n";
+        let c = DataplaneConfig::parse(&format!("{base}{sec}"), "n.toml").unwrap();
+        assert_eq!(c.ports[0].host_interface, None);
+        assert!(!c.pipeline().host_path, "default: no host path");
+        let c = DataplaneConfig::parse(
+            &format!("{base}host_interface = \"fbtap0\"\n{sec}"),
+            "n.toml",
+        )
+        .unwrap();
+        assert_eq!(c.ports[0].host_interface.as_deref(), Some("fbtap0"));
+        assert!(c.pipeline().host_path);
+        for (text, want) in [
+            (
+                format!("{base}host_interface = \"a-very-long-name0\"\n{sec}"),
+                "line 5",
+            ),
+            (format!("{base}host_interface = \"\"\n{sec}"), "1-15 characters"),
+            (format!("{base}host_interface = \"tap,0\"\n{sec}"), "contains ','"),
+            (format!("{base}host_interface = \"a b\"\n{sec}"), "line 5"),
+            (format!("{base}host_interface = \"..\"\n{sec}"), "not a valid"),
+            (format!("{base}host_interface = 3\n{sec}"), "line 5"),
+            (
+                "[[ports]]\ninterface = \"a\"\nrole = \"both\"\nhost_interface = \"t0\"\n".into(),
+                "is for driver = \"dpdk\"",
+            ),
+            (
+                format!("{base}host_interface = \"t0\"\n[[ports]]\ndriver = \"dpdk\"\n\
+                         device = \"net_null1\"\nrole = \"backend\"\nhost_interface = \"t0\"\n{sec}")
+                .replace("role = \"both\"", "role = \"client\""),
+                "two [[ports]]",
+            ),
+            (
+                format!("{base}interface = \"eth1\"\nhost_interface = \"eth1\"\n{sec}"),
+                "pick a new name",
+            ),
+        ] {
+            let e = DataplaneConfig::parse(&text, "n.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        assert!(check_interface_name("fbtap0").is_ok());
+        assert!(check_interface_name("fb_tap.1-x").is_ok());
+        assert!(check_interface_name("123456789012345").is_ok());
+        assert!(check_interface_name("1234567890123456").is_err());
+        assert!(check_interface_name("tap=1").is_err());
+        assert!(check_interface_name("t/1").is_err());
     }
 
     #[test]
