@@ -58,8 +58,9 @@ async fn scrape_reports_counters_health_and_programmer_state() {
         &path,
         &RegionConfig {
             ring_capacity: 8,
+            // Four counter blocks; the data plane runs three workers (its slots file says so).
             counters: CountersLayout {
-                workers: 2,
+                workers: 4,
                 listeners: 4,
                 backends: 8,
             },
@@ -75,9 +76,10 @@ async fn scrape_reports_counters_health_and_programmer_state() {
             rx_bytes: 6400,
             tx_packets: 90,
             tx_bytes: 5000,
-            to_host: 0,
+            to_host: 3 + w,
         });
         c.set_drops(3, 5); // no_listener
+        c.set_drops(12, 2 * w); // tx_ring_full
         c.set_drops(20, 1); // a reason this build has no name for
         c.set_listener(
             1,
@@ -85,7 +87,7 @@ async fn scrape_reports_counters_health_and_programmer_state() {
                 packets: 40,
                 bytes: 4000,
                 new_flows: 4,
-                active_flows: 0,
+                active_flows: 10 + w,
             },
         );
         c.set_backend(
@@ -94,14 +96,14 @@ async fn scrape_reports_counters_health_and_programmer_state() {
                 packets: 30 + w,
                 bytes: 3000,
                 new_flows: 3,
-                active_flows: 0,
+                active_flows: 7 * (w + 1),
             },
         );
     }
     let instance = format!("{:032x}", dp.header().instance_id());
     // The data plane's slots file, as dataplane/src/control.rs writes it.
     let slots = format!(
-        r#"{{"instance_id":"{instance}","generation":12,
+        r#"{{"instance_id":"{instance}","generation":12,"workers":3,
             "control":{{"applied":3,"rejected_corrupt":0,"rejected_out_of_order":0,"rejected_protocol":0,"rejected_invalid":0,"aborted":0,"stale_discarded":0,"replies_dropped":0,"ring_errors":0}},
             "listeners":[{{"slot":1,"id":7,"name":"web \"a\"/80/tcp","vip":"192.0.2.1","port":80,"protocol":"tcp","mode":"dsr"}}],
             "backends":[{{"slot":2,"id":33,"pool":"web","address":"2001:db8::5","port":8080}}]}}"#
@@ -182,6 +184,53 @@ async fn scrape_reports_counters_health_and_programmer_state() {
     let b = r#"{backend_id="33",pool="web",address="2001:db8::5",port="8080"}"#;
     assert_eq!(v(&format!("fiberlb_backend_packets_total{b}")), 61.0);
     assert_eq!(v(&format!("fiberlb_backend_new_flows_total{b}")), 6.0);
+    // Active flows: gauges summed over workers, same labels as the counters.
+    assert_eq!(v(&format!("fiberlb_listener_active_flows{l}")), 21.0);
+    assert_eq!(v(&format!("fiberlb_backend_active_flows{b}")), 21.0);
+    assert_eq!(
+        body.matches("# TYPE fiberlb_listener_active_flows gauge")
+            .count(),
+        1
+    );
+    assert_eq!(
+        body.matches("# TYPE fiberlb_backend_active_flows gauge")
+            .count(),
+        1
+    );
+    assert_eq!(v("fiberlb_to_host_packets_total"), 7.0);
+    assert_eq!(v("fiberlb_drops_total{reason=\"tx_ring_full\"}"), 2.0);
+    // Per worker: the three the slots file names (the third never counted: zeros), not the
+    // fourth block.
+    assert_eq!(v("fiberlb_worker_rx_packets_total{worker=\"0\"}"), 100.0);
+    assert_eq!(v("fiberlb_worker_rx_packets_total{worker=\"1\"}"), 101.0);
+    assert_eq!(v("fiberlb_worker_rx_packets_total{worker=\"2\"}"), 0.0);
+    assert!(!m.contains_key("fiberlb_worker_rx_packets_total{worker=\"3\"}"));
+    assert_eq!(v("fiberlb_worker_rx_bytes_total{worker=\"1\"}"), 6400.0);
+    assert_eq!(v("fiberlb_worker_tx_packets_total{worker=\"1\"}"), 90.0);
+    assert_eq!(v("fiberlb_worker_tx_bytes_total{worker=\"0\"}"), 5000.0);
+    assert_eq!(v("fiberlb_worker_to_host_packets_total{worker=\"1\"}"), 4.0);
+    assert_eq!(
+        v("fiberlb_worker_drops_total{worker=\"1\",reason=\"tx_ring_full\"}"),
+        2.0
+    );
+    assert_eq!(
+        v("fiberlb_worker_drops_total{worker=\"0\",reason=\"tx_ring_full\"}"),
+        0.0
+    );
+    assert_eq!(
+        v("fiberlb_worker_drops_total{worker=\"0\",reason=\"no_listener\"}"),
+        5.0
+    );
+    assert_eq!(
+        v("fiberlb_worker_drops_total{worker=\"1\",reason=\"reason_20\"}"),
+        1.0
+    );
+    assert!(!m.contains_key("fiberlb_worker_drops_total{worker=\"2\",reason=\"reason_20\"}"));
+    assert_eq!(
+        body.matches("# TYPE fiberlb_worker_drops_total counter")
+            .count(),
+        1
+    );
     assert_eq!(v("fiberlb_backend_up{backend_id=\"33\"}"), 0.0);
     assert_eq!(v("fiberlb_backend_up{backend_id=\"34\"}"), 1.0);
     assert_eq!(
@@ -210,9 +259,20 @@ async fn scrape_reports_counters_health_and_programmer_state() {
     };
     let c = view.counters().unwrap();
     assert_eq!(c.rx_packets, 201);
-    assert_eq!(c.drops, 12);
+    assert_eq!(c.drops, 14);
+    assert_eq!(c.to_host, 7);
+    assert_eq!(c.rx_bytes, 12800);
     assert_eq!(c.listeners[&7].packets, 80);
+    assert_eq!(c.listeners[&7].active_flows, 21);
     assert_eq!(c.backends[&33].bytes, 6000);
+    assert_eq!(c.backends[&33].active_flows, 21);
+    assert_eq!(c.workers.len(), 3);
+    assert_eq!(c.workers[1].rx_packets, 101);
+    assert_eq!(c.workers[1].to_host, 4);
+    assert_eq!(c.workers[1].drops, 8);
+    assert_eq!(c.workers[1].drops_by_reason[12], 2);
+    assert_eq!(c.workers[2].rx_packets, 0);
+    assert_eq!(c.workers[2].drops, 0);
     assert_eq!(view.status().unwrap().applied_generation, 12);
 
     // A slots file of another instance is ignored: no per-object rows, totals still there.
@@ -223,7 +283,12 @@ async fn scrape_reports_counters_health_and_programmer_state() {
     .unwrap();
     let (_, _, body) = get(addr, "/metrics").await;
     assert!(!body.contains("fiberlb_listener_packets_total{"));
+    assert!(!body.contains("fiberlb_listener_active_flows{"));
     assert!(body.contains("fiberlb_rx_packets_total 201"));
+    // Without a worker count, the blocks that counted anything: workers 0 and 1.
+    let m = parse(&body);
+    assert_eq!(m["fiberlb_worker_rx_packets_total{worker=\"1\"}"], 101.0);
+    assert!(!m.contains_key("fiberlb_worker_rx_packets_total{worker=\"2\"}"));
 
     // Detached: only the attached gauge.
     region_tx.send_replace(None);

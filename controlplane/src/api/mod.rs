@@ -61,6 +61,22 @@ pub struct ObjectCounters {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Live flows (a gauge, summed over workers).
+    pub active_flows: u64,
+}
+
+/// One data plane worker's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    pub worker: u32,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub to_host: u64,
+    pub drops: u64,
+    /// Indexed like [`DataplaneCounters::drops_by_reason`].
+    pub drops_by_reason: Vec<u64>,
 }
 
 /// Data plane counters, keyed by the control plane's ids.
@@ -68,12 +84,18 @@ pub struct ObjectCounters {
 pub struct DataplaneCounters {
     pub rx_packets: u64,
     pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Packets handed to the host's kernel (the data plane's exception path).
+    pub to_host: u64,
     pub drops: u64,
     /// Drops by reason, indexed like the data plane's `DropReason` (names in
-    /// [`crate::metrics::DROP_REASON_NAMES`]).
+    /// [`fiberlb_shared::shm::counters::DROP_REASON_NAMES`]).
     pub drops_by_reason: Vec<u64>,
     pub listeners: HashMap<u32, ObjectCounters>,
     pub backends: HashMap<u32, ObjectCounters>,
+    /// Per worker, in worker order.
+    pub workers: Vec<WorkerCounters>,
 }
 
 /// The data plane as the API sees it (the shm programmer implements it).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use fiberlb_shared::flow_hash::table_index;
 use fiberlb_shared::maglev::{self, MaglevBackend, EMPTY};
 use fiberlb_shared::model::{Algorithm, BackendId, Mode, Usability};
+use fiberlb_shared::shm::counters::drop_reason_label;
 use tonic::{Request, Response, Status};
 
 use super::auth::Auth;
@@ -894,7 +895,19 @@ impl DataplaneService for Api {
                 packets: v.packets,
                 bytes: v.bytes,
                 new_flows: v.new_flows,
+                active_flows: v.active_flows,
             }
+        };
+        let by_reason = |drops: &[u64]| -> Vec<pb::DropCount> {
+            drops
+                .iter()
+                .enumerate()
+                .filter(|&(_, &v)| v > 0)
+                .map(|(i, &v)| pb::DropCount {
+                    reason: drop_reason_label(i),
+                    packets: v,
+                })
+                .collect()
         };
         let s = &snap.state;
         let listeners = s
@@ -929,16 +942,22 @@ impl DataplaneService for Api {
             drops: c.drops,
             listeners,
             backends,
-            drops_by_reason: c
-                .drops_by_reason
+            drops_by_reason: by_reason(&c.drops_by_reason),
+            to_host: c.to_host,
+            rx_bytes: c.rx_bytes,
+            tx_bytes: c.tx_bytes,
+            workers: c
+                .workers
                 .iter()
-                .enumerate()
-                .filter(|&(_, &v)| v > 0)
-                .map(|(i, &v)| pb::DropCount {
-                    reason: crate::metrics::DROP_REASON_NAMES
-                        .get(i)
-                        .map_or_else(|| format!("reason_{i}"), |n| (*n).to_string()),
-                    packets: v,
+                .map(|w| pb::WorkerCounters {
+                    worker: w.worker,
+                    rx_packets: w.rx_packets,
+                    rx_bytes: w.rx_bytes,
+                    tx_packets: w.tx_packets,
+                    tx_bytes: w.tx_bytes,
+                    to_host: w.to_host,
+                    drops: w.drops,
+                    drops_by_reason: by_reason(&w.drops_by_reason),
                 })
                 .collect(),
         }))

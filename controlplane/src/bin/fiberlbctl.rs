@@ -400,9 +400,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return Ok(());
             }
             out!(
-                "rx {} packets, tx {} packets, {} dropped",
+                "rx {} packets ({} bytes), tx {} packets ({} bytes), {} to host, {} dropped",
                 s.rx_packets,
+                s.rx_bytes,
                 s.tx_packets,
+                s.tx_bytes,
+                s.to_host,
                 s.drops
             );
             let rows = |v: &[pb::ObjectCounters]| -> Vec<Vec<String>> {
@@ -414,15 +417,44 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             o.packets.to_string(),
                             o.bytes.to_string(),
                             o.new_flows.to_string(),
+                            o.active_flows.to_string(),
                         ]
                     })
                     .collect()
             };
-            let h = ["ID", "NAME", "PACKETS", "BYTES", "NEW FLOWS"];
+            let h = [
+                "ID",
+                "NAME",
+                "PACKETS",
+                "BYTES",
+                "NEW FLOWS",
+                "ACTIVE FLOWS",
+            ];
             out!("\nlisteners");
             table(&h, rows(&s.listeners));
             out!("\nbackends");
             table(&h, rows(&s.backends));
+            if !s.workers.is_empty() {
+                out!("\nworkers");
+                table(
+                    &[
+                        "WORKER",
+                        "RX PACKETS",
+                        "RX BYTES",
+                        "TX PACKETS",
+                        "TX BYTES",
+                        "TO HOST",
+                        "DROPPED",
+                    ],
+                    worker_rows(&s.workers),
+                );
+            }
+            let (header, rows) = drop_matrix(&s);
+            if !rows.is_empty() {
+                out!("\ndrops");
+                let header: Vec<&str> = header.iter().map(String::as_str).collect();
+                table(&header, rows);
+            }
             Ok(())
         }
         Command::Top {
@@ -1090,6 +1122,47 @@ async fn apply_cmd(
     Ok(())
 }
 
+/// `fiberlbctl stats` per-worker rows.
+fn worker_rows(workers: &[pb::WorkerCounters]) -> Vec<Vec<String>> {
+    workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.worker.to_string(),
+                w.rx_packets.to_string(),
+                w.rx_bytes.to_string(),
+                w.tx_packets.to_string(),
+                w.tx_bytes.to_string(),
+                w.to_host.to_string(),
+                w.drops.to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// `fiberlbctl stats` drops table: a row per reason that dropped anything, its total, then a
+/// column per worker.
+fn drop_matrix(s: &pb::CountersResponse) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header = vec!["REASON".to_string(), "TOTAL".to_string()];
+    header.extend(s.workers.iter().map(|w| format!("W{}", w.worker)));
+    let rows = s
+        .drops_by_reason
+        .iter()
+        .map(|d| {
+            let mut r = vec![d.reason.clone(), d.packets.to_string()];
+            r.extend(s.workers.iter().map(|w| {
+                w.drops_by_reason
+                    .iter()
+                    .find(|x| x.reason == d.reason)
+                    .map_or(0, |x| x.packets)
+                    .to_string()
+            }));
+            r
+        })
+        .collect();
+    (header, rows)
+}
+
 /// One sample of what `top` shows.
 struct TopSample {
     at: std::time::Instant,
@@ -1152,6 +1225,8 @@ struct TopObject {
     bps: f64,
     new_flows_per_s: f64,
     packets: u64,
+    /// Live flows now (a gauge, not a rate).
+    active_flows: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1199,6 +1274,7 @@ fn top_frame(before: &TopSample, now: &TopSample) -> TopFrame {
                     bps: rate(o.bytes, p.bytes, secs) * 8.0,
                     new_flows_per_s: rate(o.new_flows, p.new_flows, secs),
                     packets: o.packets,
+                    active_flows: o.active_flows,
                     admin_state: None,
                     healthy: None,
                 }
@@ -1279,6 +1355,7 @@ fn print_top(f: &TopFrame) {
                     si(o.pps),
                     si(o.bps),
                     si(o.new_flows_per_s),
+                    si(o.active_flows as f64),
                     o.packets.to_string(),
                 ]);
                 r
@@ -1287,13 +1364,15 @@ fn print_top(f: &TopFrame) {
     };
     out!("");
     table(
-        &["LISTENER", "NAME", "PPS", "BPS", "NEW/S", "PACKETS"],
+        &[
+            "LISTENER", "NAME", "PPS", "BPS", "NEW/S", "ACTIVE", "PACKETS",
+        ],
         rows(&f.listeners, false),
     );
     out!("");
     table(
         &[
-            "BACKEND", "ADDRESS", "STATE", "HEALTH", "PPS", "BPS", "NEW/S", "PACKETS",
+            "BACKEND", "ADDRESS", "STATE", "HEALTH", "PPS", "BPS", "NEW/S", "ACTIVE", "PACKETS",
         ],
         rows(&f.backends, true),
     );
@@ -1362,6 +1441,7 @@ mod tests {
             packets,
             bytes,
             new_flows: packets / 10,
+            active_flows: packets / 100 + u64::from(id),
         };
         TopSample {
             at,
@@ -1381,6 +1461,7 @@ mod tests {
                     reason: "no_backend".into(),
                     packets: drops,
                 }],
+                ..Default::default()
             },
             backends: vec![pb::Backend {
                 id: 2,
@@ -1402,6 +1483,8 @@ mod tests {
         assert_eq!(f.listeners[0].pps, 100.0);
         assert_eq!(f.listeners[0].bps, 80_000.0);
         assert_eq!(f.listeners[0].new_flows_per_s, 10.0);
+        // Active flows are the latest gauge, not a rate.
+        assert_eq!(f.listeners[0].active_flows, 4);
         // Sorted by id, health and admin state folded in from the backend list.
         assert_eq!(f.backends.iter().map(|b| b.id).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(f.backends[0].healthy, Some(false));
@@ -1414,6 +1497,55 @@ mod tests {
                 total: 9,
                 per_second: 2.0
             }]
+        );
+    }
+
+    #[test]
+    fn stats_worker_and_drop_tables() {
+        let w = |worker: u32, tx_full: u64| pb::WorkerCounters {
+            worker,
+            rx_packets: 10 + u64::from(worker),
+            rx_bytes: 640,
+            tx_packets: 9,
+            tx_bytes: 576,
+            to_host: 1,
+            drops: tx_full + 1,
+            drops_by_reason: [("no_listener", 1), ("tx_ring_full", tx_full)]
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(r, v)| pb::DropCount {
+                    reason: r.into(),
+                    packets: v,
+                })
+                .collect(),
+        };
+        let s = pb::CountersResponse {
+            attached: true,
+            drops_by_reason: vec![
+                pb::DropCount {
+                    reason: "no_listener".into(),
+                    packets: 2,
+                },
+                pb::DropCount {
+                    reason: "tx_ring_full".into(),
+                    packets: 3,
+                },
+            ],
+            workers: vec![w(0, 0), w(1, 3)],
+            ..Default::default()
+        };
+        assert_eq!(
+            worker_rows(&s.workers)[1],
+            ["1", "11", "640", "9", "576", "1", "4"]
+        );
+        let (header, rows) = drop_matrix(&s);
+        assert_eq!(header, ["REASON", "TOTAL", "W0", "W1"]);
+        assert_eq!(
+            rows,
+            vec![
+                vec!["no_listener", "2", "1", "1"],
+                vec!["tx_ring_full", "3", "0", "3"]
+            ]
         );
     }
 

@@ -6,8 +6,11 @@
 //! [`Programmer`](crate::program::Programmer)'s mapping ([`Programmer::region`]); the `Arc` is
 //! held only while a scrape renders.
 //!
-//! Per-worker rx/tx/drops are not broken down: `CountersReader` (fiberlb-shared) sums over
-//! workers and exposes no per-worker read, so the families carry totals.
+//! Families: all-worker totals (`fiberlb_rx_packets_total`, `fiberlb_drops_total{reason}`,
+//! ...), the same per worker (`fiberlb_worker_*{worker="N"}`, for the data plane's workers as
+//! its slots file counts them, else for the counter blocks that counted anything), and per
+//! listener and backend counters plus the `*_active_flows` gauges. Active flows lag by up to one
+//! flow-table sweep of the data plane's workers (see `dataplane/src/flow_table.rs`).
 //!
 //! [`Programmer::region`]: crate::program::Programmer::region
 
@@ -21,6 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fiberlb_shared::shm::counters::{
+    drop_reason_label, CountersReader, ObjectCounters as ShmObject, DROP_REASONS,
+};
 use fiberlb_shared::shm::region::{monotonic_ns, Region};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
@@ -32,24 +38,9 @@ use crate::health::HealthMap;
 use crate::program::ProgramStatus;
 pub use text::{Encoder, Kind};
 
-/// Names of the data plane's drop reasons, in counter order (`DropReason::ALL` in
-/// `dataplane/src/pipeline/counters.rs`; kept in step by hand since the control plane does not
-/// link the data plane). Reasons past the end are exported as `reason_<n>` when non-zero.
-pub const DROP_REASON_NAMES: [&str; 13] = [
-    "malformed",
-    "not_ip",
-    "unsupported_protocol",
-    "no_listener",
-    "no_backend",
-    "ttl_exceeded",
-    "fragment_ambiguous",
-    "icmp_not_for_vip",
-    "too_big_for_tunnel",
-    "no_headroom",
-    "no_next_hop",
-    "unsupported_extension",
-    "tx_ring_full",
-];
+/// Names of the data plane's drop reasons, in counter order (the one list, in the shared
+/// crate). Reasons past the end are exported as `reason_<n>` when non-zero.
+pub use fiberlb_shared::shm::counters::DROP_REASON_NAMES;
 
 /// The slot → object map the data plane writes next to its region (`SlotsFile` in
 /// `dataplane/src/control.rs`); unknown fields are ignored.
@@ -58,6 +49,9 @@ pub struct SlotMap {
     /// Hex instance id of the data plane that wrote it.
     pub instance_id: String,
     pub generation: u64,
+    /// Workers the data plane runs (absent in files of older data planes).
+    #[serde(default)]
+    pub workers: Option<u32>,
     #[serde(default)]
     pub listeners: Vec<ListenerSlot>,
     #[serde(default)]
@@ -273,6 +267,11 @@ fn render_dataplane(e: &mut Encoder, region: Option<&Region>) {
             "Bytes sent to backends, all workers.",
             t.tx_bytes,
         ),
+        (
+            "fiberlb_to_host_packets_total",
+            "Packets handed to the host's kernel (not fiberlb's), all workers.",
+            t.to_host,
+        ),
     ] {
         e.single(name, Kind::Counter, help, v as f64);
     }
@@ -281,24 +280,12 @@ fn render_dataplane(e: &mut Encoder, region: Option<&Region>) {
         Kind::Counter,
         "Packets dropped, by reason, all workers.",
     );
-    for (i, name) in DROP_REASON_NAMES.iter().enumerate() {
-        e.sample(
-            "fiberlb_drops_total",
-            &[("reason", name)],
-            c.drops(i) as f64,
-        );
+    for (reason, v) in drops_by_label(|i| c.drops(i)) {
+        e.sample("fiberlb_drops_total", &[("reason", &reason)], v as f64);
     }
-    for i in DROP_REASON_NAMES.len()..fiberlb_shared::shm::counters::DROP_REASONS {
-        let v = c.drops(i);
-        if v > 0 {
-            e.sample(
-                "fiberlb_drops_total",
-                &[("reason", &format!("reason_{i}"))],
-                v as f64,
-            );
-        }
-    }
-    let Some(slots) = SlotMap::read_for(region) else {
+    let slots = SlotMap::read_for(region);
+    render_workers(e, &c, slots.as_ref().and_then(|s| s.workers));
+    let Some(slots) = slots else {
         return;
     };
     let listener_labels: Vec<[(&str, String); 5]> = slots
@@ -328,7 +315,7 @@ fn render_dataplane(e: &mut Encoder, region: Option<&Region>) {
         })
         .collect();
     let backend_counts: Vec<_> = slots.backends.iter().map(|b| c.backend(b.slot)).collect();
-    type Pick = fn(&fiberlb_shared::shm::counters::ObjectCounters) -> u64;
+    type Pick = fn(&ShmObject) -> u64;
     let picks: [(&str, &str, Pick); 3] = [
         ("packets", "Packets", |o| o.packets),
         ("bytes", "Bytes", |o| o.bytes),
@@ -356,6 +343,88 @@ fn render_dataplane(e: &mut Encoder, region: Option<&Region>) {
         for (labels, o) in backend_labels.iter().zip(&backend_counts) {
             let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
             e.sample(&name, &l, pick(o) as f64);
+        }
+    }
+    e.family(
+        "fiberlb_listener_active_flows",
+        Kind::Gauge,
+        "Live flows of a listener, all workers (as of each worker's last flow-table sweep).",
+    );
+    for (labels, o) in listener_labels.iter().zip(&listener_counts) {
+        let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        e.sample("fiberlb_listener_active_flows", &l, o.active_flows as f64);
+    }
+    e.family(
+        "fiberlb_backend_active_flows",
+        Kind::Gauge,
+        "Live flows to a backend, all workers (as of each worker's last flow-table sweep).",
+    );
+    for (labels, o) in backend_labels.iter().zip(&backend_counts) {
+        let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        e.sample("fiberlb_backend_active_flows", &l, o.active_flows as f64);
+    }
+}
+
+/// `(label, value)` for every named drop reason (zeros included, so the series exist from the
+/// start) and for any unnamed slot a newer data plane counted in.
+fn drops_by_label(read: impl Fn(usize) -> u64) -> Vec<(String, u64)> {
+    (0..DROP_REASONS)
+        .filter_map(|i| {
+            let v = read(i);
+            (i < DROP_REASON_NAMES.len() || v > 0).then(|| (drop_reason_label(i), v))
+        })
+        .collect()
+}
+
+/// Worker count to show: the slots file's, else the blocks that counted anything.
+fn shown_workers(c: &CountersReader<'_>, running: Option<u32>) -> u32 {
+    running
+        .unwrap_or_else(|| c.workers_in_use())
+        .min(c.workers())
+}
+
+/// The `fiberlb_worker_*` families: each worker's totals and drops by reason.
+fn render_workers(e: &mut Encoder, c: &CountersReader<'_>, running: Option<u32>) {
+    let workers: Vec<(String, _)> = (0..shown_workers(c, running))
+        .filter_map(|w| c.worker(w).map(|r| (w.to_string(), r)))
+        .collect();
+    type Pick = fn(&fiberlb_shared::shm::counters::Totals) -> u64;
+    let picks: [(&str, &str, Pick); 5] = [
+        ("rx_packets", "Packets received by a worker.", |t| {
+            t.rx_packets
+        }),
+        ("rx_bytes", "Bytes received by a worker.", |t| t.rx_bytes),
+        ("tx_packets", "Packets forwarded by a worker.", |t| {
+            t.tx_packets
+        }),
+        ("tx_bytes", "Bytes a worker sent to backends.", |t| {
+            t.tx_bytes
+        }),
+        (
+            "to_host_packets",
+            "Packets a worker handed to the host's kernel.",
+            |t| t.to_host,
+        ),
+    ];
+    for (what, help, pick) in picks {
+        let name = format!("fiberlb_worker_{what}_total");
+        e.family(&name, Kind::Counter, help);
+        for (w, r) in &workers {
+            e.sample(&name, &[("worker", w)], pick(&r.totals()) as f64);
+        }
+    }
+    e.family(
+        "fiberlb_worker_drops_total",
+        Kind::Counter,
+        "Packets a worker dropped, by reason.",
+    );
+    for (w, r) in &workers {
+        for (reason, v) in drops_by_label(|i| r.drops(i)) {
+            e.sample(
+                "fiberlb_worker_drops_total",
+                &[("worker", w), ("reason", &reason)],
+                v as f64,
+            );
         }
     }
 }
@@ -459,14 +528,13 @@ impl crate::api::DataplaneView for RegionView {
         let region = self.region.borrow().clone()?;
         let c = region.counters();
         let t = c.totals();
-        let drops_by_reason: Vec<u64> = (0..fiberlb_shared::shm::counters::DROP_REASONS)
-            .map(|i| c.drops(i))
-            .collect();
+        let drops_by_reason: Vec<u64> = (0..DROP_REASONS).map(|i| c.drops(i)).collect();
         let drops = drops_by_reason.iter().fold(0u64, |a, &b| a.wrapping_add(b));
-        let obj = |o: fiberlb_shared::shm::counters::ObjectCounters| crate::api::ObjectCounters {
+        let obj = |o: ShmObject| crate::api::ObjectCounters {
             packets: o.packets,
             bytes: o.bytes,
             new_flows: o.new_flows,
+            active_flows: o.active_flows,
         };
         let slots = SlotMap::read_for(&region).unwrap_or_default();
         let listeners: HashMap<u32, _> = slots
@@ -479,13 +547,34 @@ impl crate::api::DataplaneView for RegionView {
             .iter()
             .map(|b| (b.id, obj(c.backend(b.slot))))
             .collect();
+        let workers = (0..shown_workers(&c, slots.workers))
+            .filter_map(|w| c.worker(w).map(|r| (w, r)))
+            .map(|(w, r)| {
+                let t = r.totals();
+                let drops_by_reason: Vec<u64> = (0..DROP_REASONS).map(|i| r.drops(i)).collect();
+                crate::api::WorkerCounters {
+                    worker: w,
+                    rx_packets: t.rx_packets,
+                    rx_bytes: t.rx_bytes,
+                    tx_packets: t.tx_packets,
+                    tx_bytes: t.tx_bytes,
+                    to_host: t.to_host,
+                    drops: drops_by_reason.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
+                    drops_by_reason,
+                }
+            })
+            .collect();
         Some(crate::api::DataplaneCounters {
             rx_packets: t.rx_packets,
             tx_packets: t.tx_packets,
+            rx_bytes: t.rx_bytes,
+            tx_bytes: t.tx_bytes,
+            to_host: t.to_host,
             drops,
             drops_by_reason,
             listeners,
             backends,
+            workers,
         })
     }
 }

@@ -209,6 +209,21 @@ impl<'a> CountersReader<'a> {
         self.layout.workers
     }
 
+    /// Blocks up to the last one that counted anything (packets received, handed to the host
+    /// or dropped): the workers that ran, for a reader that is not told how many there are.
+    /// A worker that never received a packet and sits after the last busy one is not counted.
+    pub fn workers_in_use(&self) -> u32 {
+        (0..self.layout.workers)
+            .rev()
+            .find(|&w| {
+                self.worker(w).is_some_and(|r| {
+                    let t = r.totals();
+                    t.rx_packets > 0 || t.to_host > 0 || (0..DROP_REASONS).any(|d| r.drops(d) > 0)
+                })
+            })
+            .map_or(0, |w| w + 1)
+    }
+
     /// Worker `worker`'s block alone (`None` out of range).
     pub fn worker(&self, worker: u32) -> Option<WorkerReader<'a>> {
         if worker >= self.layout.workers {
@@ -480,10 +495,39 @@ mod tests {
         assert_eq!(r.worker(0).unwrap().totals().rx_packets, 100);
         assert_eq!(r.worker(0).unwrap().drops(12), 40);
         assert!(r.worker(2).is_none());
+        assert_eq!(r.workers_in_use(), 2);
         // The sums are the per-worker values added up.
         assert_eq!(r.drops(12), 81);
         assert_eq!(r.totals().to_host, 15);
         assert_eq!(r.listener(1).active_flows, 30);
+    }
+
+    #[test]
+    fn workers_in_use_ends_at_the_last_busy_block() {
+        let layout = CountersLayout {
+            workers: 4,
+            listeners: 1,
+            backends: 1,
+        };
+        let words = area(layout);
+        let r = CountersReader::new(&words, layout);
+        assert_eq!(r.workers_in_use(), 0);
+        block(&words, layout, 1).set_drops(31, 1);
+        assert_eq!(r.workers_in_use(), 2, "a drop alone makes a block busy");
+        block(&words, layout, 2).set_totals(Totals {
+            to_host: 1,
+            ..Totals::default()
+        });
+        assert_eq!(r.workers_in_use(), 3);
+        // Object counters alone (no rx) do not: every packet is in rx first.
+        block(&words, layout, 3).set_backend(
+            0,
+            ObjectCounters {
+                active_flows: 1,
+                ..ObjectCounters::default()
+            },
+        );
+        assert_eq!(r.workers_in_use(), 3);
     }
 
     #[test]
