@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use fiberlb_shared::model::ServiceSet;
 use fiberlb_shared::shm::channel::RecvError;
-use fiberlb_shared::shm::counters::{ObjectCounters as ShmObject, Totals};
+use fiberlb_shared::shm::counters::{
+    drop_reason_label, CountersReader, ObjectCounters as ShmObject, Totals, DROP_REASONS,
+};
 use fiberlb_shared::shm::message::{Message, RejectCode};
 use fiberlb_shared::shm::region::{
     monotonic_ns, Region, RegionError, RegionReceiver, RegionSender,
@@ -579,6 +581,7 @@ impl ControlThread {
             instance_id: format!("{:032x}", self.region.header().instance_id()),
             generation: snap.generation,
             control: self.stats.counts(),
+            workers: Some(self.opts.workers as u32),
             listeners: snap
                 .listeners
                 .iter()
@@ -659,6 +662,10 @@ pub struct SlotsFile {
     pub generation: u64,
     /// The control thread's counters when the file was written.
     pub control: ControlCounts,
+    /// Workers this data plane runs (counter blocks past it are unused). Absent in files of
+    /// older data planes: readers then show the blocks that counted anything.
+    #[serde(default)]
+    pub workers: Option<u32>,
     pub listeners: Vec<ListenerSlot>,
     pub backends: Vec<BackendSlot>,
 }
@@ -694,12 +701,12 @@ pub struct CounterPublisher {
     high_water: Arc<HighWater>,
 }
 
-fn shm_object(c: &ObjectCounters) -> ShmObject {
+fn shm_object(c: &ObjectCounters, active_flows: u64) -> ShmObject {
     ShmObject {
         packets: c.packets,
         bytes: c.bytes,
         new_flows: c.new_flows,
-        active_flows: 0,
+        active_flows,
     }
 }
 
@@ -710,7 +717,8 @@ impl CounterPublisher {
     }
 
     /// Copies the worker's running totals into its block. `tx_packets` is what the pipeline
-    /// forwarded; `tx_bytes` the bytes sent to backends (nat replies are not in it).
+    /// forwarded; `tx_bytes` the bytes sent to backends (nat replies are not in it). Active
+    /// flows are the flow sweep's counts of its last complete pass (zero before the first).
     pub fn publish(&self, c: &WorkerCounters) {
         let Some(block) = self.region.worker_counters(self.worker) else {
             return;
@@ -719,14 +727,15 @@ impl CounterPublisher {
             block.set_drops(reason, *v);
         }
         let nl = self.high_water.listeners.load(Ordering::Relaxed);
+        let sweep = &c.flow_sweep;
         for (slot, l) in c.listeners.iter().take(nl).enumerate() {
-            block.set_listener(slot as u32, shm_object(l));
+            block.set_listener(slot as u32, shm_object(l, sweep.listener_active(slot)));
         }
         let nb = self.high_water.backends.load(Ordering::Relaxed);
         let mut tx_bytes = 0u64;
         for (slot, b) in c.backends.iter().take(nb).enumerate() {
             tx_bytes = tx_bytes.wrapping_add(b.bytes);
-            block.set_backend(slot as u32, shm_object(b));
+            block.set_backend(slot as u32, shm_object(b, sweep.backend_active(slot)));
         }
         block.set_totals(Totals {
             rx_packets: c.rx_packets,
@@ -753,6 +762,8 @@ pub struct ListenerStats {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Live flows, summed over workers (each worker's count as of its last flow-table sweep).
+    pub active_flows: u64,
 }
 
 /// Counters of one backend, with its identity.
@@ -766,15 +777,43 @@ pub struct BackendStats {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Live flows, summed over workers.
+    pub active_flows: u64,
 }
 
-/// Packet and byte totals over all workers.
+/// Packet and byte totals over all workers, or of one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TotalsReport {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Packets handed to the kernel through the exception path (DPDK's TAP).
+    pub to_host: u64,
+}
+
+impl From<Totals> for TotalsReport {
+    fn from(t: Totals) -> Self {
+        TotalsReport {
+            rx_packets: t.rx_packets,
+            rx_bytes: t.rx_bytes,
+            tx_packets: t.tx_packets,
+            tx_bytes: t.tx_bytes,
+            to_host: t.to_host,
+        }
+    }
+}
+
+/// One worker's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkerStats {
+    pub worker: u32,
+    #[serde(flatten)]
+    pub totals: TotalsReport,
+    /// Sum of `drops`.
+    pub dropped: u64,
+    /// Drops by reason name (every reason, zeros included).
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// What `fiberlb-dataplane stats` shows.
@@ -791,6 +830,9 @@ pub struct StatsReport {
     pub totals: TotalsReport,
     /// Drops by reason name (every reason, zeros included).
     pub drops: BTreeMap<String, u64>,
+    /// Per worker: the data plane's workers when the slots file says how many, else every
+    /// counter block that counted anything.
+    pub workers: Vec<WorkerStats>,
     pub listeners: Vec<ListenerStats>,
     pub backends: Vec<BackendStats>,
     /// The control thread's counters, from the slots file (`None` when it is missing or
@@ -824,10 +866,8 @@ pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
         .filter(|s: &SlotsFile| s.instance_id == instance_id);
     let c = region.counters();
     let t = c.totals();
-    let drops = DropReason::ALL
-        .iter()
-        .map(|r| (r.name().to_string(), c.drops(*r as usize)))
-        .collect();
+    let drops = drops_by_name(|i| c.drops(i));
+    let workers = worker_stats(&c, slots.as_ref().and_then(|s| s.workers));
     let (listeners, backends) = match &slots {
         Some(s) => (
             s.listeners
@@ -845,6 +885,7 @@ pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
                         packets: o.packets,
                         bytes: o.bytes,
                         new_flows: o.new_flows,
+                        active_flows: o.active_flows,
                     }
                 })
                 .collect(),
@@ -861,6 +902,7 @@ pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
                         packets: o.packets,
                         bytes: o.bytes,
                         new_flows: o.new_flows,
+                        active_flows: o.active_flows,
                     }
                 })
                 .collect(),
@@ -874,18 +916,45 @@ pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
         applied_generation: h.applied_generation(),
         data_plane_heartbeat_age_ms: age_ms(h.data_plane_heartbeat()),
         control_plane_heartbeat_age_ms: age_ms(h.control_plane_heartbeat()),
-        totals: TotalsReport {
-            rx_packets: t.rx_packets,
-            rx_bytes: t.rx_bytes,
-            tx_packets: t.tx_packets,
-            tx_bytes: t.tx_bytes,
-        },
+        totals: t.into(),
         drops,
+        workers,
         listeners,
         backends,
         control: slots.as_ref().map(|s| s.control),
         slots_generation: slots.as_ref().map(|s| s.generation),
     })
+}
+
+/// Every drop reason this build names (zeros included), plus any unnamed slot a newer data
+/// plane counted in.
+fn drops_by_name(read: impl Fn(usize) -> u64) -> BTreeMap<String, u64> {
+    (0..DROP_REASONS)
+        .filter_map(|i| {
+            let v = read(i);
+            (i < DropReason::COUNT || v > 0).then(|| (drop_reason_label(i), v))
+        })
+        .collect()
+}
+
+/// Per-worker rows: `running` workers when the slots file says, else the blocks that counted
+/// anything ([`CountersReader::workers_in_use`]).
+fn worker_stats(c: &CountersReader<'_>, running: Option<u32>) -> Vec<WorkerStats> {
+    let n = running
+        .unwrap_or_else(|| c.workers_in_use())
+        .min(c.workers());
+    (0..n)
+        .filter_map(|w| c.worker(w).map(|r| (w, r)))
+        .map(|(w, r)| {
+            let drops = drops_by_name(|i| r.drops(i));
+            WorkerStats {
+                worker: w,
+                totals: r.totals().into(),
+                dropped: drops.values().fold(0u64, |a, v| a.wrapping_add(*v)),
+                drops,
+            }
+        })
+        .collect()
 }
 
 /// The report as a human-readable table.
@@ -909,8 +978,8 @@ pub fn render_table(r: &StatsReport) -> String {
     let t = &r.totals;
     let _ = writeln!(
         o,
-        "rx          {} packets, {} bytes\ntx          {} packets, {} bytes",
-        t.rx_packets, t.rx_bytes, t.tx_packets, t.tx_bytes
+        "rx          {} packets, {} bytes\ntx          {} packets, {} bytes\nto host     {} packets",
+        t.rx_packets, t.rx_bytes, t.tx_packets, t.tx_bytes, t.to_host
     );
     let drops: Vec<_> = r.drops.iter().filter(|(_, v)| **v > 0).collect();
     if drops.is_empty() {
@@ -920,6 +989,28 @@ pub fn render_table(r: &StatsReport) -> String {
         for (name, v) in drops {
             let _ = writeln!(o, "  {name:<24} {v:>14}");
         }
+    }
+    if !r.workers.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n{:<7} {:>14} {:>16} {:>14} {:>16} {:>12} {:>12}  TOP DROP REASON",
+            "WORKER", "RX PACKETS", "RX BYTES", "TX PACKETS", "TX BYTES", "TO HOST", "DROPPED"
+        );
+        for w in &r.workers {
+            let top = w
+                .drops
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .max_by_key(|(_, v)| **v)
+                .map_or("-".to_string(), |(k, v)| format!("{k} ({v})"));
+            let t = &w.totals;
+            let _ = writeln!(
+                o,
+                "{:<7} {:>14} {:>16} {:>14} {:>16} {:>12} {:>12}  {top}",
+                w.worker, t.rx_packets, t.rx_bytes, t.tx_packets, t.tx_bytes, t.to_host, w.dropped
+            );
+        }
+        let _ = writeln!(o);
     }
     if let Some(c) = &r.control {
         let _ = writeln!(
@@ -943,38 +1034,47 @@ pub fn render_table(r: &StatsReport) -> String {
     }
     let _ = writeln!(
         o,
-        "\n{:<5} {:<32} {:<28} {:<5} {:>14} {:>16} {:>10}",
-        "SLOT", "LISTENER", "VIP:PORT/PROTO", "MODE", "PACKETS", "BYTES", "NEW FLOWS"
+        "\n{:<5} {:<32} {:<28} {:<5} {:>14} {:>16} {:>10} {:>12}",
+        "SLOT",
+        "LISTENER",
+        "VIP:PORT/PROTO",
+        "MODE",
+        "PACKETS",
+        "BYTES",
+        "NEW FLOWS",
+        "ACTIVE FLOWS"
     );
     for l in &r.listeners {
         let _ = writeln!(
             o,
-            "{:<5} {:<32} {:<28} {:<5} {:>14} {:>16} {:>10}",
+            "{:<5} {:<32} {:<28} {:<5} {:>14} {:>16} {:>10} {:>12}",
             l.slot,
             l.name,
             format!("{}/{}", sock(l.vip, l.port), l.protocol),
             l.mode,
             l.packets,
             l.bytes,
-            l.new_flows
+            l.new_flows,
+            l.active_flows
         );
     }
     let _ = writeln!(
         o,
-        "\n{:<5} {:<8} {:<20} {:<28} {:>14} {:>16} {:>10}",
-        "SLOT", "ID", "POOL", "BACKEND", "PACKETS", "BYTES", "NEW FLOWS"
+        "\n{:<5} {:<8} {:<20} {:<28} {:>14} {:>16} {:>10} {:>12}",
+        "SLOT", "ID", "POOL", "BACKEND", "PACKETS", "BYTES", "NEW FLOWS", "ACTIVE FLOWS"
     );
     for b in &r.backends {
         let _ = writeln!(
             o,
-            "{:<5} {:<8} {:<20} {:<28} {:>14} {:>16} {:>10}",
+            "{:<5} {:<8} {:<20} {:<28} {:>14} {:>16} {:>10} {:>12}",
             b.slot,
             b.id,
             b.pool,
             sock(b.address, b.port),
             b.packets,
             b.bytes,
-            b.new_flows
+            b.new_flows,
+            b.active_flows
         );
     }
     o
@@ -1003,4 +1103,148 @@ pub fn print_stats(shm_path: &Path, json: bool) -> Result<(), ControlError> {
         print!("{}", render_table(&r));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow_table::{FlowKey, FlowState, FlowTable, Timeouts};
+    use fiberlb_shared::shm::counters::CountersLayout;
+    use fiberlb_shared::shm::region::RegionConfig;
+
+    fn temp_region(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fiberlb-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("region")
+    }
+
+    /// A worker's counters with `flows` live flows of listener slot 0 on backend slot 1,
+    /// counted by a complete sweep.
+    fn counters_with_flows(flows: u32, rx: u64, to_host: u64) -> WorkerCounters {
+        let mut c = WorkerCounters::new(4, 4);
+        let mut t = FlowTable::new(256, Timeouts::default()).unwrap();
+        for i in 0..flows {
+            let mut client = [0u8; 16];
+            client[..4].copy_from_slice(&i.to_be_bytes());
+            let k = FlowKey {
+                client,
+                listener: 0,
+                port: 1000,
+            };
+            // Backend handle: slot 1, incarnation 3.
+            t.insert(u64::from(i), &k, (3 << 24) | 1, FlowState::TcpOpen, 0);
+        }
+        while !t.sweep(&mut c.flow_sweep, 1, 1000) {}
+        c.rx_packets = rx;
+        c.rx_bytes = rx * 64;
+        c.forwarded = rx - 1;
+        c.to_host = to_host;
+        c.drop(DropReason::NoListener);
+        c.tx_failed(0);
+        c.listeners[0].packets = rx;
+        c.backends[1].packets = rx - 1;
+        c.backends[1].bytes = (rx - 1) * 64;
+        c
+    }
+
+    #[test]
+    fn publish_then_stats_show_active_flows_to_host_and_workers() {
+        let path = temp_region("stats");
+        let region = Arc::new(
+            Region::create(
+                &path,
+                &RegionConfig {
+                    ring_capacity: 8,
+                    counters: CountersLayout {
+                        workers: 4,
+                        listeners: 4,
+                        backends: 4,
+                    },
+                },
+            )
+            .unwrap(),
+        );
+        let high_water = Arc::new(HighWater::default());
+        high_water.listeners.store(1, Ordering::Relaxed);
+        high_water.backends.store(2, Ordering::Relaxed);
+        for (w, flows, rx, to_host) in [(0u32, 5u32, 10u64, 1u64), (1, 7, 20, 2)] {
+            let p = CounterPublisher {
+                region: region.clone(),
+                worker: w,
+                high_water: high_water.clone(),
+            };
+            let mut c = counters_with_flows(flows, rx, to_host);
+            c.tx_failed(u64::from(w)); // worker 1: one packet the TX ring refused
+            p.publish(&c);
+        }
+        // Without a slots file: totals, drops and the workers that counted anything.
+        let r = read_stats(&path).unwrap();
+        assert_eq!(r.totals.rx_packets, 30);
+        assert_eq!(r.totals.to_host, 3);
+        assert_eq!(r.totals.tx_packets, 9 + 18);
+        assert_eq!(r.drops["tx_ring_full"], 1);
+        assert_eq!(r.drops.len(), DropReason::COUNT);
+        assert_eq!(r.workers.len(), 2, "blocks 2 and 3 never counted");
+        assert_eq!(r.workers[1].totals.rx_packets, 20);
+        assert_eq!(r.workers[1].totals.to_host, 2);
+        assert_eq!(r.workers[1].drops["tx_ring_full"], 1);
+        assert_eq!(r.workers[1].drops["no_listener"], 1);
+        assert_eq!(r.workers[1].dropped, 2);
+        assert_eq!(r.workers[0].dropped, 1);
+        assert!(r.listeners.is_empty());
+
+        // With the slots file: named rows with active flows, and as many workers as it says.
+        let slots = SlotsFile {
+            instance_id: format!("{:032x}", region.header().instance_id()),
+            generation: 1,
+            control: ControlCounts::default(),
+            workers: Some(3),
+            listeners: vec![ListenerSlot {
+                slot: 0,
+                id: 9,
+                name: "web/80/tcp".into(),
+                vip: "192.0.2.1".parse().unwrap(),
+                port: 80,
+                protocol: "tcp".into(),
+                mode: "dsr".into(),
+            }],
+            backends: vec![BackendSlot {
+                slot: 1,
+                id: 4,
+                pool: "web".into(),
+                address: "10.0.0.4".parse().unwrap(),
+                port: 80,
+            }],
+        };
+        write_atomically(&slots_path_for(&path), &slots).unwrap();
+        let r = read_stats(&path).unwrap();
+        assert_eq!(r.workers.len(), 3);
+        assert_eq!(r.workers[2].totals, TotalsReport::default());
+        assert_eq!(r.listeners[0].active_flows, 12);
+        assert_eq!(r.listeners[0].packets, 30);
+        assert_eq!(r.backends[0].active_flows, 12);
+        assert_eq!(r.backends[0].new_flows, 0);
+        let table = render_table(&r);
+        assert!(table.contains("ACTIVE FLOWS"), "{table}");
+        assert!(table.contains("to host     3 packets"), "{table}");
+        assert!(table.contains("TOP DROP REASON"), "{table}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["workers"][1]["to_host"], 2);
+        assert_eq!(json["workers"][1]["drops"]["tx_ring_full"], 1);
+        assert_eq!(json["listeners"][0]["active_flows"], 12);
+        assert_eq!(json["totals"]["to_host"], 3);
+        drop(region);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn slots_file_of_an_older_data_plane_still_reads() {
+        let old = r#"{"instance_id":"00","generation":1,"control":{"applied":1,
+            "rejected_corrupt":0,"rejected_out_of_order":0,"rejected_protocol":0,
+            "rejected_invalid":0,"aborted":0,"stale_discarded":0,"replies_dropped":0,
+            "ring_errors":0},"listeners":[],"backends":[]}"#;
+        let s: SlotsFile = serde_json::from_str(old).unwrap();
+        assert_eq!(s.workers, None);
+    }
 }

@@ -1,5 +1,7 @@
 //! Per-worker counters: plain integers owned by one worker, no atomics on the fast path.
 
+use crate::flow_table::FlowSweep;
+
 /// Why a packet was dropped. Each reason indexes a per-worker counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -117,6 +119,9 @@ pub struct WorkerCounters {
     pub drops: [u64; DropReason::COUNT],
     pub listeners: Box<[ObjectCounters]>,
     pub backends: Box<[ObjectCounters]>,
+    /// Active flows per listener and backend slot, counted by the incremental flow-table
+    /// sweep of `Pipeline::housekeeping` (gauges as of its last complete pass).
+    pub flow_sweep: FlowSweep,
 }
 
 impl WorkerCounters {
@@ -133,6 +138,7 @@ impl WorkerCounters {
             drops: [0; DropReason::COUNT],
             listeners: vec![ObjectCounters::default(); listener_slots].into_boxed_slice(),
             backends: vec![ObjectCounters::default(); backend_slots].into_boxed_slice(),
+            flow_sweep: FlowSweep::new(listener_slots, backend_slots),
         }
     }
 
@@ -164,5 +170,35 @@ impl WorkerCounters {
     #[inline]
     pub(crate) fn backend(&mut self, slot: usize) -> Option<&mut ObjectCounters> {
         self.backends.get_mut(slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fiberlb_shared::shm::counters::{DROP_REASONS, DROP_REASON_NAMES};
+
+    #[test]
+    fn drop_reason_names_match_the_shared_list() {
+        // The control plane names drop counters from the shared list; a reason added here
+        // without its name there would be exported under the wrong label.
+        assert_eq!(DropReason::ALL.map(DropReason::name), DROP_REASON_NAMES);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "ALL is in counter order");
+        }
+        const { assert!(DropReason::COUNT <= DROP_REASONS) };
+    }
+
+    #[test]
+    fn tx_failed_moves_forwarded_to_tx_ring_full() {
+        let mut c = WorkerCounters::new(1, 1);
+        c.forwarded = 10;
+        c.tx_failed(3);
+        assert_eq!(c.forwarded, 7);
+        assert_eq!(c.drops[DropReason::TxRingFull as usize], 3);
+        assert_eq!(c.dropped(), 3);
+        c.tx_failed(20);
+        assert_eq!(c.forwarded, 0);
+        assert_eq!(c.flow_sweep.completed_passes(), 0);
     }
 }
