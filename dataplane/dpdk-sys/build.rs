@@ -83,6 +83,8 @@ mod link {
             .allowlist_function("rte_eth_dev_close")
             .allowlist_function("rte_eth_promiscuous_enable")
             .allowlist_function("rte_eth_macaddr_get")
+            .allowlist_function("rte_eth_dev_default_mac_addr_set")
+            .allowlist_function("rte_eth_dev_set_link_up")
             .allowlist_function("rte_eth_stats_get")
             .allowlist_function("rte_eth_stats_reset")
             .allowlist_function("rte_ring_create")

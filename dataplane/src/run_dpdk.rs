@@ -4,6 +4,15 @@
 //! the shared-memory region, services applied by transaction) as the AF_XDP path. There are no
 //! XDP maps to keep in step: a DPDK port hands every frame to the workers.
 //!
+//! Exception path: a port with `host_interface = "NAME"` gets a `net_tap` port beside it
+//! (vdev `net_tap_fb<port index>,iface=NAME,persist`, one queue per worker, the physical
+//! port's MAC, link up). Workers send it what is not fiberlb's and send what the kernel
+//! transmits on it out of the physical port. The interface persists when fiberlb stops (down,
+//! keeping the operator's addresses and routes for the next start). Its addresses are the
+//! host's own: a thread reads them every second and publishes them to the workers
+//! ([`LocalAddrs`]), so replies from nat backends to them (health checks made from this host)
+//! go to the kernel instead of being un-NATed.
+//!
 //! Teardown order matters to DPDK: workers end (their queue handles dropped), then the ports
 //! are stopped and closed, then the pools are freed, then `rte_eal_cleanup` runs — the
 //! ownership in `nic::dpdk` enforces it; this module only drops things in that order.
@@ -27,17 +36,18 @@ pub use with_dpdk::run;
 
 #[cfg(feature = "dpdk")]
 mod with_dpdk {
+    use std::net::IpAddr;
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use anyhow::{bail, Context};
     use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
     use fiberlb_dataplane::control::{ControlOptions, ControlThread};
     use fiberlb_dataplane::nic::dpdk::{register_thread, DpdkWorker, Eal, Port, PortConfig};
     use fiberlb_dataplane::pipeline::Pipeline;
-    use fiberlb_dataplane::snapshot::SnapshotBuilder;
+    use fiberlb_dataplane::snapshot::{LocalAddrs, SnapshotBuilder, MAX_LOCAL_ADDRS};
     use fiberlb_dataplane::worker::{available_cores, pin_to_core, WorkerSettings};
     use fiberlb_shared::shm::counters::CountersLayout;
     use fiberlb_shared::shm::region::{Region, RegionConfig};
@@ -62,6 +72,90 @@ mod with_dpdk {
             ));
         }
         Ok(())
+    }
+
+    /// DPDK device name of the host (`net_tap`) port beside port `index`.
+    fn tap_device(index: usize) -> String {
+        format!("net_tap_fb{index}")
+    }
+
+    /// The IP addresses of the interfaces named in `names` (in this network namespace),
+    /// sorted. Errors (getifaddrs failing) give an empty list: the caller keeps what it had.
+    fn interface_addresses(names: &[String]) -> Result<Vec<IpAddr>, std::io::Error> {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: head is a valid out-pointer; on success it holds a list freed below.
+        if unsafe { libc::getifaddrs(&mut head) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut out = Vec::new();
+        let mut cur = head;
+        while !cur.is_null() {
+            // SAFETY: cur is a node of the list getifaddrs returned, not yet freed.
+            let ifa = unsafe { &*cur };
+            cur = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+                continue;
+            }
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
+            if !names.iter().any(|n| *n == name) {
+                continue;
+            }
+            // SAFETY: ifa_addr is non-null; sa_family says which sockaddr it is, and the
+            // kernel gives sockaddr_in / sockaddr_in6 of full size for those families.
+            let addr = unsafe {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        // s_addr holds the address bytes in network order.
+                        Some(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+                    }
+                    _ => None,
+                }
+            };
+            out.extend(addr);
+        }
+        // SAFETY: head came from getifaddrs and is freed once; no reference into it remains.
+        unsafe { libc::freeifaddrs(head) };
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Publishes the host interfaces' addresses to `table` now and then every second until
+    /// `stop`, logging each change.
+    fn watch_host_addresses(names: Vec<String>, table: Arc<LocalAddrs>, stop: Arc<AtomicBool>) {
+        let mut last: Option<Vec<IpAddr>> = None;
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next {
+                next = Instant::now() + Duration::from_secs(1);
+                match interface_addresses(&names) {
+                    Ok(addrs) if last.as_ref() != Some(&addrs) => {
+                        let taken = table.publish(&addrs);
+                        eprintln!(
+                            "fiberlb-dataplane: host addresses on {names:?}: {addrs:?}{}",
+                            if taken < addrs.len() {
+                                format!(" (only the first {MAX_LOCAL_ADDRS} are used)")
+                            } else {
+                                String::new()
+                            }
+                        );
+                        last = Some(addrs);
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!(
+                        "fiberlb-dataplane: warning: cannot read the host interfaces' \
+                         addresses (getifaddrs: {e}); keeping the previous ones"
+                    ),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Forwards on the configured DPDK ports until SIGTERM/SIGINT.
@@ -114,7 +208,27 @@ mod with_dpdk {
         )
         .with_context(|| format!("shared-memory region {}", shm_path.display()))?;
 
-        let eal = Eal::init(&sec.eal_config()).context("[dpdk]")?;
+        // The host (net_tap) ports: vdevs added to the EAL's, named after the port index.
+        let mut eal_cfg = sec.eal_config();
+        let mut host_names = Vec::new();
+        for (i, p) in cfg.ports.iter().enumerate() {
+            let Some(h) = &p.host_interface else { continue };
+            let dev = tap_device(i);
+            if eal_cfg
+                .vdevs
+                .iter()
+                .any(|v| v.split(',').next() == Some(dev.as_str()))
+            {
+                bail!(
+                    "[dpdk] vdevs already has a device named {dev:?}, which fiberlb uses for \
+                     the host_interface of port {:?}; rename that vdev",
+                    p.display_name()
+                );
+            }
+            eal_cfg.vdevs.push(format!("{dev},iface={h},persist"));
+            host_names.push(h.clone());
+        }
+        let eal = Eal::init(&eal_cfg).context("[dpdk]")?;
         eprintln!("fiberlb-dataplane: DPDK EAL arguments {:?}", eal.args());
         // EAL pinned this (main) thread to [dpdk] cores; the control thread spawned from it
         // must not share one CPU with whatever else runs there, so give it back every CPU.
@@ -135,6 +249,33 @@ mod with_dpdk {
             .with_context(|| format!("port {:?}", p.display_name()))?;
             ports.push(port);
         }
+        // Each host port after its physical port: it takes that port's MAC, so the kernel
+        // accepts the frames sent to it and answers ARP for the host's addresses with it.
+        let mut hosts: Vec<Option<Port>> = Vec::with_capacity(cfg.ports.len());
+        for (i, p) in cfg.ports.iter().enumerate() {
+            let Some(h) = &p.host_interface else {
+                hosts.push(None);
+                continue;
+            };
+            let ctx = || format!("port {:?}: host_interface {h:?}", p.display_name());
+            let tap = Port::start(
+                &eal,
+                &pools,
+                &PortConfig {
+                    rx_desc: sec.rx_desc,
+                    tx_desc: sec.tx_desc,
+                    promiscuous: false,
+                    rss: false,
+                    ..PortConfig::new(&tap_device(i), queues)
+                },
+            )
+            .with_context(ctx)?;
+            let mac = p.mac.unwrap_or_else(|| ports[i].mac());
+            tap.set_mac(mac).with_context(ctx)?;
+            tap.set_link_up().with_context(ctx)?;
+            hosts.push(Some(tap));
+        }
+        let local_addrs = Arc::new(LocalAddrs::new());
         let pcfg = cfg.pipeline_with_port_macs(|i| ports[i].mac());
 
         let mut ctl = ControlThread::new(
@@ -171,10 +312,15 @@ mod with_dpdk {
                 .iter()
                 .map(|p| p.queue(q))
                 .collect::<Result<Vec<_>, _>>()?;
-            let pipeline =
+            let mut pipeline =
                 Pipeline::new(pcfg.clone()).with_context(|| format!("worker {i}: flow table"))?;
+            pipeline.set_local_addrs(local_addrs.clone());
+            let host_queues = hosts
+                .iter()
+                .map(|h| h.as_ref().map(|h| h.queue(q)).transpose())
+                .collect::<Result<Vec<_>, _>>()?;
             let (reader, sink) = ctl.worker_handles(i)?;
-            let w = DpdkWorker::new(
+            let mut w = DpdkWorker::new(
                 i,
                 &eal,
                 queues,
@@ -185,6 +331,7 @@ mod with_dpdk {
                 sink,
                 settings,
             )?;
+            w.set_host_queues(host_queues)?;
             built.push((*core, w));
         }
 
@@ -196,10 +343,11 @@ mod with_dpdk {
             .ports
             .iter()
             .zip(&ports)
-            .map(|(c, p)| {
+            .zip(&hosts)
+            .map(|((c, p), h)| {
                 let link = p.link();
                 format!(
-                    "{} ({}, {}, {:?}, MAC {}, {} queue(s){}, link {})",
+                    "{} ({}, {}, {:?}, MAC {}, {} queue(s){}, link {}{})",
                     c.display_name(),
                     p.name(),
                     p.driver(),
@@ -207,7 +355,15 @@ mod with_dpdk {
                     format_mac(&p.mac()),
                     p.queues(),
                     if p.rss() { " with RSS" } else { "" },
-                    if link.up { "up" } else { "down" }
+                    if link.up { "up" } else { "down" },
+                    match (h, &c.host_interface) {
+                        (Some(h), Some(name)) => format!(
+                            ", host interface {name} ({}, MAC {})",
+                            h.name(),
+                            format_mac(&h.mac())
+                        ),
+                        _ => String::new(),
+                    }
                 )
             })
             .collect();
@@ -232,6 +388,27 @@ mod with_dpdk {
                 .unwrap_or_else(|| "(backend MACs)".into()),
         );
 
+        // Publish the host addresses once before the workers start, then keep them current.
+        let watcher = if host_names.is_empty() {
+            None
+        } else {
+            match interface_addresses(&host_names) {
+                Ok(a) => {
+                    local_addrs.publish(&a);
+                }
+                Err(e) => eprintln!(
+                    "fiberlb-dataplane: warning: cannot read the host interfaces' addresses \
+                     (getifaddrs: {e})"
+                ),
+            }
+            let (names, table, stop) = (host_names.clone(), local_addrs.clone(), stop.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("fiberlb-hostaddr".into())
+                    .spawn(move || watch_host_addresses(names, table, stop))
+                    .context("spawning the host address thread")?,
+            )
+        };
         let control = ctl.spawn(stop.clone())?;
         let result = std::thread::scope(|scope| -> anyhow::Result<()> {
             let mut handles = Vec::new();
@@ -265,12 +442,15 @@ mod with_dpdk {
                     Ok(Ok(w)) => {
                         let c = w.pipeline().counters();
                         eprintln!(
-                            "fiberlb-dataplane: worker {}: {} received, {} forwarded, {} dropped; {:?}",
+                            "fiberlb-dataplane: worker {}: {} received, {} forwarded, {} to host, \
+                             {} dropped; {:?}; {:?}",
                             w.index,
                             c.rx_packets,
                             c.forwarded,
+                            c.to_host,
                             c.dropped(),
-                            w.stats()
+                            w.stats(),
+                            w.host_stats()
                         );
                         // Dropping the worker releases its queue handles.
                     }
@@ -283,6 +463,11 @@ mod with_dpdk {
                 None => Ok(()),
             }
         });
+        if let Some(h) = watcher {
+            if h.join().is_err() {
+                eprintln!("fiberlb-dataplane: error: the host address thread panicked");
+            }
+        }
         match control.join() {
             Ok(ctl) => {
                 let c = ctl.stats().counts();
@@ -295,7 +480,13 @@ mod with_dpdk {
         // (The main thread is EAL's main lcore; registering is a no-op that keeps the mempool
         // caches valid for the frees below.)
         let _ = register_thread(&eal);
-        for (c, p) in cfg.ports.iter().zip(&ports) {
+        let all = cfg.ports.iter().zip(&ports).chain(
+            cfg.ports
+                .iter()
+                .zip(&hosts)
+                .filter_map(|(c, h)| h.as_ref().map(|h| (c, h))),
+        );
+        for (c, p) in all {
             match p.stats() {
                 Ok(s) => eprintln!(
                     "fiberlb-dataplane: port {} ({}): {s:?}",
@@ -305,6 +496,7 @@ mod with_dpdk {
                 Err(e) => eprintln!("fiberlb-dataplane: port {}: {e}", c.display_name()),
             }
         }
+        drop(hosts);
         drop(ports);
         drop(pools);
         drop(eal);

@@ -11,17 +11,27 @@
 #   FE2E_DPDK_MODES      which vdev kinds to run (default: "af_packet af_xdp")
 #   FE2E_CORE            the worker's core (default 1)
 #
+#   FE2E_DPDK_HOST_MODES which vdev kinds also get host interfaces (default: "af_packet af_xdp")
+#
 # Differences from dataplane.sh, and why:
-# - A DPDK port takes every frame of its device: fiberlb on DPDK has no kernel exception path
-#   yet (the issue's net_tap), so the dsr replies cannot be forwarded by the lb namespace's
-#   kernel as with AF_XDP's XDP_PASS. A second client link (c1, on the backends' bridge) carries
-#   them: the backends route what leaves from the dsr VIP straight to the client (policy rule
-#   `from VIP_DSR`), everything else (nat replies) through fiberlb as before.
-# - net_af_packet only copies frames: the lb namespace's kernel sees them too. Forwarding is
-#   off there (ip_forward=0 drops non-local packets without ICMP), so the kernel neither answers
-#   VIP traffic with "unreachable" nor forwards nat replies un-NATed.
+# - A DPDK port takes every frame of its device. The dsr replies are not forwarded by the lb
+#   namespace's kernel as with AF_XDP's XDP_PASS: a second client link (c1, on the backends'
+#   bridge) carries them: the backends route what leaves from the dsr VIP straight to the
+#   client (policy rule `from VIP_DSR`), everything else (nat replies) through fiberlb.
+# - The exception path (host_interface): each port gets a net_tap interface (${P}t0, ${P}t1)
+#   and the lb's own addresses (10.91.1.1, 10.91.2.1) move from l0/l1 to them, so the lb
+#   namespace's kernel only talks through fiberlb: the client's ARP and ping for 10.91.1.1, a
+#   TCP service on it (python http.server: "SSH/BGP would work"), and a health check from the lb
+#   namespace to a nat backend (its replies come from backend:80, a nat_return key: only the
+#   local-address rule keeps them from being un-NATed) are checked, then the VIP checks run in
+#   the same run. The client's permanent neighbour entry for 10.91.1.1 is removed: its VIP
+#   traffic, too, depends on ARP through the tap.
+# - net_af_packet only copies frames: the lb namespace's kernel would see them too. An nft
+#   netdev ingress drop on l0/l1 (after the packet taps, so DPDK still gets every frame) keeps
+#   the kernel to what comes through the taps. Forwarding is off there (ip_forward=0).
 # - A DPDK port on a veth sets the link down when the process ends, and the kernel then flushes
-#   the routes and neighbours: restore_lb puts them back after each run, and is checked.
+#   the routes and neighbours: restore_lb puts them (and the addresses, without the drop) back
+#   after each run, and is checked.
 #
 # Root only; skips (exit 0, "SKIP" line) without libdpdk. Needs ip, ethtool, curl, python3.
 set -u
@@ -30,6 +40,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BIN_DIR=${FIBERLB_BIN_DIR:-$ROOT/target/dpdk/release}
 LB=$BIN_DIR/fiberlb-dataplane
 MODES=${FE2E_DPDK_MODES:-af_packet af_xdp}
+HOST_MODES=${FE2E_DPDK_HOST_MODES:-af_packet af_xdp}
 
 PY=$(command -v python3)
 BASE_P=${FE2E_PREFIX:-fe2e$$}
@@ -46,7 +57,7 @@ if ! pkg-config --exists libdpdk; then
     echo "SKIP e2e-dpdk: libdpdk not installed (scripts/deps-dpdk.sh)"
     exit 0
 fi
-for tool in ip ethtool curl sha256sum; do
+for tool in ip ethtool curl sha256sum nft; do
     command -v $tool >/dev/null || { echo "FAIL setup: $tool not installed"; exit 1; }
 done
 [ -x "$LB" ] || { echo "FAIL setup: $LB not built (cargo build --release -p fiberlb-dataplane --features dpdk)"; exit 1; }
@@ -72,9 +83,34 @@ trap 'exit 130' INT TERM
 pass() { echo "PASS $MODE/$*"; }
 fail() { echo "FAIL $MODE/$*"; FAILS=$((FAILS + 1)); }
 
+host_on() { # does this mode run with host interfaces?
+    case " $HOST_MODES " in *" $MODE "*) return 0 ;; esac
+    return 1
+}
+
+# Before a run with host interfaces: the lb's addresses leave l0/l1 (they go to the taps once
+# fiberlb created them), the kernel stops seeing l0/l1 frames, the client forgets the lb's MAC.
+host_prepare() {
+    ip -n "$NS_L" addr del 10.91.1.1/24 dev l0
+    ip -n "$NS_L" addr del 10.91.2.1/24 dev l1
+    ip netns exec "$NS_L" nft -f - <<NFT
+table netdev fe2e_kernel_off {
+    chain l0 { type filter hook ingress device l0 priority 0; policy drop; }
+    chain l1 { type filter hook ingress device l1 priority 0; policy drop; }
+}
+NFT
+    ip -n "$NS_C" neigh del 10.91.1.1 dev c0 2>/dev/null || true
+}
+
 # What a DPDK port's exit takes away: links, connected routes, permanent neighbours.
 restore_lb() {
     local i
+    ip netns exec "$NS_L" nft delete table netdev fe2e_kernel_off 2>/dev/null || true
+    for i in 0 1; do
+        ip -n "$NS_L" addr flush dev "${P}t$i" 2>/dev/null || true
+    done
+    ip -n "$NS_L" addr replace 10.91.1.1/24 dev l0
+    ip -n "$NS_L" addr replace 10.91.2.1/24 dev l1
     ip -n "$NS_L" link set l0 up
     ip -n "$NS_L" link set l1 up
     ip -n "$NS_L" neigh replace 10.91.1.2 lladdr $MAC_C0 dev l0 nud permanent
@@ -179,12 +215,14 @@ device = "${v0%%,*}"
 interface = "l0"
 role = "client"
 gateway_mac = "$MAC_C0"
+$(host_on && echo "host_interface = \"${P}t0\"")
 [[ports]]
 name = "backend"
 driver = "dpdk"
 device = "${v1%%,*}"
 interface = "l1"
 role = "backend"
+$(host_on && echo "host_interface = \"${P}t1\"")
 [workers]
 cores = [${FE2E_CORE:-1}]
 idle_backoff = true
@@ -244,10 +282,104 @@ udp_check() { # name vip
     if echo "$r" | grep -q "ok=60 fail=0" && [ "$nb" -ge 2 ]; then pass "$name $r"; else fail "$name $r"; fi
 }
 
+# The exception path: the taps are up with the ports' MACs, the lb's addresses go on them,
+# then ARP + ping, a TCP service on the lb's address, a health check to a nat backend.
+host_checks() {
+    local t0=${P}t0 t1=${P}t1 i ok mac state
+    for i in 0 1; do
+        local t=${P}t$i want=$MAC_L0
+        [ $i = 1 ] && want=$MAC_L1
+        state=$(ip -n "$NS_L" -o link show "$t" 2>&1)
+        mac=$(echo "$state" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+        if echo "$state" | grep -q '<[^>]*,UP[,>]' && [ "$mac" = "$want" ]; then
+            pass "host-interface $t up with its port's MAC $mac"
+        else
+            fail "host-interface $t: $state"
+        fi
+    done
+    ip -n "$NS_L" addr add 10.91.1.1/24 dev "$t0"
+    ip -n "$NS_L" addr add 10.91.2.1/24 dev "$t1"
+    # (a) ARP and ICMP through the tap: the client has no neighbour entry for the lb.
+    local out
+    out=$(ip netns exec "$NS_C" ping -c 3 -i 0.2 -W 2 10.91.1.1 2>&1)
+    local neigh; neigh=$(ip -n "$NS_C" neigh show 10.91.1.1 dev c0)
+    echo "RESULT $MODE/host-ping $(echo "$out" | grep -o '[0-9]* received') neigh: $neigh"
+    if echo "$out" | grep -q ' 0% packet loss' && echo "$neigh" | grep -q "lladdr $MAC_L0" \
+        && ! echo "$neigh" | grep -q PERMANENT; then
+        pass "host-ping 10.91.1.1 answered by the lb's kernel, ARP learnt $MAC_L0 through the tap"
+    else
+        fail "host-ping: $out / $neigh"
+    fi
+    # (b) A TCP service on the lb's own address, from the client.
+    mkdir -p "$WORK/hostweb"
+    echo "hello from the lb host" >"$WORK/hostweb/hello"
+    ip netns exec "$NS_L" "$PY" -m http.server --bind 10.91.1.1 --directory "$WORK/hostweb" 8080 \
+        >"$WORK/hostweb.log" 2>&1 &
+    local web=$!
+    ok=
+    for i in $(seq 1 30); do
+        out=$(ip netns exec "$NS_C" curl -s --max-time 3 http://10.91.1.1:8080/hello)
+        [ "$out" = "hello from the lb host" ] && { ok=1; break; }
+        sleep 0.2
+    done
+    kill "$web" 2>/dev/null; wait "$web" 2>/dev/null
+    if [ -n "$ok" ]; then pass "host-tcp curl to a server on the lb's address (try $i)"; else fail "host-tcp: got '$out'"; fi
+    # (c) Health checks from the lb's kernel to the nat backends (backend:80 is a nat_return
+    # key of nat-http: the replies must reach the kernel, not be un-NATed to a client). fiberlb
+    # reads the taps' addresses every second: wait until it published 10.91.2.1.
+    for i in $(seq 1 30); do
+        grep -q 'host addresses on .*10\.91\.2\.1' "$WORK/$MODE.out" && break
+        sleep 0.1
+    done
+    ok=0 out=
+    for i in 0 1 2; do
+        local got
+        got=$(ip netns exec "$NS_L" curl -s --max-time 5 "http://${IP_B[$i]}:80/")
+        out="$out ${IP_B[$i]}=$got"
+        [ "$got" = "b$((i + 1))" ] && ok=$((ok + 1))
+    done
+    echo "RESULT $MODE/host-health-check$out"
+    if [ $ok = 3 ] && grep -q '^tcp 10.91.2.1 ' "$WORK/b1/log"; then
+        pass "host-health-check curl from the lb namespace to all 3 nat backends (source 10.91.2.1)"
+    else
+        fail "host-health-check: $ok/3:$out"
+    fi
+}
+
+# After the VIP checks: packets went to the host, counted in the shared-memory stats.
+host_counter_check() {
+    ip netns exec "$NS_L" "$LB" stats --shm "$SHM" --json >"$WORK/host-stats.json" 2>&1
+    local n
+    n=$("$PY" - "$WORK/host-stats.json" <<'PYEOF'
+import json, sys
+def find(o, key):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k == key and isinstance(v, int):
+                yield v
+            yield from find(v, key)
+    elif isinstance(o, list):
+        for v in o:
+            yield from find(v, key)
+try:
+    print(max(find(json.load(open(sys.argv[1])), "to_host"), default=-1))
+except Exception:
+    print(-1)
+PYEOF
+)
+    echo "RESULT $MODE/host-to-host stats to_host=$n"
+    if [ "$n" -gt 0 ] 2>/dev/null; then
+        pass "host-to-host-counter stats to_host=$n"
+    else
+        fail "host-to-host-counter: no to_host > 0 in stats --json: $(head -c 300 "$WORK/host-stats.json")"
+    fi
+}
+
 run_mode() { # af_packet | af_xdp
     MODE=$1
     dataplane_toml "$MODE" >"$WORK/$MODE.toml"
     : >"$WORK/$MODE.out"
+    if host_on; then host_prepare; fi
     ip netns exec "$NS_L" "$LB" run --config "$WORK/$MODE.toml" --services "$WORK/services.yaml" \
         >"$WORK/$MODE.out" 2>&1 &
     LB_PID=$!
@@ -281,6 +413,7 @@ run_mode() { # af_packet | af_xdp
     else
         fail "second-instance: unexpected error: $(cat "$WORK/$MODE.second")"
     fi
+    if host_on; then host_checks; fi
 
     http_spread nat-http "$VIP_NAT" 42000
     http_spread dsr-http "$VIP_DSR" 43000
@@ -290,6 +423,7 @@ run_mode() { # af_packet | af_xdp
     udp_check dsr-udp "$VIP_DSR"
     # shellcheck source=reconfig.sh
     . "$HERE/reconfig.sh"
+    if host_on; then host_counter_check; fi
 
     kill -TERM "$LB_PID"
     wait "$LB_PID"; local rc=$?
@@ -300,6 +434,14 @@ run_mode() { # af_packet | af_xdp
         pass "stop exit=0, ports closed, EAL cleaned up, no XDP program left"
     else
         fail "stop exit=$rc: $(tail -n 3 "$WORK/$MODE.out" | tr '\n' ' ')"
+    fi
+    if host_on; then
+        # The taps persist (down), keeping the operator's addresses for the next start.
+        if ip -n "$NS_L" -o addr show dev "${P}t0" 2>/dev/null | grep -q '10.91.1.1/24'; then
+            pass "host-persist ${P}t0 kept its address after the exit"
+        else
+            fail "host-persist: $(ip -n "$NS_L" -o addr show dev "${P}t0" 2>&1)"
+        fi
     fi
     # Did the exit take the links down (the pitfall)? Then put everything back and check.
     local state; state=$(ip -n "$NS_L" -o link show l0 | grep -o 'state [A-Z]*')

@@ -14,6 +14,12 @@
 //! spans the mbuf's whole data room: the headroom (`rte_pktmbuf_headroom`) is the PacketBuf's
 //! `start`, so encapsulation can `push_front`, and after each packet the mbuf's
 //! `data_off`/`data_len`/`pkt_len` are set from the PacketBuf.
+//!
+//! Exception path: a port may have a host (`net_tap`) port beside it. A [`DpdkWorker`] given
+//! host queues ([`DpdkWorker::set_host_queues`]) sends the pipeline's [`Verdict::ToHost`]
+//! packets of port `i` to its tap's TX queue (the kernel receives them on the tap interface)
+//! and sends what the kernel transmits on the tap (tap RX) out of port `i` unchanged — so ARP,
+//! SSH, BGP and health checks of the host work over a port the kernel no longer drives.
 
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
@@ -790,6 +796,9 @@ pub struct PortConfig {
     pub tx_desc: u16,
     /// Receive frames for any MAC (needed on a veth or a shared segment).
     pub promiscuous: bool,
+    /// Spread flows over the queues with RSS when there are several (off for a `net_tap`
+    /// host port: which queue the kernel's packets arrive on does not matter).
+    pub rss: bool,
 }
 
 impl PortConfig {
@@ -801,6 +810,7 @@ impl PortConfig {
             rx_desc: 1024,
             tx_desc: 1024,
             promiscuous: true,
+            rss: true,
         }
     }
 }
@@ -912,7 +922,7 @@ impl Port {
                 want: cfg.queues,
             });
         }
-        let rss_hf = if cfg.queues > 1 {
+        let rss_hf = if cfg.queues > 1 && cfg.rss {
             let hf = sys::fiberlb_rss_default & info.flow_type_rss_offloads;
             if hf == 0 {
                 log::warn!(
@@ -1030,6 +1040,44 @@ impl Port {
         a.addr_bytes
     }
 
+    /// Sets the port's MAC address (a `net_tap` host port takes its physical port's, so the
+    /// kernel accepts the frames addressed to it and answers ARP with it).
+    ///
+    /// # Errors
+    /// When the driver refuses.
+    pub fn set_mac(&self, mac: [u8; 6]) -> Result<(), DpdkError> {
+        let mut a = sys::rte_ether_addr { addr_bytes: mac };
+        // SAFETY: valid port; DPDK copies the address.
+        let rc = unsafe { sys::rte_eth_dev_default_mac_addr_set(self.inner.id, &mut a) };
+        if rc != 0 {
+            return Err(DpdkError::Port {
+                port: self.inner.name.clone(),
+                op: "rte_eth_dev_default_mac_addr_set",
+                errno: rc.abs(),
+                msg: strerror(rc.abs()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets the link up (for a `net_tap` port: the kernel interface goes up).
+    ///
+    /// # Errors
+    /// When the driver refuses.
+    pub fn set_link_up(&self) -> Result<(), DpdkError> {
+        // SAFETY: valid, started port.
+        let rc = unsafe { sys::rte_eth_dev_set_link_up(self.inner.id) };
+        if rc != 0 {
+            return Err(DpdkError::Port {
+                port: self.inner.name.clone(),
+                op: "rte_eth_dev_set_link_up",
+                errno: rc.abs(),
+                msg: strerror(rc.abs()),
+            });
+        }
+        Ok(())
+    }
+
     /// Link state, without waiting.
     pub fn link(&self) -> LinkStatus {
         let mut l = sys::fiberlb_link::default();
@@ -1109,6 +1157,20 @@ impl PortQueue {
         usize::from(n)
     }
 
+    /// Receives up to `max` packets into an empty array, for forwarding them unchanged
+    /// (no views loaded); returns how many.
+    #[inline]
+    pub fn rx_into(&mut self, out: &mut MbufArray, max: usize) -> usize {
+        out.clear();
+        let max = max.min(BURST) as u16;
+        // SAFETY: sole user of this RX queue (&mut self); ptrs has room for BURST >= max
+        // mbufs, which become owned by the array.
+        let n =
+            unsafe { sys::fiberlb_rx_burst(self.port.id, self.queue, out.ptrs.as_mut_ptr(), max) };
+        out.len = usize::from(n).min(BURST);
+        out.len
+    }
+
     /// Sends the array's mbufs; those sent leave the array, the rest stay (the caller frees
     /// or retries them). Returns how many were sent.
     #[inline]
@@ -1131,9 +1193,33 @@ impl PortQueue {
     }
 }
 
+/// What a worker's exception path did (beside the pipeline's `to_host` counter).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostPathStats {
+    /// Packets the kernel sent on a host interface, sent out of its port.
+    pub from_host: u64,
+    /// Of those, packets the port's TX queue had no room for (freed).
+    pub from_host_tx_full: u64,
+    /// `ToHost` packets the host interface's TX queue had no room for (freed; moved from
+    /// `to_host` to the `tx_ring_full` drop reason).
+    pub to_host_tx_full: u64,
+}
+
+/// Sends `out` on `q`, once more if the queue was full (the driver may have reclaimed
+/// descriptors since); returns how many could not be sent (still in `out`).
+#[inline]
+fn send_twice(q: &mut PortQueue, out: &mut MbufArray) -> usize {
+    q.tx_burst(out);
+    if !out.is_empty() {
+        q.tx_burst(out);
+    }
+    out.len()
+}
+
 /// A DPDK worker: the same round as [`crate::worker::Worker`] (receive, pipeline, send by
 /// verdict, free drops; quiescent point, counters every [`PUBLISH_EVERY`], optional idle
-/// back-off) over [`PortQueue`]s.
+/// back-off) over [`PortQueue`]s, plus the exception path to the host when it has host
+/// queues.
 pub struct DpdkWorker<R, C> {
     pub index: usize,
     eal: Eal,
@@ -1145,6 +1231,9 @@ pub struct DpdkWorker<R, C> {
     sink: C,
     settings: WorkerSettings,
     stats: WorkerStats,
+    /// `host[i]`: the host (`net_tap`) queue beside `ports[i]`, if that port has one.
+    host: Vec<Option<PortQueue>>,
+    host_stats: HostPathStats,
 }
 
 impl<R, C> std::fmt::Debug for DpdkWorker<R, C> {
@@ -1155,6 +1244,8 @@ impl<R, C> std::fmt::Debug for DpdkWorker<R, C> {
             .field("client_port", &self.client_port)
             .field("backend_port", &self.backend_port)
             .field("stats", &self.stats)
+            .field("host", &self.host)
+            .field("host_stats", &self.host_stats)
             .finish()
     }
 }
@@ -1201,7 +1292,55 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
             sink,
             settings,
             stats: WorkerStats::default(),
+            host: Vec::new(),
+            host_stats: HostPathStats::default(),
         })
+    }
+
+    /// Gives the worker its host queues: `host[i]` is the queue of the host (`net_tap`)
+    /// port beside port `i`, `None` for a port without one (which keeps dropping what is not
+    /// fiberlb's). The pipeline's host path is switched per receiving port accordingly.
+    ///
+    /// # Errors
+    /// When `host` does not have one entry per port.
+    pub fn set_host_queues(&mut self, host: Vec<Option<PortQueue>>) -> Result<(), DpdkError> {
+        if host.len() != self.ports.len() {
+            return Err(DpdkError::InvalidConfig(format!(
+                "worker {}: {} host queue entries for {} ports (one per port, None for none)",
+                self.index,
+                host.len(),
+                self.ports.len()
+            )));
+        }
+        self.host = host;
+        Ok(())
+    }
+
+    /// What the exception path did so far.
+    pub fn host_stats(&self) -> HostPathStats {
+        self.host_stats
+    }
+
+    /// Sends what the kernel transmitted on the host interface `hq` out of `port`,
+    /// unchanged; returns the packets taken. (Fields passed separately: the round holds a
+    /// borrow of the snapshot reader.)
+    #[inline]
+    fn from_host(
+        hq: &mut PortQueue,
+        port: &mut PortQueue,
+        stats: &mut HostPathStats,
+        buf: &mut MbufArray,
+        burst: usize,
+    ) -> usize {
+        let n = hq.rx_into(buf, burst);
+        if n == 0 {
+            return 0;
+        }
+        let unsent = send_twice(port, buf);
+        stats.from_host += n as u64;
+        stats.from_host_tx_full += unsent as u64;
+        buf.clear();
+        n
     }
 
     /// Loop statistics so far.
@@ -1225,17 +1364,32 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
         let mut rx = RxBurst::default();
         let mut to_backend = MbufArray::default();
         let mut to_client = MbufArray::default();
+        let mut to_host = MbufArray::default();
         let mut verdicts = [Verdict::Drop(DropReason::Malformed); BURST];
         let burst = self.settings.burst;
         let snap = self.reader.current();
         let mut total = 0;
         for pi in 0..self.ports.len() {
+            let has_host = match self.host.get_mut(pi) {
+                Some(Some(hq)) => {
+                    total += Self::from_host(
+                        hq,
+                        &mut self.ports[pi],
+                        &mut self.host_stats,
+                        &mut to_host,
+                        burst,
+                    );
+                    true
+                }
+                _ => false,
+            };
             let n = self.ports[pi].rx_burst(&mut rx, burst);
             if n == 0 {
                 continue;
             }
             total += n;
             self.stats.rx_bursts += 1;
+            self.pipeline.set_host_path(has_host);
             let done = self
                 .pipeline
                 .process_burst(snap, &mut rx, &mut verdicts[..n], now_ms);
@@ -1249,6 +1403,7 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
                 match v {
                     Verdict::ToBackend => to_backend.push_raw(p),
                     Verdict::ToClient => to_client.push_raw(p),
+                    Verdict::ToHost => to_host.push_raw(p),
                     // SAFETY: the burst owns p; it is freed once here and forgotten below.
                     Verdict::Drop(_) => unsafe { sys::fiberlb_pktmbuf_free(p) },
                 }
@@ -1273,6 +1428,21 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
                     self.pipeline.counters_mut().tx_failed(out.len() as u64);
                 }
                 out.clear();
+            }
+            if !to_host.is_empty() {
+                // Only ports with a host queue get ToHost (host path set per port above);
+                // anything else here is freed and counted like a full queue.
+                let unsent = match self.host.get_mut(pi) {
+                    Some(Some(hq)) => send_twice(hq, &mut to_host),
+                    _ => to_host.len(),
+                };
+                if unsent > 0 {
+                    let c = self.pipeline.counters_mut();
+                    c.to_host = c.to_host.saturating_sub(unsent as u64);
+                    c.drops[DropReason::TxRingFull as usize] += unsent as u64;
+                    self.host_stats.to_host_tx_full += unsent as u64;
+                }
+                to_host.clear();
             }
         }
         total

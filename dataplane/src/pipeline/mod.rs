@@ -957,7 +957,7 @@ mod tests {
         p.set_local_addrs(table.clone());
         // No local address known yet: it looks like a nat reply.
         assert_eq!(
-            run_with(&mut p, &snap, &[reply_to_host.clone()]),
+            run_with(&mut p, &snap, std::slice::from_ref(&reply_to_host)),
             [Verdict::ToClient]
         );
         table.publish(&[IpAddr::from(HOST), "fd00::1".parse().unwrap()]);
@@ -975,7 +975,7 @@ mod tests {
         // Without the host path (a port without a host interface) it is un-NATed as before.
         p.set_host_path(false);
         assert_eq!(
-            run_with(&mut p, &snap, &[reply_to_host.clone()]),
+            run_with(&mut p, &snap, std::slice::from_ref(&reply_to_host)),
             [Verdict::ToClient]
         );
         // The address is removed: the next burst sees it.
