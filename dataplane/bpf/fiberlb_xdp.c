@@ -10,6 +10,11 @@
 //   - non-first fragments (IPv4 and IPv6) whose destination address is a VIP (`vip_addrs`).
 // Everything else (ARP, SSH, BGP, health-check replies, ping) goes to the kernel: XDP_PASS.
 //
+// The host's own addresses (`local_addrs`) are checked after the VIP listeners and before
+// `nat_return`: the host talks to the nat backends itself (health checks), and their replies to
+// it come from a backend's address:port too. A nat return flow never goes to the host's own
+// address (nat keeps the client's address as the source), so this takes nothing from fiberlb.
+//
 // The key layouts are mirrored in dataplane/src/nic/afxdp/program.rs; keep them in step.
 
 #include <linux/bpf.h>
@@ -84,6 +89,15 @@ struct {
 	__type(value, __u32);
 } vip_addrs SEC(".maps");
 
+// The host's own addresses (all of them: Linux accepts any of its addresses on any interface),
+// filled by the loader and refreshed about once a second.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct addr_key);
+	__type(value, __u32);
+} local_addrs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CNT_MAX);
@@ -130,6 +144,13 @@ static __always_inline int is_vip_addr(const __u8 *addr)
 	return bpf_map_lookup_elem(&vip_addrs, &k) != 0;
 }
 
+static __always_inline int is_local_addr(const __u8 *addr)
+{
+	struct addr_key k;
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&local_addrs, &k) != 0;
+}
+
 // Ports of a TCP/UDP header at `l4` (source first, then destination). 0 if truncated.
 static __always_inline int l4_ports(void *l4, void *end, __be16 *sport, __be16 *dport)
 {
@@ -153,15 +174,18 @@ static __always_inline int match_flow(const __u8 *src, const __u8 *dst, __u8 fam
 	k.port = dport;
 	if (is_vip(&k))
 		return 1;
+	if (is_local_addr(dst)) // the host's own traffic, even from a nat backend's address:port
+		return 0;
 	__builtin_memcpy(k.addr, src, 16);
 	k.port = sport;
 	return is_nat_backend(&k);
 }
 
 // Matches the packet embedded in an ICMP error: it was sent BY a VIP (inner source) or TO a
-// NAT backend (inner destination).
-static __always_inline int match_inner(const __u8 *src, const __u8 *dst, __u8 family, __u8 proto,
-				       __be16 sport, __be16 dport)
+// NAT backend (inner destination) — unless the error is for the host itself (`outer_dst` is
+// local): then the inner packet was the host's own, e.g. a health check.
+static __always_inline int match_inner(const __u8 *outer_dst, const __u8 *src, const __u8 *dst,
+				       __u8 family, __u8 proto, __be16 sport, __be16 dport)
 {
 	struct flow_key k;
 	__builtin_memset(&k, 0, sizeof(k));
@@ -171,6 +195,8 @@ static __always_inline int match_inner(const __u8 *src, const __u8 *dst, __u8 fa
 	k.port = sport;
 	if (is_vip(&k))
 		return 1;
+	if (is_local_addr(outer_dst))
+		return 0;
 	__builtin_memcpy(k.addr, dst, 16);
 	k.port = dport;
 	return is_nat_backend(&k);
@@ -219,9 +245,10 @@ static __always_inline int classify_v4(void *l3, void *end)
 		return 0;
 	if (!l4_ports((void *)in + in_ihl, end, &sport, &dport))
 		return -1;
-	set_v4(src, in->saddr);
-	set_v4(dst, in->daddr);
-	return match_inner(src, dst, FAMILY_V4, in->protocol, sport, dport);
+	__u8 in_src[16], in_dst[16];
+	set_v4(in_src, in->saddr);
+	set_v4(in_dst, in->daddr);
+	return match_inner(dst, in_src, in_dst, FAMILY_V4, in->protocol, sport, dport);
 }
 
 // Skips IPv6 extension headers (a bounded number of them). Returns the offset of the upper-layer
@@ -302,8 +329,8 @@ static __always_inline int classify_v6(void *l3, void *end)
 		return 0;
 	if (!l4_ports((void *)(in + 1), end, &sport, &dport))
 		return -1;
-	return match_inner(in->saddr.in6_u.u6_addr8, in->daddr.in6_u.u6_addr8, FAMILY_V6,
-			   in->nexthdr, sport, dport);
+	return match_inner(ip->daddr.in6_u.u6_addr8, in->saddr.in6_u.u6_addr8,
+			   in->daddr.in6_u.u6_addr8, FAMILY_V6, in->nexthdr, sport, dport);
 }
 
 SEC("xdp")

@@ -267,7 +267,7 @@ mod run_cmd {
     use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
     use fiberlb_dataplane::flow_table::ENTRY_BYTES;
     use fiberlb_dataplane::nic::afxdp::{
-        HugePages, Umem, UmemConfig, XdpProgram, XskConfig, XskPort,
+        HugePages, LocalAddrRefresh, Umem, UmemConfig, XdpProgram, XskConfig, XskPort,
     };
     use fiberlb_dataplane::pipeline::{Pipeline, PipelineConfig};
     use fiberlb_dataplane::snapshot::SnapshotBuilder;
@@ -619,11 +619,21 @@ mod run_cmd {
                     .context("spawning a worker thread")?;
                 handles.push(h);
             }
-            // Wait for a signal (or a worker that ended early: a pinning error).
+            // Wait for a signal (or a worker that ended early: a pinning error). Meanwhile keep
+            // the programs' list of the host's own addresses current (added by operators or
+            // DHCP after the start): their traffic must reach the kernel, not the workers.
+            let mut local_addrs = LocalAddrRefresh::new();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
                 if handles.iter().any(|h| h.is_finished()) {
                     break;
+                }
+                if local_addrs.is_due() {
+                    let mut progs = match programs.lock() {
+                        Ok(p) => p,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    local_addrs.refresh(&mut progs);
                 }
             }
             stop.store(true, Ordering::Relaxed);

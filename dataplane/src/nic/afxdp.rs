@@ -6,7 +6,9 @@
 //!   traffic — VIP destinations, replies from NAT backends, ICMP errors about those flows and
 //!   non-first fragments to a VIP address — to the AF_XDP socket of the receiving queue, and
 //!   passes everything else to the kernel. Its maps are kept in step with the configuration by
-//!   [`XdpProgram::set_vips`] and [`XdpProgram::set_nat_returns`].
+//!   [`XdpProgram::set_vips`] and [`XdpProgram::set_nat_returns`]; packets to the host's own
+//!   addresses (`afxdp/local_addrs.rs`, re-read by [`LocalAddrRefresh`]) always go to the
+//!   kernel unless a VIP listener matches, so the host can talk to nat backends itself.
 //! - [`Umem`] (`afxdp/umem.rs`): one packet memory area per worker (hugepages when the system
 //!   has them) cut into fixed-size chunks, with the worker's stack of free chunks.
 //! - [`XskPort`] (`afxdp/port.rs`): one AF_XDP socket per (interface, queue), with its own
@@ -18,11 +20,13 @@
 //! Logging goes through the `log` crate (`warn!` for the generic-mode fallback, `info!` for
 //! the UMEM's page kind and the bind mode actually used).
 
+mod local_addrs;
 mod port;
 mod program;
 mod sys;
 mod umem;
 
+pub use local_addrs::{read_local_addrs, LocalAddrChanges, LocalAddrRefresh, REFRESH_INTERVAL};
 pub use port::{BindMode, XskConfig, XskPort, XskStats};
 pub use program::{AttachedMode, XdpCounters, XdpMode, XdpProgram};
 pub use umem::{HugePages, Umem, UmemConfig, XDP_PACKET_HEADROOM};

@@ -1,6 +1,6 @@
 //! The XDP program that steers fiberlb's traffic to the AF_XDP sockets, and its maps.
 
-use std::collections::{HashMap as StdHashMap, HashSet};
+use std::collections::{BTreeSet, HashMap as StdHashMap, HashSet};
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
@@ -9,6 +9,7 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, Pod};
 
+use super::local_addrs::{read_local_addrs, LocalAddrChanges};
 use super::{error_chain, sys, AfXdpError};
 
 /// The object `build.rs` compiled from `bpf/fiberlb_xdp.c`.
@@ -70,7 +71,8 @@ struct FlowKey {
 // integers: every bit pattern is valid and there are no uninitialised bytes.
 unsafe impl Pod for FlowKey {}
 
-/// Key of the `vip_addrs` map (`struct addr_key`).
+/// Key of the `vip_addrs` and `local_addrs` maps (`struct addr_key`), v4-mapped like
+/// [`FlowKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct AddrKey {
@@ -111,10 +113,13 @@ pub struct XdpProgram {
     vips: HashMap<MapData, FlowKey, u32>,
     nat_return: HashMap<MapData, FlowKey, u32>,
     vip_addrs: HashMap<MapData, AddrKey, u32>,
+    /// The host's own addresses: packets to them go to the kernel (see `local_addrs.rs`).
+    local_addrs: HashMap<MapData, AddrKey, u32>,
     counters: PerCpuArray<MapData, u64>,
     cur_vips: HashSet<FlowKey>,
     cur_nat: HashSet<FlowKey>,
     cur_addrs: HashSet<AddrKey>,
+    cur_local: BTreeSet<IpAddr>,
     sockets: StdHashMap<u32, RawFd>,
     // Keeps the program (and the maps' owner) alive; declared last so it drops last.
     _ebpf: Ebpf,
@@ -128,6 +133,7 @@ impl std::fmt::Debug for XdpProgram {
             .field("mode", &self.mode)
             .field("vips", &self.cur_vips.len())
             .field("nat_returns", &self.cur_nat.len())
+            .field("local_addrs", &self.cur_local.len())
             .field("sockets", &self.sockets)
             .finish()
     }
@@ -149,7 +155,9 @@ impl XdpProgram {
     /// Loads the program and attaches it to `ifname` (in the calling thread's network
     /// namespace). With [`XdpMode::Auto`] a driver without native XDP gets generic mode and a
     /// `log::warn!`. The maps start empty: nothing is redirected until [`Self::set_vips`] /
-    /// [`Self::set_nat_returns`] and [`Self::register_socket`].
+    /// [`Self::set_nat_returns`] and [`Self::register_socket`] — except `local_addrs`, filled
+    /// here with the host's addresses (kept up to date by
+    /// [`super::LocalAddrRefresh`]).
     pub fn load_and_attach(ifname: &str, mode: XdpMode) -> Result<XdpProgram, AfXdpError> {
         let ifindex = sys::ifindex(ifname)?;
         sys::raise_memlock();
@@ -231,11 +239,13 @@ impl XdpProgram {
             HashMap::try_from(take(&mut ebpf, "nat_return")?).map_err(map_err("nat_return"))?;
         let vip_addrs =
             HashMap::try_from(take(&mut ebpf, "vip_addrs")?).map_err(map_err("vip_addrs"))?;
+        let local_addrs =
+            HashMap::try_from(take(&mut ebpf, "local_addrs")?).map_err(map_err("local_addrs"))?;
         let counters =
             PerCpuArray::try_from(take(&mut ebpf, "counters")?).map_err(map_err("counters"))?;
 
         log::info!("XDP program attached to {ifname} (ifindex {ifindex}) in {attached:?} mode");
-        Ok(XdpProgram {
+        let mut prog = XdpProgram {
             ifname: ifname.to_string(),
             ifindex,
             mode: attached,
@@ -244,13 +254,27 @@ impl XdpProgram {
             vips,
             nat_return,
             vip_addrs,
+            local_addrs,
             counters,
             cur_vips: HashSet::new(),
             cur_nat: HashSet::new(),
             cur_addrs: HashSet::new(),
+            cur_local: BTreeSet::new(),
             sockets: StdHashMap::new(),
             _ebpf: ebpf,
-        })
+        };
+        // Before any VIP or nat backend is set, so the host's own traffic is never redirected.
+        let local = read_local_addrs(None).map_err(|e| AfXdpError::Map {
+            map: "local_addrs",
+            cause: format!("cannot read the host's addresses (getifaddrs): {e}"),
+        })?;
+        prog.set_local_addrs(&local)?;
+        log::info!(
+            "XDP on {ifname}: {} local address(es) go to the kernel: {}",
+            local.len(),
+            join(&local)
+        );
+        Ok(prog)
     }
 
     pub fn ifname(&self) -> &str {
@@ -315,6 +339,36 @@ impl XdpProgram {
         Ok(())
     }
 
+    /// Makes the set of the host's own addresses exactly `addrs`: packets to them go to the
+    /// kernel unless a VIP listener matches. Returns what changed.
+    pub fn set_local_addrs(
+        &mut self,
+        addrs: &BTreeSet<IpAddr>,
+    ) -> Result<LocalAddrChanges, AfXdpError> {
+        let key = |a: &IpAddr| AddrKey { addr: addr16(*a).0 };
+        let mut changes = LocalAddrChanges::default();
+        let new: Vec<IpAddr> = addrs.difference(&self.cur_local).copied().collect();
+        for a in new {
+            self.local_addrs
+                .insert(key(&a), 1, 0)
+                .map_err(map_err("local_addrs"))?;
+            self.cur_local.insert(a);
+            changes.added.insert(a);
+        }
+        let stale: Vec<IpAddr> = self.cur_local.difference(addrs).copied().collect();
+        for a in stale {
+            remove_ok_if_absent(&mut self.local_addrs, &key(&a)).map_err(map_err("local_addrs"))?;
+            self.cur_local.remove(&a);
+            changes.removed.insert(a);
+        }
+        Ok(changes)
+    }
+
+    /// The addresses the `local_addrs` map holds.
+    pub fn local_addrs(&self) -> &BTreeSet<IpAddr> {
+        &self.cur_local
+    }
+
     /// Sends packets received on `queue` to the AF_XDP socket `fd` (an [`super::XskPort`]
     /// bound to this interface and queue: see [`super::XskPort::fd`]).
     pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), AfXdpError> {
@@ -359,6 +413,14 @@ impl Drop for XdpProgram {
     }
 }
 
+fn join(addrs: &BTreeSet<IpAddr>) -> String {
+    addrs
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn remove_ok_if_absent<K: Pod>(
     map: &mut HashMap<MapData, K, u32>,
     k: &K,
@@ -398,6 +460,7 @@ mod tests {
             "vips",
             "nat_return",
             "vip_addrs",
+            "local_addrs",
             "counters",
         ] {
             assert!(
