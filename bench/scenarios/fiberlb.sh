@@ -19,9 +19,8 @@ fiberlb_services() { # file [backends in the nat pool] [weight of the last backe
         for pool in dsr:10 nat:20 tun:30; do
             echo "  - name: ${pool%:*}"
             echo "    backends:"
-            # Only the nat pool (the update scenario's) shrinks: the services file numbers
-            # backends by position, so a removal in an earlier pool would renumber (and
-            # rebalance) every later backend.
+            # The update scenario shrinks the nat pool only (object ids come from content —
+            # pool name, address, port — so the other pools are untouched either way).
             local count=4
             [ "${pool%:*}" = nat ] && count=$n
             for i in $(seq 0 $((count - 1))); do
