@@ -2,6 +2,9 @@
 //! process can initialise DPDK's EAL only once and this crate does not enable the feature:
 //! - `dpdk_counters`: a fixed number of packets through two DPDK workers on ring-backed ports;
 //!   every counter must add up (nothing lost, nothing double-counted, every mbuf returned).
+//! - `dpdk_host_path`: the exception path of a DPDK worker (a ring port standing in for the
+//!   `net_tap` host port): what is not fiberlb's reaches the host queue unchanged, the host's
+//!   frames go out of the port unchanged, a full host queue drops and counts, counters add up.
 //! - `dpdk_probe`: bad setups (unknown vdev, missing PCI device or port, too many queues, not
 //!   enough hugepages) must end in a clear error, not a crash.
 //!
@@ -56,6 +59,8 @@ fn examples_dir() -> PathBuf {
                 "dpdk_counters",
                 "--example",
                 "dpdk_probe",
+                "--example",
+                "dpdk_host_path",
             ])
             .status()
             .expect("run cargo build");
@@ -103,6 +108,33 @@ fn dpdk_counters_add_up() {
             "PASS out-rings",
             "PASS output-rewritten",
             "PASS port-stats",
+            "PASS mbufs-returned",
+            "RESULT PASS",
+        ] {
+            assert!(out.lines().any(|l| l == want), "missing {want:?}");
+        }
+        assert_eq!(code, 0);
+    }
+}
+
+#[test]
+fn dpdk_host_path_hands_packets_to_the_host_and_back() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping dpdk_host_path: {why}");
+        return;
+    }
+    for extra in [&[][..], &["--no-huge"][..]] {
+        let (code, out) = run_example("dpdk_host_path", extra);
+        let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+        assert!(failed.is_empty(), "failed checks: {failed:#?}");
+        for want in [
+            "PASS to-host-unchanged",
+            "PASS port-out",
+            "PASS counters-phase1",
+            "PASS from-host-unchanged",
+            "PASS from-host-counted",
+            "PASS full-host-queue",
+            "PASS received-adds-up",
             "PASS mbufs-returned",
             "RESULT PASS",
         ] {

@@ -1,7 +1,10 @@
 //! End to end on the DPDK backend: runs `tests/e2e/dpdk.sh` (client — fiberlb on two veths
 //! driven through DPDK `net_af_packet` vdevs, then `net_af_xdp` vdevs — three real HTTP/UDP
 //! backends, in network namespaces the script creates and always removes) and asserts on its
-//! report for both vdev kinds.
+//! report for both vdev kinds — including the exception path: both ports have a
+//! `host_interface` (net_tap) holding the lb's own addresses, and the client's ARP and ping,
+//! a TCP service on the lb's address and health checks from the lb's kernel to the nat
+//! backends go through it, while the VIP traffic runs as before.
 //!
 //! Skips, printing why, when not root or when libdpdk is not installed. `FIBERLB_DPDK_BIN_DIR`
 //! names a directory with a `fiberlb-dataplane` built with `--features dpdk`; without it the
@@ -72,6 +75,7 @@ fn dpdk_end_to_end() {
         .env("FE2E_PREFIX", &prefix)
         .env("FIBERLB_BIN_DIR", &bins)
         .env("FE2E_DPDK_MODES", "af_packet af_xdp")
+        .env("FE2E_DPDK_HOST_MODES", "af_packet af_xdp")
         .output()
         .expect("run tests/e2e/dpdk.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -98,6 +102,12 @@ fn dpdk_end_to_end() {
             "stats",
             "stop",
             "restore",
+            "host-interface",
+            "host-ping",
+            "host-tcp",
+            "host-health-check",
+            "host-to-host-counter",
+            "host-persist",
         ] {
             let want = format!("PASS {mode}/{check}");
             assert!(
