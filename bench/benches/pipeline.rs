@@ -1,5 +1,6 @@
 //! The forwarding pipeline alone, on pre-built batches of 64-byte frames: ns/packet per mode
-//! for 1k and 1M flows (flow-table hits in steady state, as on a live LB).
+//! for 1k and 1M flows (flow-table hits in steady state, as on a live LB), and the cost of one
+//! `Pipeline::housekeeping` call (the active-flow sweep) busy and idle.
 //!
 //! Run: `cargo bench -p fiberlb-bench --bench pipeline`. Each iteration copies 32 frames from
 //! their templates into receive buffers (what a NIC does), then processes the burst: that copy
@@ -98,6 +99,32 @@ fn bench(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new(name, flows), &flows, |b, _| {
                 b.iter(|| rig.burst(&snap))
             });
+            if mode == Mode::Nat && proto == Protocol::Tcp {
+                // The flow sweep between bursts (active-flow gauges), on the warmed table: one
+                // call per poll round, busy (8 buckets) and idle (256 buckets).
+                g.throughput(Throughput::Elements(1));
+                for (what, got) in [("busy", BURST), ("idle", 0)] {
+                    g.bench_with_input(
+                        BenchmarkId::new(format!("housekeeping-{what}"), flows),
+                        &flows,
+                        |b, _| b.iter(|| rig.pipeline.housekeeping(1, got)),
+                    );
+                }
+                g.throughput(Throughput::Elements(BURST as u64));
+                // A burst followed by its housekeeping, as the worker loops run them: the
+                // difference to the plain burst is the sweep's real per-burst cost (its buckets
+                // compete with the burst's for the cache).
+                g.bench_with_input(
+                    BenchmarkId::new("nat-l2-tcp+housekeeping", flows),
+                    &flows,
+                    |b, _| {
+                        b.iter(|| {
+                            let n = rig.burst(&snap);
+                            rig.pipeline.housekeeping(1, n);
+                        })
+                    },
+                );
+            }
         }
     }
     g.finish();

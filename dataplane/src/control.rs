@@ -1239,6 +1239,31 @@ mod tests {
     }
 
     #[test]
+    fn housekeeping_completes_sweeps_busy_slowly_idle_quickly() {
+        use crate::flow_table::{SWEEP_BUCKETS_BUSY, SWEEP_BUCKETS_IDLE, WAYS};
+        use crate::pipeline::{Pipeline, PipelineConfig};
+        let mut p = Pipeline::new(PipelineConfig {
+            flow_capacity: 4 * SWEEP_BUCKETS_IDLE * WAYS,
+            max_listeners: 4,
+            max_backends: 4,
+            ..PipelineConfig::default()
+        })
+        .unwrap();
+        let buckets = p.flow_table().capacity() / WAYS;
+        let busy_calls = buckets / SWEEP_BUCKETS_BUSY;
+        for _ in 0..busy_calls - 1 {
+            p.housekeeping(0, 32);
+        }
+        assert_eq!(p.counters().flow_sweep.completed_passes(), 0);
+        p.housekeeping(0, 32);
+        assert_eq!(p.counters().flow_sweep.completed_passes(), 1);
+        for _ in 0..buckets / SWEEP_BUCKETS_IDLE {
+            p.housekeeping(0, 0);
+        }
+        assert_eq!(p.counters().flow_sweep.completed_passes(), 2);
+    }
+
+    #[test]
     fn slots_file_of_an_older_data_plane_still_reads() {
         let old = r#"{"instance_id":"00","generation":1,"control":{"applied":1,
             "rejected_corrupt":0,"rejected_out_of_order":0,"rejected_protocol":0,

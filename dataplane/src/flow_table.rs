@@ -25,8 +25,10 @@
 //! takes 32 768 rounds per pass: about 0.1 s at 10 Mpps in bursts of 32, longer at lower rates
 //! where rounds carry fewer packets but come just as often; idle rounds visit
 //! [`SWEEP_BUCKETS_IDLE`] buckets, a pass in 1 024 rounds (≈ 1 s with the 1 ms idle back-off,
-//! a few ms busy-polling). A pass costs about 1 ns per bucket visited, measured in the
-//! `housekeeping` group of `bench/benches/pipeline.rs`.
+//! a few ms busy-polling). Cost, measured with `housekeeping-*` in `bench/benches/pipeline.rs`
+//! on the shared 2-core VM: a busy call 35 ns (half-full table) to 107 ns (full 2M-entry
+//! table, 32 live entries per call); an idle call 0.9-3.0 µs; a whole pass of a full 1M table
+//! about 3 ms of CPU, spread over its rounds.
 
 use std::fmt;
 
@@ -323,6 +325,10 @@ impl FlowTable {
         let half = (pass & 1) as usize;
         let (listeners, backends) = (&mut s.listeners[half], &mut s.backends[half]);
         let mut live = 0u64;
+        // Runs of entries of one listener (the common case: few listeners, many flows) are
+        // added once, in a register, instead of a load-add-store per entry on one address.
+        let mut run_tag = 0u32;
+        let mut run = 0u64;
         for b in self.buckets.get(s.next..end).unwrap_or_default() {
             for e in &b.entries {
                 if e.listener == 0
@@ -331,12 +337,33 @@ impl FlowTable {
                     continue;
                 }
                 live += 1;
-                FlowSweep::bump(listeners, (e.listener - 1) as usize, pass);
-                FlowSweep::bump(backends, handle_slot(e.backend), pass);
+                if e.listener != run_tag {
+                    FlowSweep::add(listeners, run_tag.wrapping_sub(1) as usize, run, pass);
+                    run_tag = e.listener;
+                    run = 0;
+                }
+                run += 1;
+                FlowSweep::add(backends, handle_slot(e.backend), 1, pass);
             }
         }
+        // (run_tag 0 with run 0 before the first live entry: slot u32::MAX, out of range.)
+        FlowSweep::add(listeners, run_tag.wrapping_sub(1) as usize, run, pass);
         s.live_scratch += live;
         s.next = end;
+        // Ask for the next call's buckets now (both lines of each): they arrive while the next
+        // burst is processed instead of stalling the next call. Busy calls only; an idle call's
+        // long sequential run is what the hardware prefetcher handles by itself.
+        if max_buckets <= SWEEP_BUCKETS_BUSY {
+            for b in self
+                .buckets
+                .get(end..end.saturating_add(max_buckets).min(n))
+                .unwrap_or_default()
+            {
+                let p = b as *const Bucket as *const u8;
+                prefetch_read(p);
+                prefetch_read(p.wrapping_add(64));
+            }
+        }
         if end == n {
             s.finish_pass();
             true
@@ -459,14 +486,16 @@ impl FlowSweep {
         }
     }
 
+    /// Adds `n` to the count of `slot` in `half` for pass `pass` (a count of an older pass
+    /// restarts from zero). Out-of-range slots are ignored.
     #[inline]
-    fn bump(half: &mut [u64], slot: usize, pass: u32) {
+    fn add(half: &mut [u64], slot: usize, n: u64, pass: u32) {
         if let Some(c) = half.get_mut(slot) {
             let tag = u64::from(pass) << PASS_SHIFT;
             *c = if *c >> PASS_SHIFT == u64::from(pass) {
-                c.wrapping_add(1)
+                c.wrapping_add(n)
             } else {
-                tag | 1
+                tag | n
             };
         }
     }
