@@ -515,12 +515,18 @@ mod tests {
         let d = drops();
         let (mut p, hs) = Publisher::new(tracked(0, &d), 2);
         let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // Readers start offline; each comes online before the first swap, or a reader the
+        // scheduler starts late (a loaded machine) would miss the whole test.
+        let ready = std::sync::Arc::new(std::sync::Barrier::new(3));
         let readers: Vec<_> = hs
             .into_iter()
             .enumerate()
             .map(|(i, mut h)| {
                 let stop = stop.clone();
+                let ready = ready.clone();
                 thread::spawn(move || {
+                    h.online();
+                    ready.wait();
                     let mut last = 0u64;
                     let mut reads = 0u64;
                     let mut sleeps = 0u64;
@@ -544,6 +550,7 @@ mod tests {
                 })
             })
             .collect();
+        ready.wait();
         let mut waits_ok = 0;
         for v in 1..=SWAPS {
             p.publish(tracked(v, &d));
