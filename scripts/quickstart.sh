@@ -263,7 +263,7 @@ for _ in $(seq 1 100); do
     if [ -n "$st" ] && echo "$st" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
-sys.exit(0 if s.get("attached") and int(s.get("applied_generation", 0)) >= int(s.get("store_generation", 1)) else 1)'; then
+sys.exit(0 if s.get("attached") and s.get("synced_store_generation") == s.get("store_generation") else 1)'; then
         applied=1; break
     fi
     sleep 0.1

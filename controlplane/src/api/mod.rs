@@ -53,6 +53,8 @@ pub struct DataplaneStatus {
     pub applied_generation: u64,
     /// Milliseconds since its last heartbeat.
     pub heartbeat_age_ms: u64,
+    /// The store generation whose configuration it holds, when known (the programmer's view).
+    pub synced_store_generation: Option<u64>,
 }
 
 /// Counters of one listener or backend, by id.

@@ -875,6 +875,7 @@ impl DataplaneService for Api {
                 .unwrap_or_default(),
             applied_generation: s.as_ref().map_or(0, |s| s.applied_generation),
             heartbeat_age_ms: s.as_ref().map_or(0, |s| s.heartbeat_age_ms),
+            synced_store_generation: s.as_ref().and_then(|s| s.synced_store_generation),
         }))
     }
 

@@ -376,10 +376,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             out!("store generation:   {}", s.store_generation);
             if s.attached {
                 out!("data plane:         attached (instance {})", s.instance_id);
-                out!("applied generation: {}", s.applied_generation);
+                match s.synced_store_generation {
+                    Some(g) => out!(
+                        "data plane holds:   store generation {g} (data plane transaction {})",
+                        s.applied_generation
+                    ),
+                    None => out!(
+                        "data plane holds:   not synced yet (data plane transaction {})",
+                        s.applied_generation
+                    ),
+                }
                 out!("heartbeat age:      {} ms", s.heartbeat_age_ms);
-                if s.applied_generation < s.store_generation {
-                    out!("note: the data plane has not applied the latest generation yet");
+                if s.synced_store_generation != Some(s.store_generation) {
+                    out!(
+                        "note: the data plane does not hold the latest store generation yet; \
+                         `fiberlbctl status` again in a moment, or see fiberlbd's log"
+                    );
                 }
             } else {
                 out!("data plane:         not attached (fiberlbd runs without a data plane)");
@@ -1239,6 +1251,8 @@ struct TopFrame {
     instance_id: String,
     store_generation: u64,
     applied_generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    synced_store_generation: Option<u64>,
     interval_s: f64,
     rx_pps: f64,
     tx_pps: f64,
@@ -1311,6 +1325,7 @@ fn top_frame(before: &TopSample, now: &TopSample) -> TopFrame {
         instance_id: now.status.instance_id.clone(),
         store_generation: now.status.store_generation,
         applied_generation: now.status.applied_generation,
+        synced_store_generation: now.status.synced_store_generation,
         interval_s: secs,
         rx_pps: rate(n.rx_packets, b.rx_packets, secs),
         tx_pps: rate(n.tx_packets, b.tx_packets, secs),
@@ -1330,10 +1345,13 @@ fn print_top(f: &TopFrame) {
         return;
     }
     let short = f.instance_id.get(..8).unwrap_or(&f.instance_id);
+    let synced = match f.synced_store_generation {
+        Some(g) if g == f.store_generation => format!("store generation {g}, in sync"),
+        Some(g) => format!("holds store generation {g} of {}", f.store_generation),
+        None => format!("not synced yet (store generation {})", f.store_generation),
+    };
     out!(
-        "fiberlb top  data plane {short}  generation {} (store {})  rx {} pps  tx {} pps  drops {}/s  (over {:.1}s)",
-        f.applied_generation,
-        f.store_generation,
+        "fiberlb top  data plane {short}  {synced}  rx {} pps  tx {} pps  drops {}/s  (over {:.1}s)",
         si(f.rx_pps),
         si(f.tx_pps),
         si(f.drops_per_s),

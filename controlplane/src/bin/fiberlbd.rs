@@ -159,6 +159,7 @@ impl api::DataplaneView for ProgrammedDataplane {
         Some(api::DataplaneStatus {
             instance_id: h.instance_id(),
             applied_generation: h.applied_generation(),
+            synced_store_generation: st.synced_store_generation,
             heartbeat_age_ms: if beat == 0 {
                 u64::MAX
             } else {

@@ -516,6 +516,8 @@ impl crate::api::DataplaneView for RegionView {
         Some(crate::api::DataplaneStatus {
             instance_id: h.instance_id(),
             applied_generation: h.applied_generation(),
+            // A read-only view of the region does not know which store generation that is.
+            synced_store_generation: None,
             heartbeat_age_ms: if beat == 0 {
                 u64::MAX
             } else {
