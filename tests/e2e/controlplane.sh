@@ -8,11 +8,10 @@
 #   FIBERLB_BIN_DIR  directory holding fiberlb-dataplane, fiberlbd, fiberlbctl (default:
 #                    target/release)
 #
-# Health checks leave the lb namespace through a management veth (m0, 10.91.2.250) on the
-# backends' bridge that has no XDP program: on the data port l1 the XDP program redirects every
-# packet FROM a nat backend's address:port to the data plane (it is a nat return flow), so a
-# health-check reply to the lb's own address would be un-NATed to the client side instead of
-# reaching fiberlbd's socket. See the report of issue 4.
+# fiberlbd's health checks go to the backends through the data port l1 (from the lb's own
+# address 10.91.2.1), beside the nat traffic: their replies come from a nat backend's
+# address:port, and the XDP program passes them to the kernel because they are addressed to one
+# of the host's own addresses (its `local_addrs` map) rather than taking them for nat returns.
 #
 # Root only. Needs ip, ethtool, curl, python3, sha256sum.
 set -u
@@ -68,17 +67,6 @@ ctl() { FIBERLB_SERVER=$SOCK FIBERLB_ORG=e2e FIBERLB_PROJECT=cp "$CTL_BIN" "$@";
 jget() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
 
 topo_up || { echo "FAIL setup: topology"; exit 1; }
-# Management port for health checks (see the header): m0 on the backends' bridge, no XDP.
-ip -n "$NS_L" link add m0 type veth peer name s9 netns "$NS_S"
-ip -n "$NS_S" link set s9 master br0
-ip -n "$NS_S" link set s9 up
-ip -n "$NS_L" addr add 10.91.2.250/32 dev m0
-ip -n "$NS_L" link set m0 up
-ip netns exec "$NS_L" sysctl -qw net.ipv4.conf.all.arp_ignore=1
-for i in 0 1 2; do
-    ip -n "$NS_L" route add "${IP_B[$i]}/32" dev m0 src 10.91.2.250
-done
-ip netns exec "$NS_L" ethtool -K m0 tx off >/dev/null
 
 # Backends: the same 12 MB file everywhere, for the drain check's download.
 head -c $((12 * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
@@ -200,7 +188,7 @@ sleep $(((HC_INTERVAL_MS * RISE + 999) / 1000)) # first health results
 
 clear_logs() { for l in "$WORK"/b[123]/log; do : >"$l"; done; }
 served() { # backend name -> client requests for / logged since clear_logs (health checks,
-    # from the management address, are not counted)
+    # from the lb's address 10.91.2.1, are not counted)
     awk '$1 == "tcp" && $2 == "10.91.1.2" && $4 == "/" {n++} END {print n + 0}' "$WORK/$1/log"
 }
 requests() { # name n -> "ok=N b1=.. b2=.. b3=.."
@@ -214,6 +202,15 @@ clear_logs
 r=$(requests traffic 150)
 echo "RESULT traffic requests=150 $r"
 if echo "$r" | grep -q "^ok=150 " && ! echo "$r" | grep -q "=0\b"; then pass "traffic 150/150, every backend served ($r)"; else fail "traffic $r"; fi
+# The health checks that kept every backend up came through the data port l1, from the lb's
+# own address (not a management interface: there is none).
+hc_from_l1=$(for b in b1 b2 b3; do awk '$1 == "tcp" && $2 == "10.91.2.1" {n++} END {print n + 0}' "$WORK/$b/log"; done | tr '\n' ' ')
+echo "RESULT health-path checks_from_10.91.2.1=$hc_from_l1"
+if [ "$(echo $hc_from_l1 | tr ' ' '\n' | grep -c '^0$')" = 0 ] && [ -z "$(ip -n "$NS_L" -o link show | awk -F': ' '{print $2}' | grep -v '^lo$\|^l0@\|^l1@')" ]; then
+    pass "health-path: every backend got health checks from 10.91.2.1 over l1 ($hc_from_l1), no other interface in the lb namespace"
+else
+    fail "health-path: checks per backend from 10.91.2.1: $hc_from_l1; lb links: $(ip -n "$NS_L" -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')"
+fi
 
 # b. health: stop b2's server, it leaves the pool within fall x interval + 1 s; it rejoins
 # within rise x interval + 1 s of starting again.
