@@ -12,12 +12,6 @@
 //! cargo run --release -p fiberlb-dataplane --features dpdk --example dpdk_host_path -- [--no-huge]
 //! ```
 
-#[cfg(not(feature = "dpdk"))]
-fn main() {
-    println!("SKIP dpdk_host_path: built without the dpdk feature");
-}
-
-#[cfg(feature = "dpdk")]
 fn main() {
     if let Err(e) = with_dpdk::run() {
         println!("FAIL setup: {e}");
@@ -25,7 +19,6 @@ fn main() {
     }
 }
 
-#[cfg(feature = "dpdk")]
 mod with_dpdk {
     use std::net::IpAddr;
     use std::sync::Arc;
