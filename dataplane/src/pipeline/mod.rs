@@ -21,6 +21,22 @@
 //! backend's packet to one of the host's own addresses ([`LocalAddrs`], e.g. the reply to a
 //! health check made from this host) is the host's too, not a reply to un-NAT.
 
+// The per-packet path never panics (STYLE.md): a malformed packet is counted and dropped, and
+// a panic here would abort the whole data plane (`panic = "abort"`). Like Firecracker's
+// lint-enforced rules, the compiler holds us to it — for this module and its submodules, no
+// `[]` indexing or slicing that can fail (use `get`, `first_chunk`, fixed-size arrays with
+// constant indexes), no `unwrap`/`expect`/`panic!`/`unreachable!`. Only the `#[cfg(test)]`
+// modules allow them.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
 pub mod counters;
 pub mod parse;
 pub mod rewrite;
@@ -283,7 +299,12 @@ impl Pipeline {
         let mut parsed = [Parsed::default(); BURST];
         let mut hashes = [0u64; BURST];
         let mut errs: [Option<DropReason>; BURST] = [None; BURST];
-        for i in 0..n {
+        // Zipped iterators rather than `[i]`: no index to check (n <= BURST is not a type).
+        let stage = parsed
+            .iter_mut()
+            .zip(hashes.iter_mut())
+            .zip(errs.iter_mut());
+        for (i, ((parsed, hash), err)) in stage.enumerate().take(n) {
             let data = pkts.data(i);
             self.counters.rx_packets += 1;
             self.counters.rx_bytes += data.len() as u64;
@@ -291,19 +312,20 @@ impl Pipeline {
                 Ok(p) => {
                     let h = self.hash5(p.v6, &p.src, &p.dst, p.sport, p.dport, p.proto);
                     self.flows.prefetch(h);
-                    parsed[i] = p;
-                    hashes[i] = h;
+                    *parsed = p;
+                    *hash = h;
                 }
-                Err(r) => errs[i] = Some(r),
+                Err(r) => *err = Some(r),
             }
         }
-        for i in 0..n {
-            let v = match errs[i] {
+        let stage = parsed.iter().zip(hashes.iter()).zip(errs.iter());
+        for (i, (((p, &h), err), verdict)) in stage.zip(verdicts.iter_mut()).enumerate().take(n) {
+            let v = match *err {
                 Some(r) => self.parse_refused(r),
-                None => pkts.with_buf(i, |pkt| self.forward(snap, pkt, &parsed[i], hashes[i], now)),
+                None => pkts.with_buf(i, |pkt| self.forward(snap, pkt, p, h, now)),
             };
             self.account(v);
-            verdicts[i] = v;
+            *verdict = v;
         }
         n
     }
@@ -381,7 +403,9 @@ impl Pipeline {
         h5: u64,
         three: bool,
     ) -> u32 {
-        let pool = &snap.pools[l.pool as usize];
+        let Some(pool) = snap.pools.get(l.pool as usize) else {
+            return NO_BACKEND;
+        };
         let h = if three || pool.algorithm == Algorithm::MaglevSourceIp {
             let (src, dst, pr, v6) = p3;
             self.hash5(v6, src, dst, 0, 0, pr)
@@ -390,7 +414,11 @@ impl Pipeline {
         };
         match pool.table.len() {
             0 => NO_BACKEND,
-            len => pool.table[table_index(h, len as u32) as usize],
+            len => pool
+                .table
+                .get(table_index(h, len as u32) as usize)
+                .copied()
+                .unwrap_or(NO_BACKEND),
         }
     }
 
@@ -509,22 +537,25 @@ impl Pipeline {
         let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
-        let mut our_mac = [0u8; 6];
-        our_mac.copy_from_slice(&pkt.data()[0..6]);
+        let Some(&our_mac) = pkt.data().first_chunk::<6>() else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
         let src_mac = self.cfg.backend_side_mac.unwrap_or(our_mac);
         if l.mode == Mode::Nat && !p.v6 && icmp_inner.is_none() && p.frag != Frag::Later {
             // The common nat case, one fused pass over the headers.
-            if let Err(r) = rewrite::nat_v4_dst_fused(pkt.data_mut(), p, v4(addr), port) {
-                return Verdict::Drop(r);
-            }
-            rewrite::set_macs(pkt.data_mut(), &dst_mac, &src_mac);
-            return Verdict::ToBackend;
+            let data = pkt.data_mut();
+            return match rewrite::nat_v4_dst_fused(data, p, v4(addr), port)
+                .and_then(|()| rewrite::set_macs(data, &dst_mac, &src_mac))
+            {
+                Ok(()) => Verdict::ToBackend,
+                Err(r) => Verdict::Drop(r),
+            };
         }
         if let Err(r) = rewrite::dec_ttl(pkt.data_mut(), p) {
             return Verdict::Drop(r);
         }
-        match l.mode {
-            Mode::Dsr => {}
+        let rewritten = match l.mode {
+            Mode::Dsr => Ok(()),
             Mode::Nat => match icmp_inner {
                 Some(inner) => rewrite::nat_icmp(pkt.data_mut(), p, inner, addr, port),
                 None => rewrite::nat(pkt.data_mut(), p, true, addr, port),
@@ -546,13 +577,13 @@ impl Pipeline {
                     hash,
                     mtu: self.cfg.mtu,
                 };
-                if let Err(r) = rewrite::encapsulate(pkt, p, &outer) {
-                    return Verdict::Drop(r);
-                }
+                rewrite::encapsulate(pkt, p, &outer)
             }
+        };
+        match rewritten.and_then(|()| rewrite::set_macs(pkt.data_mut(), &dst_mac, &src_mac)) {
+            Ok(()) => Verdict::ToBackend,
+            Err(r) => Verdict::Drop(r),
         }
-        rewrite::set_macs(pkt.data_mut(), &dst_mac, &src_mac);
-        Verdict::ToBackend
     }
 
     /// A backend's reply on a nat listener: source back to VIP:port, on to the client.
@@ -569,15 +600,17 @@ impl Pipeline {
         let Some(dst_mac) = self.cfg.client_gateway_mac else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
-        let mut our_mac = [0u8; 6];
-        our_mac.copy_from_slice(&pkt.data()[0..6]);
+        let Some(&our_mac) = pkt.data().first_chunk::<6>() else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
         let src_mac = self.cfg.client_side_mac.unwrap_or(our_mac);
         let data = pkt.data_mut();
-        if let Err(r) = rewrite::dec_ttl(data, p) {
+        let rewritten = rewrite::dec_ttl(data, p)
+            .and_then(|()| rewrite::nat(data, p, false, &l.vip_addr, l.port))
+            .and_then(|()| rewrite::set_macs(data, &dst_mac, &src_mac));
+        if let Err(r) = rewritten {
             return Verdict::Drop(r);
         }
-        rewrite::nat(data, p, false, &l.vip_addr, l.port);
-        rewrite::set_macs(data, &dst_mac, &src_mac);
         self.counters.nat_replies += 1;
         Verdict::ToClient
     }
@@ -653,6 +686,15 @@ impl Pipeline {
 }
 
 #[cfg(test)]
+// Tests may panic: the no-panic rule of the per-packet path (see `pipeline/mod.rs`) is for
+// the code they test.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 mod tests {
     //! The exception path: which packets are the host's, and the local-address rule.
     use super::*;

@@ -59,10 +59,22 @@ pub mod tcp_flags {
     pub const ACK: u8 = 0x10;
 }
 
+/// The `N` bytes of `b` at `off`, as an array: one length check, after which constant
+/// indexes into the result are checked at compile time.
+#[inline(always)]
+pub(crate) fn chunk<const N: usize>(b: &[u8], off: usize) -> Option<&[u8; N]> {
+    b.get(off..)?.first_chunk()
+}
+
+/// [`chunk`], writable.
+#[inline(always)]
+pub(crate) fn chunk_mut<const N: usize>(b: &mut [u8], off: usize) -> Option<&mut [u8; N]> {
+    b.get_mut(off..)?.first_chunk_mut()
+}
+
 #[inline]
 pub(crate) fn be16(b: &[u8], off: usize) -> Option<u16> {
-    let s = b.get(off..off + 2)?;
-    Some(u16::from_be_bytes([s[0], s[1]]))
+    chunk(b, off).copied().map(u16::from_be_bytes)
 }
 
 /// Finds the L3 offset and ethertype after up to two VLAN tags (802.1Q, 802.1ad).
@@ -85,7 +97,7 @@ pub fn l2(frame: &[u8]) -> Result<(usize, u16), DropReason> {
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     let (l3, et) = l2(frame)?;
-    let rest = &frame[l3..];
+    let rest = frame.get(l3..).ok_or(DropReason::Malformed)?;
     let mut p = Parsed {
         l3,
         ..Parsed::default()
@@ -133,27 +145,23 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     let l4 = frame.get(p.l4..end).ok_or(DropReason::Malformed)?;
     match p.proto {
         proto::TCP => {
-            if l4.len() < 20 {
-                return Err(DropReason::Malformed);
-            }
-            let doff = usize::from(l4[12] >> 4) * 4;
+            let t: &[u8; 20] = l4.first_chunk().ok_or(DropReason::Malformed)?;
+            let doff = usize::from(t[12] >> 4) * 4;
             if doff < 20 || (p.frag == Frag::No && doff > l4.len()) {
                 return Err(DropReason::Malformed);
             }
-            p.sport = u16::from_be_bytes([l4[0], l4[1]]);
-            p.dport = u16::from_be_bytes([l4[2], l4[3]]);
-            p.tcp_flags = l4[13];
+            p.sport = u16::from_be_bytes([t[0], t[1]]);
+            p.dport = u16::from_be_bytes([t[2], t[3]]);
+            p.tcp_flags = t[13];
         }
         proto::UDP => {
-            if l4.len() < 8 {
-                return Err(DropReason::Malformed);
-            }
-            let ulen = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+            let u: &[u8; 8] = l4.first_chunk().ok_or(DropReason::Malformed)?;
+            let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
             if ulen < 8 || (p.frag == Frag::No && ulen > l4.len()) {
                 return Err(DropReason::Malformed);
             }
-            p.sport = u16::from_be_bytes([l4[0], l4[1]]);
-            p.dport = u16::from_be_bytes([l4[2], l4[3]]);
+            p.sport = u16::from_be_bytes([u[0], u[1]]);
+            p.dport = u16::from_be_bytes([u[2], u[3]]);
         }
         proto::ICMP | proto::ICMPV6 if l4.len() < 8 => return Err(DropReason::Malformed),
         _ => {}
@@ -198,25 +206,27 @@ pub fn icmp_inner(frame: &[u8], p: &Parsed) -> Option<Inner> {
         }
         // The quote is a truncated datagram: read the header fields directly, since its
         // total length field describes the original, not the quote.
-        let vihl = *quoted.first()?;
+        let h: &[u8; 20] = quoted.first_chunk()?;
+        let vihl = h[0];
         let hl = usize::from(vihl & 0x0f) * 4;
         if vihl >> 4 != 4 || hl < 20 || quoted.len() < hl + 4 {
             return None;
         }
-        inner.proto = quoted[9];
-        inner.src[..4].copy_from_slice(&quoted[12..16]);
-        inner.dst[..4].copy_from_slice(&quoted[16..20]);
+        inner.proto = h[9];
+        inner.src[..4].copy_from_slice(&h[12..16]);
+        inner.dst[..4].copy_from_slice(&h[16..20]);
         inner.l4 = quoted_at + hl;
     } else {
         if ty != ICMP6_PACKET_TOO_BIG || p.frag != Frag::No {
             return None;
         }
-        if quoted.len() < 44 || quoted[0] >> 4 != 6 {
+        let (h, rest) = quoted.split_first_chunk::<40>()?;
+        if rest.len() < 4 || h[0] >> 4 != 6 {
             return None;
         }
-        inner.src.copy_from_slice(&quoted[8..24]);
-        inner.dst.copy_from_slice(&quoted[24..40]);
-        let walk = ipv6::walk_extension_headers(quoted[6], &quoted[40..]).ok()?;
+        inner.src.copy_from_slice(&h[8..24]);
+        inner.dst.copy_from_slice(&h[24..40]);
+        let walk = ipv6::walk_extension_headers(h[6], rest).ok()?;
         if walk.fragment.is_some_and(|f| f.offset != 0) {
             return None;
         }
@@ -226,7 +236,7 @@ pub fn icmp_inner(frame: &[u8], p: &Parsed) -> Option<Inner> {
     if inner.proto != proto::TCP && inner.proto != proto::UDP {
         return None;
     }
-    let ports = frame.get(inner.l4..inner.l4 + 4)?;
+    let ports: &[u8; 4] = chunk(frame, inner.l4)?;
     inner.sport = u16::from_be_bytes([ports[0], ports[1]]);
     inner.dport = u16::from_be_bytes([ports[2], ports[3]]);
     // The quote must lie inside the outer packet.
