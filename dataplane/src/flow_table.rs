@@ -30,6 +30,19 @@
 //! table, 32 live entries per call); an idle call 0.9-3.0 µs; a whole pass of a full 1M table
 //! about 3 ms of CPU, spread over its rounds.
 
+// Per-packet code (lookup, insert, touch): it never panics (STYLE.md; a panic aborts the data
+// plane), and the compiler holds it to that as in `pipeline/` — no indexing or slicing that
+// can fail, no `unwrap`/`expect`/`panic!`. Only the `#[cfg(test)]` module allows them.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
 use std::fmt;
 
 use crate::snapshot::handle_slot;
@@ -213,15 +226,17 @@ impl FlowTable {
     /// Hints the CPU to load the bucket of `hash`, so a burst can overlap its cache misses.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        let b = &self.buckets[self.bucket_index(hash)];
-        prefetch_read(b as *const Bucket as *const u8);
+        if let Some(b) = self.buckets.get(self.bucket_index(hash)) {
+            prefetch_read(b as *const Bucket as *const u8);
+        }
     }
 
     /// Finds a live entry for `key`.
     #[inline]
     pub fn lookup(&self, hash: u64, key: &FlowKey, now: u32) -> Option<Hit> {
         let bi = self.bucket_index(hash);
-        let bucket = &self.buckets[bi];
+        // Always present (`mask` < len); `get` costs the same compare `[]` did.
+        let bucket = self.buckets.get(bi)?;
         let tag = key.listener.wrapping_add(1);
         for (way, e) in bucket.entries.iter().enumerate() {
             if e.listener == tag && e.port == key.port && e.client == key.client {
@@ -262,7 +277,7 @@ impl FlowTable {
     fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
         self.buckets
             .get_mut(slot / WAYS)
-            .map(|b| &mut b.entries[slot % WAYS])
+            .and_then(|b| b.entries.get_mut(slot % WAYS))
     }
 
     /// Records a new flow. Uses, in order: the entry of the same key, an empty or expired
@@ -271,7 +286,9 @@ impl FlowTable {
     pub fn insert(&mut self, hash: u64, key: &FlowKey, backend: u32, state: FlowState, now: u32) {
         let bi = self.bucket_index(hash);
         let timeouts = self.timeouts;
-        let bucket = &mut self.buckets[bi];
+        let Some(bucket) = self.buckets.get_mut(bi) else {
+            return;
+        };
         let tag = key.listener.wrapping_add(1);
         let mut victim = 0;
         let mut victim_age = 0u32;
@@ -295,11 +312,10 @@ impl FlowTable {
                 victim_age = age;
             }
         }
-        self.stats.inserts += 1;
-        if victim_live {
-            self.stats.evictions += 1;
-        }
-        bucket.entries[victim] = Entry {
+        let Some(slot) = bucket.entries.get_mut(victim) else {
+            return;
+        };
+        *slot = Entry {
             client: key.client,
             listener: tag,
             port: key.port,
@@ -308,6 +324,10 @@ impl FlowTable {
             backend,
             last_seen: now,
         };
+        self.stats.inserts += 1;
+        if victim_live {
+            self.stats.evictions += 1;
+        }
     }
 
     /// Visits up to `max_buckets` buckets of the pass `s` is in, counting the entries live at
@@ -322,8 +342,10 @@ impl FlowTable {
         }
         let end = s.next.saturating_add(max_buckets.max(1)).min(n);
         let pass = s.pass;
-        let half = (pass & 1) as usize;
-        let (listeners, backends) = (&mut s.listeners[half], &mut s.backends[half]);
+        let (listeners, backends) = (
+            half_mut(&mut s.listeners, pass),
+            half_mut(&mut s.backends, pass),
+        );
         let mut live = 0u64;
         // Runs of entries of one listener (the common case: few listeners, many flows) are
         // added once, in a register, instead of a load-add-store per entry on one address.
@@ -480,7 +502,7 @@ impl FlowSweep {
     #[inline]
     fn published(&self, halves: &[Box<[u64]>; 2], slot: usize) -> u64 {
         let done = self.pass.wrapping_sub(1);
-        match halves[(done & 1) as usize].get(slot) {
+        match half(halves, done).get(slot) {
             Some(&c) if c >> PASS_SHIFT == u64::from(done) => c & COUNT_MASK,
             _ => 0,
         }
@@ -517,10 +539,32 @@ impl FlowSweep {
             // The pass number wrapped (twice per 2^32 passes): the half this pass writes may
             // hold counts tagged with this number from 2^32 passes ago, so clear it first.
             // (The other half is the published one and stays readable.)
-            let half = (self.pass & 1) as usize;
-            self.listeners[half].fill(0);
-            self.backends[half].fill(0);
+            half_mut(&mut self.listeners, self.pass).fill(0);
+            half_mut(&mut self.backends, self.pass).fill(0);
         }
+    }
+}
+
+/// The half of a double-buffered pair that pass number `pass` uses: `pair[pass & 1]`, without
+/// an index to check.
+#[inline]
+fn half<T>(pair: &[T; 2], pass: u32) -> &T {
+    let [even, odd] = pair;
+    if pass & 1 == 0 {
+        even
+    } else {
+        odd
+    }
+}
+
+/// [`half`], writable.
+#[inline]
+fn half_mut<T>(pair: &mut [T; 2], pass: u32) -> &mut T {
+    let [even, odd] = pair;
+    if pass & 1 == 0 {
+        even
+    } else {
+        odd
     }
 }
 
@@ -634,6 +678,14 @@ fn prefetch_read(p: *const u8) {
 }
 
 #[cfg(test)]
+// Tests may panic: the no-panic rule above is for the code they test.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 mod tests {
     use super::*;
 
