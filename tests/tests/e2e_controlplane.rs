@@ -59,6 +59,7 @@ fn controlplane_end_to_end() {
         "PASS metrics",
         "PASS lookup",
         "PASS top",
+        "PASS health-path",
     ] {
         assert!(
             lines.iter().any(|l| l.starts_with(want)),
