@@ -411,6 +411,87 @@ mod tests {
     use crate::wire::build::FrameBuilder;
     use proptest::prelude::*;
 
+    /// Accepts what a rewrite of a cut frame may return: success (the cut spared the
+    /// fields it writes) or Malformed — never a panic.
+    fn ok_or_malformed(r: Result<(), DropReason>, what: &str, n: usize) {
+        assert!(
+            matches!(r, Ok(()) | Err(DropReason::Malformed)),
+            "{what} at {n} bytes: {r:?}"
+        );
+    }
+
+    /// Offsets found in a whole frame applied to every prefix of it (a check the parse
+    /// stage forgot, a bug between the stages): every rewrite returns `Malformed` — these
+    /// paths used to index past the end, which aborts the data plane. A cut inside the IP
+    /// header always returns `Malformed`.
+    #[test]
+    fn rewrites_of_a_cut_frame_are_malformed_not_a_panic() {
+        use crate::pipeline::parse::icmp_inner;
+        use crate::wire::build::{icmpv4_frag_needed, icmpv6_packet_too_big};
+        let (c4, v4) = ([192, 0, 2, 1], [10, 0, 0, 100]);
+        let c6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets();
+        let v6 = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100).octets();
+        let quote4 = FrameBuilder::tcp_v4(v4, c4, 80, 40000).build_ip();
+        let quote6 = FrameBuilder::udp_v6(v6, c6, 53, 40000)
+            .payload(&[1; 8])
+            .build_ip();
+        let frames = [
+            FrameBuilder::tcp_v4(c4, v4, 40000, 80).vlan(7).build(),
+            FrameBuilder::udp_v4(c4, v4, 40000, 53)
+                .payload(&[1; 9])
+                .build(),
+            FrameBuilder::tcp_v6(c6, v6, 40000, 80).build(),
+            FrameBuilder::udp_v6(c6, v6, 40000, 53)
+                .vlan(9)
+                .payload(&[1; 3])
+                .build(),
+            icmpv4_frag_needed([2; 6], [4; 6], [198, 51, 100, 1], v4, 1400, &quote4[..28]),
+            icmpv6_packet_too_big([2; 6], [4; 6], c6, v6, 1280, &quote6),
+        ];
+        let new = [7u8; 16];
+        for frame in &frames {
+            let p = parse(frame).unwrap();
+            let inner = icmp_inner(frame, &p);
+            let ip_hdr = if p.v6 { 40 } else { 20 };
+            for n in 0..frame.len() {
+                let cut = || frame[..n].to_vec();
+                let r = dec_ttl(&mut cut(), &p);
+                if n < p.l3 + ip_hdr {
+                    assert_eq!(r, Err(DropReason::Malformed), "dec_ttl at {n} bytes");
+                }
+                ok_or_malformed(r, "dec_ttl", n);
+                ok_or_malformed(nat(&mut cut(), &p, true, &new, 1), "nat dst", n);
+                ok_or_malformed(nat(&mut cut(), &p, false, &new, 1), "nat src", n);
+                if !p.v6 {
+                    let r = nat_v4_dst_fused(&mut cut(), &p, [7; 4], 1);
+                    ok_or_malformed(r, "fused nat", n);
+                }
+                ok_or_malformed(set_macs(&mut cut(), &[1; 6], &[2; 6]), "set_macs", n);
+                if let Some(inner) = &inner {
+                    let r = nat_icmp(&mut cut(), &p, inner, &new, 1);
+                    ok_or_malformed(r, "nat_icmp", n);
+                }
+                for (encap, dst_v6) in [(Encap::Ipip, false), (Encap::Gue, true)] {
+                    let headroom = 64;
+                    let mut buf = vec![0u8; headroom + n];
+                    buf[headroom..].copy_from_slice(&frame[..n]);
+                    let mut pkt = PacketBuf::new(&mut buf, headroom, n).unwrap();
+                    let outer = Outer {
+                        encap,
+                        dst: &new,
+                        dst_v6,
+                        src: &new,
+                        gue_port: 6080,
+                        hash: 1,
+                        mtu: 9000,
+                    };
+                    ok_or_malformed(encapsulate(&mut pkt, &p, &outer), "encapsulate", n);
+                }
+            }
+            assert!(inner.is_some() || p.proto != proto::ICMP && p.proto != proto::ICMPV6);
+        }
+    }
+
     proptest! {
         /// The fused nat path writes exactly what dec_ttl + nat write, for random packets,
         /// including the checksum corner cases the RFC 1624 equation exists for.
