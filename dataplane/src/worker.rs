@@ -118,6 +118,100 @@ pub struct WorkerSettings {
     pub idle_backoff: bool,
 }
 
+/// What every worker has besides its packet I/O: the pipeline, the snapshot reader, the
+/// counter sink, the loop settings and statistics — the state [`run_loop`] drives.
+pub(crate) struct WorkerCore<R, C> {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) reader: R,
+    pub(crate) sink: C,
+    pub(crate) settings: WorkerSettings,
+    pub(crate) stats: WorkerStats,
+}
+
+impl<R, C> WorkerCore<R, C> {
+    /// The core of worker `index` over `ports` ports (`client_port` faces clients,
+    /// `backend_port` backends).
+    ///
+    /// # Errors
+    /// When a port index is out of range or `burst` is not 1..=32 (the message, for the
+    /// backend's `InvalidConfig`).
+    pub(crate) fn new(
+        index: usize,
+        ports: usize,
+        (client_port, backend_port): (usize, usize),
+        pipeline: Pipeline,
+        reader: R,
+        sink: C,
+        settings: WorkerSettings,
+    ) -> Result<Self, String> {
+        if client_port >= ports || backend_port >= ports {
+            return Err(format!(
+                "worker {index}: client port {client_port} / backend port {backend_port} out of \
+                 range for {ports} ports"
+            ));
+        }
+        if settings.burst == 0 || settings.burst > BURST {
+            return Err(format!("burst {} must be 1-{BURST}", settings.burst));
+        }
+        Ok(WorkerCore {
+            pipeline,
+            reader,
+            sink,
+            settings,
+            stats: WorkerStats::default(),
+        })
+    }
+}
+
+/// A backend's worker as [`run_loop`] sees it: one poll round over its ports, and its core.
+pub(crate) trait PollRound {
+    type Reader: SnapshotReader;
+    type Sink: CounterSink;
+    /// One round over every port; returns the packets received.
+    fn poll_once(&mut self, now_ms: u32) -> usize;
+    fn core(&mut self) -> &mut WorkerCore<Self::Reader, Self::Sink>;
+}
+
+/// The worker loop of every backend, until `stop` is set: polls, runs the pipeline's
+/// housekeeping, reports a quiescent point, publishes counters every [`PUBLISH_EVERY`], backs
+/// off when idle (if configured, offline while asleep). Publishes the counters once more
+/// before returning. Generic, so each backend's round is inlined into its own loop.
+pub(crate) fn run_loop<W: PollRound>(w: &mut W, stop: &AtomicBool) {
+    let start = Instant::now();
+    let mut last_publish = start;
+    let mut empty_rounds = 0u32;
+    let mut sleep = Duration::from_micros(1);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        // Wraps after ~49 days; the flow table compares times with wrapping arithmetic.
+        let now_ms = now.duration_since(start).as_millis() as u32;
+        let got = w.poll_once(now_ms);
+        let c = w.core();
+        c.pipeline.housekeeping(now_ms, got);
+        c.reader.quiescent();
+        c.stats.rounds += 1;
+        if now.duration_since(last_publish) >= PUBLISH_EVERY {
+            c.sink.publish(c.pipeline.counters());
+            last_publish = now;
+        }
+        if got > 0 {
+            empty_rounds = 0;
+            sleep = Duration::from_micros(1);
+        } else if c.settings.idle_backoff {
+            empty_rounds = empty_rounds.saturating_add(1);
+            if empty_rounds >= IDLE_ROUNDS {
+                c.reader.offline();
+                std::thread::sleep(sleep);
+                c.reader.online();
+                c.stats.idle_sleeps += 1;
+                sleep = (sleep * 2).min(MAX_IDLE_SLEEP);
+            }
+        }
+    }
+    let c = w.core();
+    c.sink.publish(c.pipeline.counters());
+}
+
 /// One worker's state: built on the main thread (so every setup error surfaces before any
 /// packet is touched), then moved to its pinned thread and [`Worker::run`].
 pub struct Worker<R, C> {
@@ -126,11 +220,7 @@ pub struct Worker<R, C> {
     ports: Vec<XskPort>,
     client_port: usize,
     backend_port: usize,
-    pipeline: Pipeline,
-    reader: R,
-    sink: C,
-    settings: WorkerSettings,
-    stats: WorkerStats,
+    core: WorkerCore<R, C>,
 }
 
 impl<R, C> std::fmt::Debug for Worker<R, C> {
@@ -140,7 +230,7 @@ impl<R, C> std::fmt::Debug for Worker<R, C> {
             .field("ports", &self.ports)
             .field("client_port", &self.client_port)
             .field("backend_port", &self.backend_port)
-            .field("stats", &self.stats)
+            .field("stats", &self.core.stats)
             .finish()
     }
 }
@@ -203,30 +293,23 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
         sink: C,
         settings: WorkerSettings,
     ) -> Result<Self, AfXdpError> {
-        if client_port >= ports.len() || backend_port >= ports.len() {
-            return Err(AfXdpError::InvalidConfig(format!(
-                "worker {index}: client port {client_port} / backend port {backend_port} out of \
-                 range for {} ports",
-                ports.len()
-            )));
-        }
-        if settings.burst == 0 || settings.burst > BURST {
-            return Err(AfXdpError::InvalidConfig(format!(
-                "burst {} must be 1-{BURST}",
-                settings.burst
-            )));
-        }
+        let core = WorkerCore::new(
+            index,
+            ports.len(),
+            (client_port, backend_port),
+            pipeline,
+            reader,
+            sink,
+            settings,
+        )
+        .map_err(AfXdpError::InvalidConfig)?;
         Ok(Worker {
             index,
             umem,
             ports,
             client_port,
             backend_port,
-            pipeline,
-            reader,
-            sink,
-            settings,
-            stats: WorkerStats::default(),
+            core,
         })
     }
 
@@ -237,12 +320,12 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
 
     /// Loop statistics so far.
     pub fn stats(&self) -> WorkerStats {
-        self.stats
+        self.core.stats
     }
 
     /// The pipeline (counters, flow table).
     pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+        &self.core.pipeline
     }
 
     /// One round over every port; returns the packets received.
@@ -252,8 +335,8 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
         let mut verdicts = [Verdict::Drop(crate::pipeline::DropReason::Malformed); BURST];
         let mut to_backend = [Desc::default(); BURST];
         let mut to_client = [Desc::default(); BURST];
-        let burst = self.settings.burst;
-        let snap = self.reader.current();
+        let burst = self.core.settings.burst;
+        let snap = self.core.reader.current();
         let mut total = 0;
         for pi in 0..self.ports.len() {
             self.ports[pi].complete(&mut self.umem);
@@ -262,13 +345,14 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
                 continue;
             }
             total += n;
-            self.stats.rx_bursts += 1;
+            self.core.stats.rx_bursts += 1;
             let done = {
                 let mut b = UmemBurst {
                     umem: &mut self.umem,
                     descs: &mut rx[..n],
                 };
-                self.pipeline
+                self.core
+                    .pipeline
                     .process_burst(snap, &mut b, &mut verdicts[..n], now_ms)
             };
             let (mut nb, mut nc) = (0, 0);
@@ -307,55 +391,37 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
                 }
                 for d in &descs[sent..] {
                     self.umem.free(d);
-                    self.stats.tx_full_drops += 1;
+                    self.core.stats.tx_full_drops += 1;
                 }
                 let unsent = descs.len().saturating_sub(sent) as u64;
                 if unsent > 0 {
-                    self.pipeline.counters_mut().tx_failed(unsent);
+                    self.core.pipeline.counters_mut().tx_failed(unsent);
                 }
             }
         }
         total
     }
 
-    /// Runs until `stop` is set: polls, reports quiescent points, publishes counters, backs off
-    /// when idle (if configured). Publishes the counters once more before returning.
+    /// Runs until `stop` is set ([`run_loop`]), then reaps the transmissions still in flight.
     pub fn run(&mut self, stop: &AtomicBool) {
-        let start = Instant::now();
-        let mut last_publish = start;
-        let mut empty_rounds = 0u32;
-        let mut sleep = Duration::from_micros(1);
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            // Wraps after ~49 days; the flow table compares times with wrapping arithmetic.
-            let now_ms = now.duration_since(start).as_millis() as u32;
-            let got = self.poll_once(now_ms);
-            self.pipeline.housekeeping(now_ms, got);
-            self.reader.quiescent();
-            self.stats.rounds += 1;
-            if now.duration_since(last_publish) >= PUBLISH_EVERY {
-                self.sink.publish(self.pipeline.counters());
-                last_publish = now;
-            }
-            if got > 0 {
-                empty_rounds = 0;
-                sleep = Duration::from_micros(1);
-            } else if self.settings.idle_backoff {
-                empty_rounds = empty_rounds.saturating_add(1);
-                if empty_rounds >= IDLE_ROUNDS {
-                    self.reader.offline();
-                    std::thread::sleep(sleep);
-                    self.reader.online();
-                    self.stats.idle_sleeps += 1;
-                    sleep = (sleep * 2).min(MAX_IDLE_SLEEP);
-                }
-            }
-        }
+        run_loop(self, stop);
         // Let transmissions in flight complete so their frames return (tidy accounting).
         for p in &mut self.ports {
             p.complete(&mut self.umem);
         }
-        self.sink.publish(self.pipeline.counters());
+    }
+}
+
+impl<R: SnapshotReader, C: CounterSink> PollRound for Worker<R, C> {
+    type Reader = R;
+    type Sink = C;
+    #[inline]
+    fn poll_once(&mut self, now_ms: u32) -> usize {
+        Worker::poll_once(self, now_ms)
+    }
+    #[inline]
+    fn core(&mut self) -> &mut WorkerCore<R, C> {
+        &mut self.core
     }
 }
 
@@ -471,6 +537,141 @@ pools:
             nat,
             vec![(b("10.1.0.1"), 8080, 6), (b("10.1.0.2"), 8080, 6)]
         );
+    }
+
+    /// A backend whose rounds receive `script[round]` packets (0 once it runs out) and which
+    /// sets `stop` after `rounds` rounds.
+    struct Scripted<'a> {
+        core: WorkerCore<FixedSnapshot, CountPublishes>,
+        script: &'a [usize],
+        round: usize,
+        rounds: usize,
+        stop: &'a AtomicBool,
+    }
+
+    #[derive(Default)]
+    struct CountPublishes(u32);
+
+    impl CounterSink for CountPublishes {
+        fn publish(&mut self, _: &WorkerCounters) {
+            self.0 += 1;
+        }
+    }
+
+    impl PollRound for Scripted<'_> {
+        type Reader = FixedSnapshot;
+        type Sink = CountPublishes;
+        fn poll_once(&mut self, _now_ms: u32) -> usize {
+            let got = self.script.get(self.round).copied().unwrap_or(0);
+            self.round += 1;
+            if self.round >= self.rounds {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            got
+        }
+        fn core(&mut self) -> &mut WorkerCore<FixedSnapshot, CountPublishes> {
+            &mut self.core
+        }
+    }
+
+    fn core(idle_backoff: bool) -> WorkerCore<FixedSnapshot, CountPublishes> {
+        let set = parse_services(SERVICES).unwrap();
+        let snap = SnapshotBuilder::new(16, 16).build(&set, 1).unwrap();
+        let pipeline = Pipeline::new(crate::pipeline::PipelineConfig {
+            flow_capacity: 1024,
+            ..Default::default()
+        })
+        .unwrap();
+        let settings = WorkerSettings {
+            burst: BURST,
+            idle_backoff,
+        };
+        let snap = FixedSnapshot(std::sync::Arc::new(snap));
+        WorkerCore::new(0, 2, (0, 1), pipeline, snap, CountPublishes(0), settings).unwrap()
+    }
+
+    #[test]
+    fn run_loop_counts_rounds_backs_off_when_idle_and_publishes_at_the_end() {
+        let stop = AtomicBool::new(false);
+        let rounds = IDLE_ROUNDS as usize + 3;
+        let mut w = Scripted {
+            core: core(true),
+            script: &[5, 0, 7],
+            round: 0,
+            rounds,
+            stop: &stop,
+        };
+        run_loop(&mut w, &stop);
+        assert_eq!(w.core.stats.rounds, rounds as u64);
+        // Empty rounds from the fourth on: IDLE_ROUNDS of them before the first sleep.
+        assert_eq!(
+            w.core.stats.idle_sleeps,
+            (rounds - 3 - IDLE_ROUNDS as usize + 1) as u64
+        );
+        assert!(w.core.sink.0 >= 1, "no final publish");
+
+        let stop = AtomicBool::new(false);
+        let mut busy = Scripted {
+            core: core(false),
+            script: &[],
+            round: 0,
+            rounds,
+            stop: &stop,
+        };
+        run_loop(&mut busy, &stop);
+        assert_eq!(busy.core.stats.idle_sleeps, 0, "idle back-off is off");
+        // A stop already set: no round, still the final publish.
+        let mut none = Scripted {
+            core: core(true),
+            script: &[],
+            round: 0,
+            rounds: 0,
+            stop: &stop,
+        };
+        run_loop(&mut none, &stop);
+        assert_eq!((none.core.stats.rounds, none.core.sink.0), (0, 1));
+    }
+
+    #[test]
+    fn worker_core_checks_ports_and_burst() {
+        let pipeline = || {
+            Pipeline::new(crate::pipeline::PipelineConfig {
+                flow_capacity: 16,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let settings = |burst| WorkerSettings {
+            burst,
+            idle_backoff: false,
+        };
+        let e = WorkerCore::new(
+            3,
+            1,
+            (0, 1),
+            pipeline(),
+            NoCounters,
+            NoCounters,
+            settings(32),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            e,
+            "worker 3: client port 0 / backend port 1 out of range for 1 ports"
+        );
+        let e = WorkerCore::new(
+            0,
+            1,
+            (0, 0),
+            pipeline(),
+            NoCounters,
+            NoCounters,
+            settings(33),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e, "burst 33 must be 1-32");
     }
 
     #[test]

@@ -25,15 +25,13 @@ use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use fiberlb_dpdk_sys as sys;
 
 use super::{Burst, PacketBuf};
 use crate::pipeline::{DropReason, Pipeline, Verdict, BURST};
 use crate::worker::{
-    CounterSink, SnapshotReader, WorkerSettings, WorkerStats, IDLE_ROUNDS, MAX_IDLE_SLEEP,
-    PUBLISH_EVERY,
+    run_loop, CounterSink, PollRound, SnapshotReader, WorkerCore, WorkerSettings, WorkerStats,
 };
 
 /// What went wrong setting up or driving DPDK. Messages say what to do about it.
@@ -1217,20 +1215,16 @@ fn send_twice(q: &mut PortQueue, out: &mut MbufArray) -> usize {
 }
 
 /// A DPDK worker: the same round as [`crate::worker::Worker`] (receive, pipeline, send by
-/// verdict, free drops; quiescent point, counters every [`PUBLISH_EVERY`], optional idle
-/// back-off) over [`PortQueue`]s, plus the exception path to the host when it has host
-/// queues.
+/// verdict, free drops) over [`PortQueue`]s, plus the exception path to the host when it has
+/// host queues, in the same loop ([`run_loop`]: quiescent point, counters every
+/// [`crate::worker::PUBLISH_EVERY`], optional idle back-off).
 pub struct DpdkWorker<R, C> {
     pub index: usize,
     eal: Eal,
     ports: Vec<PortQueue>,
     client_port: usize,
     backend_port: usize,
-    pipeline: Pipeline,
-    reader: R,
-    sink: C,
-    settings: WorkerSettings,
-    stats: WorkerStats,
+    core: WorkerCore<R, C>,
     /// `host[i]`: the host (`net_tap`) queue beside `ports[i]`, if that port has one.
     host: Vec<Option<PortQueue>>,
     host_stats: HostPathStats,
@@ -1243,7 +1237,7 @@ impl<R, C> std::fmt::Debug for DpdkWorker<R, C> {
             .field("ports", &self.ports)
             .field("client_port", &self.client_port)
             .field("backend_port", &self.backend_port)
-            .field("stats", &self.stats)
+            .field("stats", &self.core.stats)
             .field("host", &self.host)
             .field("host_stats", &self.host_stats)
             .finish()
@@ -1268,30 +1262,23 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
         sink: C,
         settings: WorkerSettings,
     ) -> Result<Self, DpdkError> {
-        if client_port >= ports.len() || backend_port >= ports.len() {
-            return Err(DpdkError::InvalidConfig(format!(
-                "worker {index}: client port {client_port} / backend port {backend_port} out of \
-                 range for {} ports",
-                ports.len()
-            )));
-        }
-        if settings.burst == 0 || settings.burst > BURST {
-            return Err(DpdkError::InvalidConfig(format!(
-                "burst {} must be 1-{BURST}",
-                settings.burst
-            )));
-        }
+        let core = WorkerCore::new(
+            index,
+            ports.len(),
+            (client_port, backend_port),
+            pipeline,
+            reader,
+            sink,
+            settings,
+        )
+        .map_err(DpdkError::InvalidConfig)?;
         Ok(DpdkWorker {
             index,
             eal: eal.clone(),
             ports,
             client_port,
             backend_port,
-            pipeline,
-            reader,
-            sink,
-            settings,
-            stats: WorkerStats::default(),
+            core,
             host: Vec::new(),
             host_stats: HostPathStats::default(),
         })
@@ -1345,12 +1332,12 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
 
     /// Loop statistics so far.
     pub fn stats(&self) -> WorkerStats {
-        self.stats
+        self.core.stats
     }
 
     /// The pipeline (counters, flow table).
     pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+        &self.core.pipeline
     }
 
     /// The worker's queues.
@@ -1366,8 +1353,8 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
         let mut to_client = MbufArray::default();
         let mut to_host = MbufArray::default();
         let mut verdicts = [Verdict::Drop(DropReason::Malformed); BURST];
-        let burst = self.settings.burst;
-        let snap = self.reader.current();
+        let burst = self.core.settings.burst;
+        let snap = self.core.reader.current();
         let mut total = 0;
         for pi in 0..self.ports.len() {
             let has_host = match self.host.get_mut(pi) {
@@ -1388,9 +1375,10 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
                 continue;
             }
             total += n;
-            self.stats.rx_bursts += 1;
-            self.pipeline.set_host_path(has_host);
+            self.core.stats.rx_bursts += 1;
+            self.core.pipeline.set_host_path(has_host);
             let done = self
+                .core
                 .pipeline
                 .process_burst(snap, &mut rx, &mut verdicts[..n], now_ms);
             let (ptrs, len) = rx.mbufs.raw_mut();
@@ -1423,9 +1411,12 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
                     // descriptors), then drop the rest.
                     self.ports[port].tx_burst(out);
                 }
-                self.stats.tx_full_drops += out.len() as u64;
+                self.core.stats.tx_full_drops += out.len() as u64;
                 if !out.is_empty() {
-                    self.pipeline.counters_mut().tx_failed(out.len() as u64);
+                    self.core
+                        .pipeline
+                        .counters_mut()
+                        .tx_failed(out.len() as u64);
                 }
                 out.clear();
             }
@@ -1437,7 +1428,7 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
                     _ => to_host.len(),
                 };
                 if unsent > 0 {
-                    let c = self.pipeline.counters_mut();
+                    let c = self.core.pipeline.counters_mut();
                     c.to_host = c.to_host.saturating_sub(unsent as u64);
                     c.drops[DropReason::TxRingFull as usize] += unsent as u64;
                     self.host_stats.to_host_tx_full += unsent as u64;
@@ -1448,50 +1439,33 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
         total
     }
 
-    /// Runs until `stop` is set: registers the thread with DPDK (mempool caches), polls,
-    /// reports quiescent points, publishes counters, backs off when idle (if configured).
-    /// Publishes the counters once more before returning.
+    /// Runs until `stop` is set: registers the thread with DPDK (mempool caches), runs
+    /// [`run_loop`] (which publishes the counters once more at the end), then gives the lcore
+    /// id back.
     ///
     /// # Errors
     /// When the thread cannot be registered with DPDK.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DpdkError> {
         register_thread(&self.eal)?;
-        let start = Instant::now();
-        let mut last_publish = start;
-        let mut empty_rounds = 0u32;
-        let mut sleep = Duration::from_micros(1);
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            // Wraps after ~49 days; the flow table compares times with wrapping arithmetic.
-            let now_ms = now.duration_since(start).as_millis() as u32;
-            let got = self.poll_once(now_ms);
-            self.pipeline.housekeeping(now_ms, got);
-            self.reader.quiescent();
-            self.stats.rounds += 1;
-            if now.duration_since(last_publish) >= PUBLISH_EVERY {
-                self.sink.publish(self.pipeline.counters());
-                last_publish = now;
-            }
-            if got > 0 {
-                empty_rounds = 0;
-                sleep = Duration::from_micros(1);
-            } else if self.settings.idle_backoff {
-                empty_rounds = empty_rounds.saturating_add(1);
-                if empty_rounds >= IDLE_ROUNDS {
-                    self.reader.offline();
-                    std::thread::sleep(sleep);
-                    self.reader.online();
-                    self.stats.idle_sleeps += 1;
-                    sleep = (sleep * 2).min(MAX_IDLE_SLEEP);
-                }
-            }
-        }
-        self.sink.publish(self.pipeline.counters());
+        run_loop(self, stop);
         // Give the lcore id back, so restarted worker threads do not exhaust them.
         // SAFETY: this thread registered above and holds no mbuf from a per-lcore cache path
         // any more (every burst array was freed at the end of its round).
         unsafe { sys::fiberlb_thread_unregister() };
         Ok(())
+    }
+}
+
+impl<R: SnapshotReader, C: CounterSink> PollRound for DpdkWorker<R, C> {
+    type Reader = R;
+    type Sink = C;
+    #[inline]
+    fn poll_once(&mut self, now_ms: u32) -> usize {
+        DpdkWorker::poll_once(self, now_ms)
+    }
+    #[inline]
+    fn core(&mut self) -> &mut WorkerCore<R, C> {
+        &mut self.core
     }
 }
 
