@@ -28,6 +28,7 @@ use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
 use serde_json::json;
 
 mod run_dpdk;
+mod runtime;
 
 #[derive(Parser, Debug)]
 #[command(name = "fiberlb-dataplane", version, about = "fiberlb data plane")]
@@ -259,26 +260,21 @@ fn print_counters(p: &Pipeline, snap: &Snapshot, stats: &ReplayStats, as_json: b
 /// `run` and `stats`.
 mod run_cmd {
     use std::path::Path;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use anyhow::{bail, Context};
-    use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
+    use fiberlb_dataplane::config::DataplaneConfig;
+    use fiberlb_dataplane::control;
     use fiberlb_dataplane::flow_table::ENTRY_BYTES;
     use fiberlb_dataplane::nic::afxdp::{
         HugePages, LocalAddrRefresh, Umem, UmemConfig, XdpProgram, XskConfig, XskPort,
     };
     use fiberlb_dataplane::pipeline::{Pipeline, PipelineConfig};
-    use fiberlb_dataplane::snapshot::SnapshotBuilder;
-    use fiberlb_dataplane::worker::{
-        available_cores, pin_to_core, sync_xdp_maps, xdp_keys, Worker, WorkerSettings,
-    };
-    use fiberlb_shared::shm::counters::CountersLayout;
-    use fiberlb_shared::shm::region::{Region, RegionConfig};
+    use fiberlb_dataplane::worker::{pin_to_core, sync_xdp_maps, xdp_keys, Worker};
+    use fiberlb_shared::shm::region::Region;
 
-    use fiberlb_dataplane::control::{self, ControlOptions, ControlThread};
-    use std::sync::Mutex;
+    use crate::runtime;
 
     /// A logger for the `log` crate's messages (AF_XDP setup: attach mode, page kind) on stderr.
     struct StderrLog;
@@ -372,15 +368,7 @@ mod run_cmd {
                 );
             }
         }
-        let cores = available_cores();
-        for c in &cfg.workers.cores {
-            if !cores.contains(c) {
-                bail!(
-                    "workers.cores: core {c} does not exist or is not allowed for this process \
-                     (available: {cores:?})"
-                );
-            }
-        }
+        runtime::check_cores(cfg)?;
         // Memory: flow tables in ordinary pages, UMEMs in hugepages when there are enough free.
         let w = workers as u64;
         let flow_bytes = (pcfg.flow_capacity.max(1).next_power_of_two() * ENTRY_BYTES) as u64 * w;
@@ -435,47 +423,11 @@ mod run_cmd {
             .port_roles()
             .context("no port faces clients or backends")?;
         // The services file is checked completely before anything is set up.
-        let initial = match services {
-            Some(p) => {
-                let set = fiberlb_shared::services::load_services(p)?;
-                SnapshotBuilder::new(pcfg.max_listeners, pcfg.max_backends)
-                    .build(&set, 1)
-                    .with_context(|| format!("{}: configuration refused", p.display()))?;
-                Some(set)
-            }
-            None => None,
-        };
-
+        let initial = runtime::load_services(services, &pcfg)?;
         // A second instance on the same path stops here (the region's lock).
-        let shm_path = cfg.shm.resolved_path();
+        let (region, shm_path) = runtime::create_region(&cfg, &pcfg)?;
         let workers = cfg.workers.cores.len();
-        let layout = CountersLayout {
-            workers: workers as u32,
-            listeners: pcfg.max_listeners.clamp(1, 4096) as u32,
-            backends: pcfg.max_backends.clamp(1, 65536) as u32,
-        };
-        let region = Region::create(
-            &shm_path,
-            &RegionConfig {
-                counters: layout,
-                ..RegionConfig::default()
-            },
-        )
-        .with_context(|| format!("shared-memory region {}", shm_path.display()))?;
-
-        let mut ctl = ControlThread::new(
-            region,
-            ControlOptions {
-                workers,
-                max_listeners: pcfg.max_listeners,
-                max_backends: pcfg.max_backends,
-                ..ControlOptions::default()
-            },
-        )?;
-        if let Some(set) = initial {
-            let g = ctl.apply_initial(set)?;
-            eprintln!("fiberlb-dataplane: services file applied as generation {g}");
-        }
+        let mut ctl = runtime::control_thread(region, workers, &pcfg, initial)?;
 
         // XDP programs, then each worker's UMEM and sockets, registered with the programs.
         let mut programs = Vec::with_capacity(cfg.ports.len());
@@ -484,10 +436,7 @@ mod run_cmd {
                 .with_context(|| format!("port {:?}", p.display_name()))?;
             programs.push(prog);
         }
-        let settings = WorkerSettings {
-            burst: cfg.workers.burst,
-            idle_backoff: cfg.workers.idle_backoff,
-        };
+        let settings = runtime::worker_settings(&cfg);
         let mut built = Vec::with_capacity(workers);
         for (i, core) in cfg.workers.cores.iter().enumerate() {
             let mut umem = Umem::new(&UmemConfig {
@@ -561,10 +510,7 @@ mod run_cmd {
             }));
         }
 
-        let stop = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
-        }
+        let stop = runtime::stop_on_signals()?;
         let modes: Vec<_> = match programs.lock() {
             Ok(p) => p.iter().map(|p| p.attached_mode()).collect(),
             Err(_) => Vec::new(),
@@ -583,51 +529,22 @@ mod run_cmd {
                 )
             })
             .collect();
-        eprintln!(
-            "fiberlb-dataplane: forwarding on {} with {} worker(s) on cores {:?}; region {}; \
-             client side MAC {} -> {}, backend side MAC {} -> {}",
-            port_desc.join(", "),
-            workers,
-            cfg.workers.cores,
-            shm_path.display(),
-            pcfg.client_side_mac
-                .map(|m| format_mac(&m))
-                .unwrap_or_default(),
-            pcfg.client_gateway_mac
-                .map(|m| format_mac(&m))
-                .unwrap_or_else(|| "(none)".into()),
-            pcfg.backend_side_mac
-                .map(|m| format_mac(&m))
-                .unwrap_or_default(),
-            pcfg.backend_gateway_mac
-                .map(|m| format_mac(&m))
-                .unwrap_or_else(|| "(backend MACs)".into()),
-        );
+        runtime::announce(&port_desc, "", &cfg, &shm_path, &pcfg);
 
         let control = ctl.spawn(stop.clone())?;
-        let result = std::thread::scope(|scope| -> anyhow::Result<()> {
-            let mut handles = Vec::new();
-            for (core, mut w) in built {
-                let stop = &*stop;
-                let h = std::thread::Builder::new()
-                    .name(format!("fiberlb-w{}", w.index))
-                    .spawn_scoped(scope, move || -> Result<_, String> {
-                        pin_to_core(core)?;
-                        w.run(stop);
-                        Ok(w)
-                    })
-                    .context("spawning a worker thread")?;
-                handles.push(h);
-            }
-            // Wait for a signal (or a worker that ended early: a pinning error). Meanwhile keep
-            // the programs' list of the host's own addresses current (added by operators or
-            // DHCP after the start): their traffic must reach the kernel, not the workers.
-            let mut local_addrs = LocalAddrRefresh::new();
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-                if handles.iter().any(|h| h.is_finished()) {
-                    break;
-                }
+        // While the workers run, keep the programs' list of the host's own addresses current
+        // (added by operators or DHCP after the start): their traffic must reach the kernel,
+        // not the workers.
+        let mut local_addrs = LocalAddrRefresh::new();
+        let result = runtime::run_workers(
+            built,
+            &stop,
+            |core, w: &mut Worker<_, _>| {
+                pin_to_core(core)?;
+                w.run(&stop);
+                Ok(())
+            },
+            || {
                 if local_addrs.is_due() {
                     let mut progs = match programs.lock() {
                         Ok(p) => p,
@@ -635,52 +552,32 @@ mod run_cmd {
                     };
                     local_addrs.refresh(&mut progs);
                 }
-            }
-            stop.store(true, Ordering::Relaxed);
-            let mut worker_err = None;
-            for h in handles {
-                match h.join() {
-                    Ok(Ok(w)) => {
-                        let c = w.pipeline().counters();
+            },
+            |w| {
+                let c = w.pipeline().counters();
+                eprintln!(
+                    "fiberlb-dataplane: worker {}: {} received, {} forwarded, {} dropped; {:?}",
+                    w.index,
+                    c.rx_packets,
+                    c.forwarded,
+                    c.dropped(),
+                    w.stats()
+                );
+                for p in w.ports() {
+                    if let Ok(s) = p.stats() {
                         eprintln!(
-                            "fiberlb-dataplane: worker {}: {} received, {} forwarded, {} dropped; {:?}",
+                            "fiberlb-dataplane: worker {} {} queue {}: {:?}",
                             w.index,
-                            c.rx_packets,
-                            c.forwarded,
-                            c.dropped(),
-                            w.stats()
+                            p.ifname(),
+                            p.queue(),
+                            s
                         );
-                        for p in w.ports() {
-                            if let Ok(s) = p.stats() {
-                                eprintln!(
-                                    "fiberlb-dataplane: worker {} {} queue {}: {:?}",
-                                    w.index,
-                                    p.ifname(),
-                                    p.queue(),
-                                    s
-                                );
-                            }
-                        }
                     }
-                    Ok(Err(e)) => worker_err = Some(e),
-                    Err(_) => eprintln!("fiberlb-dataplane: error: a worker panicked"),
                 }
-            }
-            match worker_err {
-                Some(e) => Err(anyhow::anyhow!("worker: {e}")),
-                None => Ok(()),
-            }
-        });
-        // The control thread ends with the same flag; dropping it drops the apply hook and
-        // the last handle on the region (releasing its lock).
-        match control.join() {
-            Ok(ctl) => {
-                let c = ctl.stats().counts();
-                eprintln!("fiberlb-dataplane: control thread: {c:?}");
-                drop(ctl);
-            }
-            Err(_) => eprintln!("fiberlb-dataplane: error: the control thread panicked"),
-        }
+            },
+        );
+        // The control thread ends with the same flag.
+        runtime::join_control(control);
         // Detach the programs (the sockets closed with their workers).
         drop(programs);
         eprintln!("fiberlb-dataplane: stopped");

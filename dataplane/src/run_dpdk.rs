@@ -44,13 +44,12 @@ mod with_dpdk {
 
     use anyhow::{bail, Context};
     use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
-    use fiberlb_dataplane::control::{ControlOptions, ControlThread};
     use fiberlb_dataplane::nic::dpdk::{register_thread, DpdkWorker, Eal, Port, PortConfig};
     use fiberlb_dataplane::pipeline::Pipeline;
-    use fiberlb_dataplane::snapshot::{LocalAddrs, SnapshotBuilder, MAX_LOCAL_ADDRS};
-    use fiberlb_dataplane::worker::{available_cores, pin_to_core, WorkerSettings};
-    use fiberlb_shared::shm::counters::CountersLayout;
-    use fiberlb_shared::shm::region::{Region, RegionConfig};
+    use fiberlb_dataplane::snapshot::{LocalAddrs, MAX_LOCAL_ADDRS};
+    use fiberlb_dataplane::worker::pin_to_core;
+
+    use crate::runtime;
 
     /// Sets the calling thread's CPU mask to `cpus`.
     fn allow_cpus(cpus: &[usize]) -> Result<(), String> {
@@ -168,45 +167,15 @@ mod with_dpdk {
             .port_roles()
             .context("no port faces clients or backends")?;
         let workers = cfg.workers.cores.len();
-        let cores = available_cores();
-        for c in &cfg.workers.cores {
-            if !cores.contains(c) {
-                bail!(
-                    "workers.cores: core {c} does not exist or is not allowed for this process \
-                     (available: {cores:?})"
-                );
-            }
-        }
+        let cores = runtime::check_cores(&cfg)?;
         let queues = u16::try_from(workers).context("too many workers for a DPDK port")?;
         let base = cfg.pipeline();
         // The services file is checked completely before anything is set up.
-        let initial = match services {
-            Some(p) => {
-                let set = fiberlb_shared::services::load_services(p)?;
-                SnapshotBuilder::new(base.max_listeners, base.max_backends)
-                    .build(&set, 1)
-                    .with_context(|| format!("{}: configuration refused", p.display()))?;
-                Some(set)
-            }
-            None => None,
-        };
+        let initial = runtime::load_services(services, &base)?;
 
         // The region first: a second instance on the same path stops here, before the EAL
         // takes any device.
-        let shm_path = cfg.shm.resolved_path();
-        let layout = CountersLayout {
-            workers: workers as u32,
-            listeners: base.max_listeners.clamp(1, 4096) as u32,
-            backends: base.max_backends.clamp(1, 65536) as u32,
-        };
-        let region = Region::create(
-            &shm_path,
-            &RegionConfig {
-                counters: layout,
-                ..RegionConfig::default()
-            },
-        )
-        .with_context(|| format!("shared-memory region {}", shm_path.display()))?;
+        let (region, shm_path) = runtime::create_region(&cfg, &base)?;
 
         // The host (net_tap) ports: vdevs added to the EAL's, named after the port index.
         let mut eal_cfg = sec.eal_config();
@@ -278,19 +247,7 @@ mod with_dpdk {
         let local_addrs = Arc::new(LocalAddrs::new());
         let pcfg = cfg.pipeline_with_port_macs(|i| ports[i].mac());
 
-        let mut ctl = ControlThread::new(
-            region,
-            ControlOptions {
-                workers,
-                max_listeners: pcfg.max_listeners,
-                max_backends: pcfg.max_backends,
-                ..ControlOptions::default()
-            },
-        )?;
-        if let Some(set) = initial {
-            let g = ctl.apply_initial(set)?;
-            eprintln!("fiberlb-dataplane: services file applied as generation {g}");
-        }
+        let mut ctl = runtime::control_thread(region, workers, &pcfg, initial)?;
         // No XDP maps: a DPDK port delivers every frame to the workers. The hook only logs,
         // so the applied generations show in the log as with AF_XDP.
         ctl.set_apply_hook(Box::new(|snap| {
@@ -301,10 +258,7 @@ mod with_dpdk {
             );
         }));
 
-        let settings = WorkerSettings {
-            burst: cfg.workers.burst,
-            idle_backoff: cfg.workers.idle_backoff,
-        };
+        let settings = runtime::worker_settings(&cfg);
         let mut built = Vec::with_capacity(workers);
         for (i, core) in cfg.workers.cores.iter().enumerate() {
             let q = i as u16;
@@ -335,10 +289,7 @@ mod with_dpdk {
             built.push((*core, w));
         }
 
-        let stop = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
-        }
+        let stop = runtime::stop_on_signals()?;
         let port_desc: Vec<String> = cfg
             .ports
             .iter()
@@ -367,26 +318,7 @@ mod with_dpdk {
                 )
             })
             .collect();
-        eprintln!(
-            "fiberlb-dataplane: forwarding on {} (DPDK) with {} worker(s) on cores {:?}; region {}; \
-             client side MAC {} -> {}, backend side MAC {} -> {}",
-            port_desc.join(", "),
-            workers,
-            cfg.workers.cores,
-            shm_path.display(),
-            pcfg.client_side_mac
-                .map(|m| format_mac(&m))
-                .unwrap_or_default(),
-            pcfg.client_gateway_mac
-                .map(|m| format_mac(&m))
-                .unwrap_or_else(|| "(none)".into()),
-            pcfg.backend_side_mac
-                .map(|m| format_mac(&m))
-                .unwrap_or_default(),
-            pcfg.backend_gateway_mac
-                .map(|m| format_mac(&m))
-                .unwrap_or_else(|| "(backend MACs)".into()),
-        );
+        runtime::announce(&port_desc, " (DPDK)", &cfg, &shm_path, &pcfg);
 
         // Publish the host addresses once before the workers start, then keep them current.
         let watcher = if host_names.is_empty() {
@@ -410,72 +342,39 @@ mod with_dpdk {
             )
         };
         let control = ctl.spawn(stop.clone())?;
-        let result = std::thread::scope(|scope| -> anyhow::Result<()> {
-            let mut handles = Vec::new();
-            for (core, mut w) in built {
-                let stop = &*stop;
-                let cores = &cores;
-                let h = std::thread::Builder::new()
-                    .name(format!("fiberlb-w{}", w.index))
-                    .spawn_scoped(scope, move || -> Result<_, String> {
-                        // This thread inherited the EAL main thread's CPUs ([dpdk] cores);
-                        // core_affinity only pins within the current mask, so widen it first.
-                        allow_cpus(cores)?;
-                        pin_to_core(core)?;
-                        w.run(stop).map_err(|e| e.to_string())?;
-                        Ok(w)
-                    })
-                    .context("spawning a worker thread")?;
-                handles.push(h);
-            }
-            // Wait for a signal (or a worker that ended early: pinning or lcore registration).
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-                if handles.iter().any(|h| h.is_finished()) {
-                    break;
-                }
-            }
-            stop.store(true, Ordering::Relaxed);
-            let mut worker_err = None;
-            for h in handles {
-                match h.join() {
-                    Ok(Ok(w)) => {
-                        let c = w.pipeline().counters();
-                        eprintln!(
-                            "fiberlb-dataplane: worker {}: {} received, {} forwarded, {} to host, \
-                             {} dropped; {:?}; {:?}",
-                            w.index,
-                            c.rx_packets,
-                            c.forwarded,
-                            c.to_host,
-                            c.dropped(),
-                            w.stats(),
-                            w.host_stats()
-                        );
-                        // Dropping the worker releases its queue handles.
-                    }
-                    Ok(Err(e)) => worker_err = Some(e),
-                    Err(_) => eprintln!("fiberlb-dataplane: error: a worker panicked"),
-                }
-            }
-            match worker_err {
-                Some(e) => Err(anyhow::anyhow!("worker: {e}")),
-                None => Ok(()),
-            }
-        });
+        let result = runtime::run_workers(
+            built,
+            &stop,
+            |core, w: &mut DpdkWorker<_, _>| {
+                // This thread inherited the EAL main thread's CPUs ([dpdk] cores);
+                // core_affinity only pins within the current mask, so widen it first.
+                allow_cpus(&cores)?;
+                pin_to_core(core)?;
+                w.run(&stop).map_err(|e| e.to_string())
+            },
+            || {},
+            |w| {
+                let c = w.pipeline().counters();
+                eprintln!(
+                    "fiberlb-dataplane: worker {}: {} received, {} forwarded, {} to host, \
+                     {} dropped; {:?}; {:?}",
+                    w.index,
+                    c.rx_packets,
+                    c.forwarded,
+                    c.to_host,
+                    c.dropped(),
+                    w.stats(),
+                    w.host_stats()
+                );
+                // Dropping the worker releases its queue handles.
+            },
+        );
         if let Some(h) = watcher {
             if h.join().is_err() {
                 eprintln!("fiberlb-dataplane: error: the host address thread panicked");
             }
         }
-        match control.join() {
-            Ok(ctl) => {
-                let c = ctl.stats().counts();
-                eprintln!("fiberlb-dataplane: control thread: {c:?}");
-                drop(ctl);
-            }
-            Err(_) => eprintln!("fiberlb-dataplane: error: the control thread panicked"),
-        }
+        runtime::join_control(control);
         // Port counters, then stop and close the ports, free the pools, clean up the EAL.
         // (The main thread is EAL's main lcore; registering is a no-op that keeps the mempool
         // caches valid for the frees below.)
