@@ -222,6 +222,29 @@ impl Mark {
             col: m.col() + 1,
         }
     }
+
+    /// The end of `text`: its last line, just after its last character.
+    fn end_of(text: &str) -> Mark {
+        // YAML's line breaks: `\n`, `\r\n` and a lone `\r`.
+        let lines = 1 + text.matches('\n').count() + text.matches('\r').count()
+            - text.matches("\r\n").count();
+        let last = text.rsplit(['\n', '\r']).next().unwrap_or("");
+        Mark {
+            line: lines,
+            col: last.chars().count() + 1,
+        }
+    }
+
+    /// The mark moved back inside the text ending at `end`: at the end of a file without a
+    /// final line break the YAML scanner puts its position on the line after the last (found
+    /// by fuzzing), where an editor cannot go.
+    fn within(self, end: Mark) -> Mark {
+        if self.line > end.line {
+            end
+        } else {
+            self
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -305,15 +328,16 @@ fn build_tree(text: &str) -> Result<Option<Node>, ServicesError> {
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
+    let end = Mark::end_of(text);
 
     for item in Parser::new_from_str(text) {
         let (event, span) = item.map_err(|e| {
             ServicesError::at(
-                Mark::from_marker(e.marker()),
+                Mark::from_marker(e.marker()).within(end),
                 format!("YAML syntax error: {}", e.info()),
             )
         })?;
-        let mark = Mark::from_marker(&span.start);
+        let mark = Mark::from_marker(&span.start).within(end);
         let node = match event {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => continue,
             Event::DocumentStart(_) => {
@@ -1607,6 +1631,19 @@ mod tests {
     const GOLDEN_L: u32 = 80_741_074;
     const GOLDEN_P: u32 = 2_527_494_331;
     const GOLDEN_B: u32 = 1_207_596_537;
+
+    #[test]
+    fn syntax_errors_at_the_end_of_a_file_point_into_it() {
+        // Found by the services_yaml fuzz target: no final newline put the mark on line 2/3.
+        let e = err("a: [");
+        assert_eq!((e.line, e.column), (Some(1), Some(5)), "{e}");
+        let e = err("a: b\nc");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = err("a: b\r\nc");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = err("a: b\rc");
+        assert_eq!(e.line, Some(2), "{e}");
+    }
 
     fn err(text: &str) -> ServicesError {
         match parse_services(text) {
