@@ -7,6 +7,8 @@
 #
 #   FIBERLB_BIN_DIR  directory holding fiberlb-dataplane, fiberlbd, fiberlbctl (default:
 #                    target/release)
+#   FCP_PREFIX       the network namespaces' name prefix, unique per run (default: fcp<pid>)
+#   FE2E_CORE        the data plane worker's core (default 1)
 #
 # fiberlbd's health checks go to the backends through the data port l1 (from the lb's own
 # address 10.91.2.1), beside the nat traffic: their replies come from a nat backend's
@@ -16,98 +18,49 @@
 # Root only. Needs ip, ethtool, curl, python3, sha256sum.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BIN_DIR=${FIBERLB_BIN_DIR:-$ROOT/target/release}
-LB=$BIN_DIR/fiberlb-dataplane
-D=$BIN_DIR/fiberlbd
-CTL_BIN=$BIN_DIR/fiberlbctl
-
-PY=$(command -v python3)
 P=${FCP_PREFIX:-fcp$$}
 # shellcheck source=topology.sh
 . "$HERE/topology.sh"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+D=$BIN_DIR/fiberlbd
+CTL_BIN=$BIN_DIR/fiberlbctl
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP e2e: needs root (network namespaces, XDP, AF_XDP)"
-    exit 0
-fi
-for tool in ip ethtool curl sha256sum; do
-    command -v $tool >/dev/null || { echo "FAIL setup: $tool not installed"; exit 1; }
-done
-for b in "$LB" "$D" "$CTL_BIN"; do
-    [ -x "$b" ] || { echo "FAIL setup: $b not built"; exit 1; }
-done
+e2e_need_root e2e "network namespaces, XDP, AF_XDP"
+e2e_need_tools ip ethtool curl sha256sum
+for b in "$LB" "$D" "$CTL_BIN"; do e2e_need_bin "$b"; done
 
-WORK=$(mktemp -d /tmp/${P}.XXXX)
-SHM=/dev/shm/${P}.region
+e2e_init
 SOCK=$WORK/fiberlbd.sock
 METRICS=127.0.0.1:9751
 HC_INTERVAL_MS=500 FALL=2 RISE=2
-PIDS=()
-BPID=("" "" "")
-LB_PID= D_PID=
-FAILS=0
+BPID=("" "" "") # the backends, stopped and started again by the health checks
+D_PID=
 T0=$(date +%s)
 
-cleanup() {
+cleanup_first() { # (e2e_cleanup) fiberlbd and the backends
     local p
     [ -n "$D_PID" ] && kill -TERM "$D_PID" 2>/dev/null
-    [ -n "$LB_PID" ] && kill -TERM "$LB_PID" 2>/dev/null
-    for p in "${PIDS[@]}" "${BPID[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-    for p in $D_PID $LB_PID "${PIDS[@]}" "${BPID[@]}"; do wait "$p" 2>/dev/null; done
-    topo_down
-    rm -rf "$WORK" "$SHM" "$SHM.slots.json"
+    for p in "${BPID[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    for p in $D_PID "${BPID[@]}"; do wait "$p" 2>/dev/null; done
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
 ctl() { FIBERLB_SERVER=$SOCK FIBERLB_ORG=e2e FIBERLB_PROJECT=cp "$CTL_BIN" "$@"; }
 jget() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
 
 topo_up || { echo "FAIL setup: topology"; exit 1; }
 
 # Backends: the same 12 MB file everywhere, for the drain check's download.
-head -c $((12 * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
-BIG_SHA=$(sha256sum <"$WORK/big.bin" | cut -d' ' -f1)
-start_backend() { # index
-    local i=$1 d=$WORK/b$(($1 + 1))
-    mkdir -p "$d"
-    [ -e "$d/big.bin" ] || ln "$WORK/big.bin" "$d/big.bin"
-    ip netns exec "${NS_B[$i]}" "$PY" "$HERE/backend.py" --name "b$((i + 1))" --dir "$d" \
-        --log "$d/log" >>"$d/out" 2>&1 &
-    BPID[$i]=$!
-    for _ in $(seq 1 50); do
-        ip netns exec "${NS_B[$i]}" ss -ltn | grep -q ':80 ' && return 0
-        sleep 0.1
-    done
+make_big_file 12
+start_cp_backend() { # index: started again after its server was stopped
+    start_backend "$1"
+    BPID[$1]=$BACKEND_PID
+    wait_listening 80 "${NS_B[$1]}"
 }
-for i in 0 1 2; do start_backend $i; done
+for i in 0 1 2; do start_cp_backend $i; done
 
 SEED=7379537652274192929
-cat >"$WORK/dataplane.toml" <<TOML
-[forwarding]
-flow_capacity = 65536
-hash_seed = $SEED
-[[ports]]
-name = "client"
-interface = "l0"
-role = "client"
-gateway_mac = "$MAC_C0"
-[[ports]]
-name = "backend"
-interface = "l1"
-role = "backend"
-[workers]
-cores = [${FE2E_CORE:-1}]
-idle_backoff = true
-[shm]
-path = "$SHM"
-[umem]
-frames = 4096
-chunk_size = 2048
-TOML
+xdp_dataplane_toml 65536 "${FE2E_CORE:-1}" "hash_seed = $SEED" >"$WORK/dataplane.toml"
 cat >"$WORK/controlplane.toml" <<TOML
 listen = "$SOCK"
 store_path = "$WORK/store.redb"
@@ -123,16 +76,7 @@ fall = $FALL
 TOML
 
 start_dataplane() { # log file
-    : >"$1"
-    ip netns exec "$NS_L" "$LB" run --config "$WORK/dataplane.toml" >"$1" 2>&1 &
-    LB_PID=$!
-    for _ in $(seq 1 100); do
-        grep -q "forwarding on" "$1" && return 0
-        kill -0 "$LB_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "FAIL start: fiberlb-dataplane did not start:"; sed 's/^/  lb: /' "$1"
-    exit 1
+    lb_start_or_exit "$1" 5 --config "$WORK/dataplane.toml"
 }
 start_fiberlbd() { # log file
     rm -f "$SOCK"
@@ -143,7 +87,8 @@ start_fiberlbd() { # log file
         kill -0 "$D_PID" 2>/dev/null || break
         sleep 0.05
     done
-    echo "FAIL start: fiberlbd did not start:"; sed 's/^/  fiberlbd: /' "$1"
+    echo "FAIL start: fiberlbd did not start:"
+    show_log "$1" fiberlbd
     exit 1
 }
 start_dataplane "$WORK/lb.out"
@@ -194,7 +139,7 @@ served() { # backend name -> client requests for / logged since clear_logs (heal
 requests() { # name n -> "ok=N b1=.. b2=.. b3=.."
     local name=$1 n=$2 out=$WORK/$1.curl
     ip netns exec "$NS_C" bash -c "for i in \$(seq 1 $n); do curl -s --max-time 3 http://$VIP/ || echo FAILED; done" >"$out" 2>&1
-    echo "ok=$(grep -cx 'b[123]' "$out") b1=$(grep -cx b1 "$out") b2=$(grep -cx b2 "$out") b3=$(grep -cx b3 "$out")"
+    echo "ok=$(grep -cx 'b[123]' "$out") $(count_backends "$out")"
 }
 
 # a. traffic through the allocated VIP
@@ -225,7 +170,7 @@ if echo "$r" | grep -q "^ok=60 " && [ "$(served b2)" = 0 ] && [ "$down_state" = 
 else
     fail "health-down: $r, b2 log has $(served b2) requests, healthy=$down_state"
 fi
-start_backend 1
+start_cp_backend 1
 sleep $(((HC_INTERVAL_MS * RISE + 1000 + 999) / 1000))
 clear_logs
 r=$(requests health-up 60)
@@ -288,7 +233,7 @@ if [ "$failed" = 0 ] && [ "$n_while_down" -gt 0 ] && [ "$noresync" -ge 1 ] && [ 
     pass "fiberlbd-restart: $total requests, 0 failed ($n_while_down while fiberlbd was down), generation $gen_after kept, no resync"
 else
     fail "fiberlbd-restart: $total requests, $failed failed, $n_while_down while down, gen $gen_before -> $gen_after, no-resync lines $noresync"
-    sed 's/^/  fiberlbd: /' "$WORK/d2.out"
+    show_log "$WORK/d2.out" fiberlbd
 fi
 
 # e. restart the data plane (kill -9, start again): fiberlbd replays, traffic resumes.
@@ -311,7 +256,7 @@ if [ -n "$resumed" ] && [ "$ms" -le 2000 ] && [ "$old_instance" != "$new_instanc
     pass "dataplane-restart: new instance replayed, traffic resumed ${ms} ms after the start"
 else
     fail "dataplane-restart: resumed=$ms ms, instance $old_instance -> $new_instance, replay lines $replayed, $r"
-    sed 's/^/  lb2: /' "$WORK/lb2.out"
+    show_log "$WORK/lb2.out" lb2
 fi
 
 # f. counters per backend (API) and Prometheus metrics.
@@ -347,7 +292,7 @@ stream_start top
 ctl top --count 2 >"$WORK/top.out" 2>&1
 top_rc=$?
 stream_stop
-sed 's/^/  top: /' "$WORK/top.out"
+show_log "$WORK/top.out" top
 frames=$(grep -c '^fiberlb top' "$WORK/top.out")
 bframes=$(grep -c '^BACKEND' "$WORK/top.out")
 live=$(awk '$1 ~ /^[0-9]+$/ && $4 == "up" && $5 != "0" {n++} END {print n + 0}' "$WORK/top.out")
@@ -359,5 +304,4 @@ else
 fi
 
 echo "RESULT seconds=$(($(date +%s) - T0))"
-echo "RESULT fails=$FAILS"
-[ $FAILS = 0 ]
+e2e_finish

@@ -10,61 +10,29 @@
 # lines; exits non-zero if anything failed.
 #
 #   FIBERLB_BIN_DIR  directory holding fiberlb-dataplane (default: target/release)
+#   FHT_PREFIX       the network namespaces' name prefix, unique per run (default: fht<pid>)
+#   FE2E_CORE        the worker's core (default 1)
 #
 # Root only. Needs ip, ethtool, curl, python3, ping.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BIN_DIR=${FIBERLB_BIN_DIR:-$ROOT/target/release}
-LB=$BIN_DIR/fiberlb-dataplane
-
-PY=$(command -v python3)
 P=${FHT_PREFIX:-fht$$}
 # shellcheck source=topology.sh
 . "$HERE/topology.sh"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP e2e: needs root (network namespaces, XDP, AF_XDP)"
-    exit 0
-fi
-for tool in ip ethtool curl ping; do
-    command -v $tool >/dev/null || { echo "FAIL setup: $tool not installed"; exit 1; }
-done
-[ -x "$LB" ] || { echo "FAIL setup: $LB not built"; exit 1; }
-
-WORK=$(mktemp -d /tmp/${P}.XXXX)
-SHM=/dev/shm/${P}.region
-PIDS=()
-LB_PID=
-FAILS=0
+e2e_need_root e2e "network namespaces, XDP, AF_XDP"
+e2e_need_tools ip ethtool curl ping
+e2e_need_bin "$LB"
+e2e_init
 LATE_ADDR=10.91.2.2 # added to l1 after the data plane started
-
-cleanup() {
-    local p
-    if [ -n "$LB_PID" ]; then kill -TERM "$LB_PID" 2>/dev/null; fi
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}" $LB_PID; do wait "$p" 2>/dev/null; done
-    topo_down
-    rm -rf "$WORK" "$SHM" "$SHM.slots.json"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
 
 topo_up || { echo "FAIL setup: topology"; exit 1; }
 # The nat VIP is one of the host's own addresses too (on lo): its listeners must still win.
 ip -n "$NS_L" addr add "$VIP_NAT/32" dev lo
 
-for i in 0 1 2; do
-    d=$WORK/b$((i + 1))
-    mkdir -p "$d"
-    : >"$d/big.bin"
-    ip netns exec "${NS_B[$i]}" "$PY" "$HERE/backend.py" --name "b$((i + 1))" --dir "$d" \
-        --log "$d/log" --udp "${IP_B[$i]}" >"$d/out" 2>&1 &
-    PIDS+=($!)
-done
+start_backends
 # A TCP service of the lb host itself (stands for SSH/BGP) on all its addresses.
 mkdir -p "$WORK/host"
 echo host >"$WORK/host/index.html"
@@ -87,48 +55,11 @@ pools:
       - {address: ${IP_B[1]}, port: 5353, mac: "${MAC_B[1]}"}
       - {address: ${IP_B[2]}, port: 5353, mac: "${MAC_B[2]}"}
 YAML
-cat >"$WORK/dataplane.toml" <<TOML
-[forwarding]
-flow_capacity = 4096
-[[ports]]
-name = "client"
-interface = "l0"
-role = "client"
-gateway_mac = "$MAC_C0"
-[[ports]]
-name = "backend"
-interface = "l1"
-role = "backend"
-[workers]
-cores = [${FE2E_CORE:-1}]
-idle_backoff = true
-[shm]
-path = "$SHM"
-[umem]
-frames = 4096
-chunk_size = 2048
-TOML
+xdp_dataplane_toml 4096 "${FE2E_CORE:-1}" >"$WORK/dataplane.toml"
 
-ip netns exec "$NS_L" "$LB" run --config "$WORK/dataplane.toml" --services "$WORK/services.yaml" \
-    >"$WORK/lb.out" 2>&1 &
-LB_PID=$!
-up=
-for _ in $(seq 1 100); do
-    if grep -q "forwarding on" "$WORK/lb.out"; then up=1; break; fi
-    kill -0 "$LB_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$up" ]; then
-    echo "FAIL start: fiberlb-dataplane did not start:"; sed 's/^/  lb: /' "$WORK/lb.out"
-    exit 1
-fi
-for _ in $(seq 1 50); do
-    n=0
-    for i in 0 1 2; do ip netns exec "${NS_B[$i]}" ss -ltn | grep -q ':80 ' && n=$((n + 1)); done
-    ip netns exec "$NS_L" ss -ltn | grep -q ':2222 ' && n=$((n + 1))
-    [ $n = 4 ] && break
-    sleep 0.1
-done
+lb_start_or_exit "$WORK/lb.out" 10 --config "$WORK/dataplane.toml" --services "$WORK/services.yaml"
+wait_listening 80 "${NS_B[@]}"
+wait_listening 2222 "$NS_L"
 pass "start: nat listeners $VIP_NAT:80/tcp and :5353/udp on b1..b3"
 
 vip_requests() { # name n -> PASS/FAIL line; every request must be answered by a backend
@@ -217,11 +148,7 @@ if [ -n "$removed" ]; then pass "late-address-removed: logged"; else fail "late-
 # 7. And the VIP once more, after all of that.
 vip_requests vip-nat-after 30
 
-kill -TERM "$LB_PID"
-wait "$LB_PID"; rc=$?
-LB_PID=
-sed 's/^/  lb: /' "$WORK/lb.out"
-if [ $rc = 0 ]; then pass "stop exit=0"; else fail "stop exit=$rc"; fi
+lb_stop "$WORK/lb.out"
+if [ $LB_RC = 0 ]; then pass "stop exit=0"; else fail "stop exit=$LB_RC"; fi
 
-echo "RESULT fails=$FAILS"
-[ $FAILS = 0 ]
+e2e_finish

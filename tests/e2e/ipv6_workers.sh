@@ -16,24 +16,18 @@
 # checked instead.
 #
 #   FIBERLB_BIN_DIR  directory holding fiberlb-dataplane (default: target/release)
+#   FV6_PREFIX       the network namespaces' name prefix, unique per run (default: fv6<pid>)
 #
 # Root only. Needs ip, ethtool, curl, python3, sha256sum, tshark.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BIN_DIR=${FIBERLB_BIN_DIR:-$ROOT/target/release}
-LB=$BIN_DIR/fiberlb-dataplane
-PY=$(command -v python3)
 P=${FV6_PREFIX:-fv6$$}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP e2e: needs root (network namespaces, XDP, AF_XDP)"
-    exit 0
-fi
-for tool in ip ethtool curl sha256sum tshark; do
-    command -v $tool >/dev/null || { echo "FAIL setup: $tool not installed"; exit 1; }
-done
-[ -x "$LB" ] || { echo "FAIL setup: $LB not built"; exit 1; }
+e2e_need_root e2e "network namespaces, XDP, AF_XDP"
+e2e_need_tools ip ethtool curl sha256sum tshark
+e2e_need_bin "$LB"
 
 NS_C=${P}c NS_L=${P}l NS_S=${P}s
 NS_B=("${P}b1" "${P}b2" "${P}b3")
@@ -41,25 +35,12 @@ MAC_C0=02:e6:01:00:00:02 MAC_L0=02:e6:01:00:00:01 MAC_L1=02:e6:02:00:00:01
 MAC_B=(02:e6:02:00:00:11 02:e6:02:00:00:12 02:e6:02:00:00:13)
 IP_B=(fd91:2::11 fd91:2::12 fd91:2::13)
 VIP_NAT=fd91:100::1 VIP_DSR=fd91:100::2 VIP_TUN=fd91:100::3
-WORK=$(mktemp -d /tmp/${P}.XXXX)
-SHM=/dev/shm/${P}.region
-PIDS=()
-LB_PID=
-FAILS=0
+e2e_init
 
-cleanup() {
-    local p ns
-    if [ -n "$LB_PID" ]; then kill -TERM "$LB_PID" 2>/dev/null; fi
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}" $LB_PID; do wait "$p" 2>/dev/null; done
+topo_down() {
+    local ns
     for ns in "$NS_C" "$NS_L" "$NS_S" "${NS_B[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$WORK" "$SHM" "$SHM.slots.json"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
 
 topo_up() {
     local ns i q="numtxqueues 2 numrxqueues 2"
@@ -108,16 +89,8 @@ topo_up() {
 }
 topo_up || { echo "FAIL setup: topology"; exit 1; }
 
-head -c $((8 * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
-BIG_SHA=$(sha256sum <"$WORK/big.bin" | cut -d' ' -f1)
-for i in 0 1 2; do
-    d=$WORK/b$((i + 1))
-    mkdir -p "$d"
-    ln "$WORK/big.bin" "$d/big.bin"
-    ip netns exec "${NS_B[$i]}" "$PY" "$HERE/backend.py" --name "b$((i + 1))" --dir "$d" \
-        --log "$d/log" --bind "::" --udp "${IP_B[$i]}" --udp "$VIP_DSR" >"$d/out" 2>&1 &
-    PIDS+=($!)
-done
+make_big_file 8
+start_backends --bind "::" --udp "$VIP_DSR"
 
 {
     echo "tunnel: {source_v6: \"fd91:2::1\"}"
@@ -135,69 +108,16 @@ done
     done
 } >"$WORK/services.yaml"
 
-cat >"$WORK/dataplane.toml" <<TOML
-[forwarding]
-flow_capacity = 65536
-[[ports]]
-name = "client"
-interface = "l0"
-role = "client"
-gateway_mac = "$MAC_C0"
-[[ports]]
-name = "backend"
-interface = "l1"
-role = "backend"
-[workers]
-cores = [0, 1]
-idle_backoff = true
-[shm]
-path = "$SHM"
-[umem]
-frames = 4096
-chunk_size = 2048
-TOML
+xdp_dataplane_toml 65536 "0, 1" >"$WORK/dataplane.toml"
 
-ip netns exec "$NS_L" "$LB" run --config "$WORK/dataplane.toml" --services "$WORK/services.yaml" \
-    >"$WORK/lb.out" 2>&1 &
-LB_PID=$!
-up=
-for _ in $(seq 1 100); do
-    if grep -q "forwarding on" "$WORK/lb.out"; then up=1; break; fi
-    kill -0 "$LB_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$up" ]; then
-    echo "FAIL start: fiberlb-dataplane did not start:"; sed 's/^/  lb: /' "$WORK/lb.out"
-    exit 1
-fi
+lb_start_or_exit "$WORK/lb.out" 10 --config "$WORK/dataplane.toml" --services "$WORK/services.yaml"
 if grep -q "with 2 worker(s)" "$WORK/lb.out"; then pass "start: 2 workers"; else fail "start: $(grep 'forwarding on' "$WORK/lb.out")"; fi
-for _ in $(seq 1 50); do
-    n=0
-    for i in 0 1 2; do ip netns exec "${NS_B[$i]}" ss -ltn | grep -q ':80 ' && n=$((n + 1)); done
-    [ $n = 3 ] && break
-    sleep 0.1
-done
+wait_listening 80 "${NS_B[@]}"
 
-http_spread() { # name vip first-local-port n
-    local name=$1 vip=$2 base=$3 n=$4 out ok counts bad= c v
-    out=$WORK/$name.curl
-    ip netns exec "$NS_C" bash -c "for i in \$(seq 0 $((n - 1))); do
-        curl -6 -s --max-time 5 --local-port \$(($base + i)) http://[$vip]/ || echo FAILED; done" >"$out" 2>"$out.err"
-    ok=$(grep -cx 'b[123]' "$out")
-    counts="b1=$(grep -cx b1 "$out") b2=$(grep -cx b2 "$out") b3=$(grep -cx b3 "$out")"
-    echo "RESULT $name requests=$n ok=$ok $counts"
-    [ "$ok" = "$n" ] || bad="only $ok/$n succeeded"
-    for c in $counts; do
-        v=${c#*=}
-        if [ "$v" -lt $((n * 18 / 100)) ] || [ "$v" -gt $((n * 50 / 100)) ]; then
-            bad="$bad ${c%%=*} got $v (outside 18%-50%)"
-        fi
-    done
-    if [ -z "$bad" ]; then pass "$name $ok/$n $counts"; else fail "$name:$bad"; fi
-}
-
-http_spread nat6-http "$VIP_NAT" 42000 150
-http_spread dsr6-http "$VIP_DSR" 43000 150
+# The client-address check below reads every request the backends logged: keep the logs.
+SPREAD_SOURCE_PORTS=
+http_spread nat6-http "$VIP_NAT" 42000 150 18 50
+http_spread dsr6-http "$VIP_DSR" 43000 150 18 50
 # tunnel: 12 connection attempts (SYNs) from fixed ports, captured on the backend bridge.
 ip netns exec "$NS_S" tshark -q -n -i br0 -f "ip6 proto 41" -a duration:8 -w "$WORK/tun.pcap" 2>"$WORK/tshark.err" &
 TSHARK=$!
@@ -220,16 +140,8 @@ else
     fail "tun6: $ports connections to $dsts backends; unexpected: $bad $(head -3 "$WORK/tun.txt")"
 fi
 
-sha=$(ip netns exec "$NS_C" curl -6 -s --max-time 60 "http://[$VIP_NAT]/big" | sha256sum | cut -d' ' -f1)
-if [ "$sha" = "$BIG_SHA" ]; then pass "nat6-download 8 MiB sha256 matches"; else fail "nat6-download sha256 $sha != $BIG_SHA"; fi
-
-r=$(ip netns exec "$NS_C" "$PY" "$HERE/udp_client.py" "$VIP_NAT" 5353 60)
-echo "RESULT nat6-udp $r"
-if echo "$r" | grep -q "ok=60 fail=0" && [ "$(echo "$r" | grep -o 'b[123]=' | wc -l)" -ge 2 ]; then
-    pass "nat6-udp $r"
-else
-    fail "nat6-udp $r"
-fi
+download nat6-download "$VIP_NAT"
+udp_check nat6-udp "$VIP_NAT"
 
 # The backends saw the client's own address (nat keeps it; dsr and tunnel never touch it).
 if grep -qh "^tcp fd91:1::2 " "$WORK"/b[123]/log && ! grep -qvh "^\(tcp\|udp\) fd91:1::2 " "$WORK"/b[123]/log; then
@@ -238,11 +150,8 @@ else
     fail "client-address: $(grep -vh 'fd91:1::2' "$WORK"/b[123]/log | head -3)"
 fi
 
-kill -TERM "$LB_PID"
-wait "$LB_PID"; rc=$?
-LB_PID=
-sed 's/^/  lb: /' "$WORK/lb.out"
-[ $rc = 0 ] && pass "stop exit=0" || fail "stop exit=$rc"
+lb_stop "$WORK/lb.out"
+if [ $LB_RC = 0 ]; then pass "stop exit=0"; else fail "stop exit=$LB_RC"; fi
 # Both workers forwarded traffic: flows spread over both queues of each veth.
 for w in 0 1; do
     got=$(sed -n "s/.*worker $w: \([0-9]*\) received, \([0-9]*\) forwarded.*/\2/p" "$WORK/lb.out" | head -1)
@@ -250,5 +159,4 @@ for w in 0 1; do
     if [ -n "$got" ] && [ "$got" -gt 100 ]; then pass "worker $w forwarded $got"; else fail "worker $w forwarded ${got:-nothing}"; fi
 done
 
-echo "RESULT fails=$FAILS"
-[ $FAILS = 0 ]
+e2e_finish

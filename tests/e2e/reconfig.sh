@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by dataplane.sh: change the backend set while requests keep flowing.
+# Sourced by dataplane.sh and dpdk.sh: change the backend set while requests keep flowing.
 #
 # A rate-limited 20 MB download through the nat VIP runs on a backend that stays (b1 or b2);
 # meanwhile a steady stream of new HTTP requests (one connection each, each from its own client

@@ -8,11 +8,6 @@
 
 use std::process::Command;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -160,7 +155,7 @@ fn check(v: &[f64], count: f64, flows: f64) {
 
 #[test]
 fn pktgen_counts_add_up_on_a_veth_pair() {
-    if !is_root() {
+    if !fiberlb_tests::is_root() {
         eprintln!("skipping pktgen_veth: needs root (network namespaces, XDP, AF_XDP)");
         return;
     }
