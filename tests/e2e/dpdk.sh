@@ -10,6 +10,8 @@
 #                        (default: target/dpdk/release)
 #   FE2E_DPDK_MODES      which vdev kinds to run (default: "af_packet af_xdp")
 #   FE2E_CORE            the worker's core (default 1)
+#   FE2E_PREFIX          the network namespaces' name prefix, unique per run (default:
+#                        fe2e<pid>; short: the tap interfaces are named after it)
 #
 #   FE2E_DPDK_HOST_MODES which vdev kinds also get host interfaces (default: "af_packet af_xdp")
 #
@@ -36,52 +38,27 @@
 # Root only; skips (exit 0, "SKIP" line) without libdpdk. Needs ip, ethtool, curl, python3.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BIN_DIR=${FIBERLB_BIN_DIR:-$ROOT/target/dpdk/release}
-LB=$BIN_DIR/fiberlb-dataplane
+E2E_DEFAULT_BIN_DIR=target/dpdk/release
 MODES=${FE2E_DPDK_MODES:-af_packet af_xdp}
 HOST_MODES=${FE2E_DPDK_HOST_MODES:-af_packet af_xdp}
 
-PY=$(command -v python3)
 BASE_P=${FE2E_PREFIX:-fe2e$$}
 P=${BASE_P}x
 # shellcheck source=topology.sh
 . "$HERE/topology.sh"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 MAC_C1=02:e2:03:00:00:02 IP_C1=10.91.2.100
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP e2e-dpdk: needs root (network namespaces, DPDK)"
-    exit 0
-fi
+e2e_need_root e2e-dpdk "network namespaces, DPDK"
 if ! pkg-config --exists libdpdk; then
     echo "SKIP e2e-dpdk: libdpdk not installed (scripts/deps-dpdk.sh)"
     exit 0
 fi
-for tool in ip ethtool curl sha256sum nft; do
-    command -v $tool >/dev/null || { echo "FAIL setup: $tool not installed"; exit 1; }
-done
-[ -x "$LB" ] || { echo "FAIL setup: $LB not built (cargo build --release -p fiberlb-dataplane --features dpdk)"; exit 1; }
-
-WORK=$(mktemp -d /tmp/${P}.XXXX)
-SHM=/dev/shm/${P}.region
-PIDS=()
-LB_PID=
-FAILS=0
-MODE=setup
-
-cleanup() {
-    local p
-    if [ -n "$LB_PID" ]; then kill -TERM "$LB_PID" 2>/dev/null; fi
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}" $LB_PID; do wait "$p" 2>/dev/null; done
-    topo_down
-    rm -rf "$WORK" "$SHM" "$SHM.slots.json"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-pass() { echo "PASS $MODE/$*"; }
-fail() { echo "FAIL $MODE/$*"; FAILS=$((FAILS + 1)); }
+e2e_need_tools ip ethtool curl sha256sum nft
+e2e_need_bin "$LB" "cargo build --release -p fiberlb-dataplane --features dpdk"
+e2e_init
+MODE=setup # (the check names' prefix: the vdev kind of the run)
 
 host_on() { # does this mode run with host interfaces?
     case " $HOST_MODES " in *" $MODE "*) return 0 ;; esac
@@ -125,13 +102,12 @@ restore_lb() {
     done
 }
 
-head -c $((20 * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
-BIG_SHA=$(sha256sum <"$WORK/big.bin" | cut -d' ' -f1)
+make_big_file 20
 
 # Each vdev kind gets fresh namespaces (and so fresh TCP state: the checks reuse fixed client
 # ports, which would still be in TIME_WAIT from the previous kind's run).
 setup_mode() { # mode
-    local i ns d
+    local i ns
     P=${BASE_P}${1:3:1}
     # shellcheck source=topology.sh
     . "$HERE/topology.sh"
@@ -151,42 +127,16 @@ setup_mode() { # mode
         ip -n "$ns" neigh replace $IP_C1 lladdr $MAC_C1 dev e0 nud permanent
     done
     ip netns exec "$NS_L" sysctl -qw net.ipv4.ip_forward=0
-    for i in 0 1 2; do
-        d=$WORK/b$((i + 1))
-        mkdir -p "$d"
-        ln -f "$WORK/big.bin" "$d/big.bin"
-        ip netns exec "${NS_B[$i]}" "$PY" "$HERE/backend.py" --name "b$((i + 1))" --dir "$d" \
-            --log "$d/log" --udp "${IP_B[$i]}" --udp "$VIP_DSR" >"$d/out" 2>&1 &
-        PIDS+=($!)
-    done
+    start_backends --udp "$VIP_DSR"
 }
 
 teardown_mode() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    PIDS=()
+    stop_pids
     topo_down
 }
 
-services() { # as in dataplane.sh; "without-b3" leaves b3 out of the nat-http pool
-    local i pool ids
-    echo "loadbalancers:"
-    echo "  - {name: natlb, vip: $VIP_NAT, listeners: [{port: 80, protocol: tcp, mode: nat, pool: nat-http}, {port: 5353, protocol: udp, mode: nat, pool: nat-udp}]}"
-    echo "  - {name: dsrlb, vip: $VIP_DSR, listeners: [{port: 80, protocol: tcp, mode: dsr, pool: dsr-http}, {port: 5353, protocol: udp, mode: dsr, pool: dsr-udp}]}"
-    echo "pools:"
-    for pool in nat-udp:5353 dsr-http:80 dsr-udp:5353 nat-http:80; do
-        echo "  - name: ${pool%%:*}"
-        echo "    backends:"
-        ids="0 1 2"
-        [ "$1" = without-b3 ] && [ "${pool%%:*}" = nat-http ] && ids="0 1"
-        for i in $ids; do
-            echo "      - {address: ${IP_B[$i]}, port: ${pool##*:}, mac: \"${MAC_B[$i]}\"}"
-        done
-    done
-}
-services all >"$WORK/services.yaml"
-services without-b3 >"$WORK/services-2.yaml"
+services_yaml all >"$WORK/services.yaml"
+services_yaml without-b3 >"$WORK/services-2.yaml"
 
 NO_HUGE=false
 if [ "$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)" -lt 64 ]; then
@@ -238,50 +188,6 @@ mbufs = 8191
 TOML
 }
 
-count_backends() {
-    local f=$1
-    echo "b1=$(grep -cx b1 "$f") b2=$(grep -cx b2 "$f") b3=$(grep -cx b3 "$f")"
-}
-
-http_spread() { # name vip first-local-port (as in dataplane.sh)
-    local name=$1 vip=$2 base=$3 n=300 out ok
-    out=$WORK/$MODE-$name.curl
-    for l in "$WORK"/b[123]/log; do : >"$l"; done
-    ip netns exec "$NS_C" bash -c "for i in \$(seq 0 $((n - 1))); do
-        curl -s --max-time 5 --local-port \$(($base + i)) http://$vip/ || echo FAILED; done" >"$out" 2>"$out.err"
-    ok=$(grep -cx 'b[123]' "$out")
-    local counts; counts=$(count_backends "$out")
-    echo "RESULT $MODE/$name requests=$n ok=$ok $counts"
-    local bad=
-    [ "$ok" = $n ] || bad="only $ok/$n succeeded"
-    for c in $counts; do
-        v=${c#*=}
-        if [ "$v" -lt $((n * 20 / 100)) ] || [ "$v" -gt $((n * 47 / 100)) ]; then
-            bad="$bad ${c%%=*} got $v (outside 20%-47%)"
-        fi
-    done
-    local ports; ports=$(cat "$WORK"/b[123]/log | awk '$1 == "tcp" {print $3}' | sort -u | wc -l)
-    [ "$ports" = $n ] || bad="$bad only $ports distinct source ports"
-    if [ -z "$bad" ]; then pass "$name $ok/$n $counts"; else fail "$name:$bad"; fi
-}
-
-download() { # name vip
-    local name=$1 vip=$2 sha t0 t1
-    t0=$(date +%s.%N)
-    sha=$(ip netns exec "$NS_C" curl -s --max-time 60 "http://$vip/big" | sha256sum | cut -d' ' -f1)
-    t1=$(date +%s.%N)
-    echo "RESULT $MODE/$name bytes=$((20 * 1024 * 1024)) seconds=$(echo "$t1 - $t0" | bc -l | cut -c1-6)"
-    if [ "$sha" = "$BIG_SHA" ]; then pass "$name sha256 matches"; else fail "$name sha256 $sha != $BIG_SHA"; fi
-}
-
-udp_check() { # name vip
-    local name=$1 vip=$2 r
-    r=$(ip netns exec "$NS_C" "$PY" "$HERE/udp_client.py" "$vip" 5353 60)
-    echo "RESULT $MODE/$name $r"
-    local nb; nb=$(echo "$r" | grep -o 'b[123]=' | wc -l)
-    if echo "$r" | grep -q "ok=60 fail=0" && [ "$nb" -ge 2 ]; then pass "$name $r"; else fail "$name $r"; fi
-}
-
 # The exception path: the taps are up with the ports' MACs, the lb's addresses go on them,
 # then ARP + ping, a TCP service on the lb's address, a health check to a nat backend.
 host_checks() {
@@ -303,7 +209,7 @@ host_checks() {
     local out
     out=$(ip netns exec "$NS_C" ping -c 3 -i 0.2 -W 2 10.91.1.1 2>&1)
     local neigh; neigh=$(ip -n "$NS_C" neigh show 10.91.1.1 dev c0)
-    echo "RESULT $MODE/host-ping $(echo "$out" | grep -o '[0-9]* received') neigh: $neigh"
+    result "host-ping $(echo "$out" | grep -o '[0-9]* received') neigh: $neigh"
     if echo "$out" | grep -q ' 0% packet loss' && echo "$neigh" | grep -q "lladdr $MAC_L0" \
         && ! echo "$neigh" | grep -q PERMANENT; then
         pass "host-ping 10.91.1.1 answered by the lb's kernel, ARP learnt $MAC_L0 through the tap"
@@ -338,7 +244,7 @@ host_checks() {
         out="$out ${IP_B[$i]}=$got"
         [ "$got" = "b$((i + 1))" ] && ok=$((ok + 1))
     done
-    echo "RESULT $MODE/host-health-check$out"
+    result "host-health-check$out"
     if [ $ok = 3 ] && grep -q '^tcp 10.91.2.1 ' "$WORK/b1/log"; then
         pass "host-health-check curl from the lb namespace to all 3 nat backends (source 10.91.2.1)"
     else
@@ -367,7 +273,7 @@ except Exception:
     print(-1)
 PYEOF
 )
-    echo "RESULT $MODE/host-to-host stats to_host=$n"
+    result "host-to-host stats to_host=$n"
     if [ "$n" -gt 0 ] 2>/dev/null; then
         pass "host-to-host-counter stats to_host=$n"
     else
@@ -380,18 +286,9 @@ run_mode() { # af_packet | af_xdp
     dataplane_toml "$MODE" >"$WORK/$MODE.toml"
     : >"$WORK/$MODE.out"
     if host_on; then host_prepare; fi
-    ip netns exec "$NS_L" "$LB" run --config "$WORK/$MODE.toml" --services "$WORK/services.yaml" \
-        >"$WORK/$MODE.out" 2>&1 &
-    LB_PID=$!
-    local up= _
-    for _ in $(seq 1 150); do
-        if grep -q "forwarding on" "$WORK/$MODE.out"; then up=1; break; fi
-        kill -0 "$LB_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ -z "$up" ]; then
+    if ! lb_start "$WORK/$MODE.out" 15 --config "$WORK/$MODE.toml" --services "$WORK/services.yaml"; then
         fail "start: fiberlb-dataplane did not start:"
-        sed 's/^/  lb: /' "$WORK/$MODE.out"
+        show_log "$WORK/$MODE.out"
         kill -TERM "$LB_PID" 2>/dev/null; wait "$LB_PID" 2>/dev/null; LB_PID=
         restore_lb
         return
@@ -399,20 +296,9 @@ run_mode() { # af_packet | af_xdp
     pass "start: $(grep -o 'forwarding on.*(DPDK)' "$WORK/$MODE.out" | head -c 300)"
     # The link comes up with the port; give the af_xdp PMD's program a moment too.
     sleep 1
-    for _ in $(seq 1 50); do
-        n=0
-        for i in 0 1 2; do ip netns exec "${NS_B[$i]}" ss -ltn | grep -q ':80 ' && n=$((n + 1)); done
-        [ $n = 3 ] && break
-        sleep 0.1
-    done
+    wait_listening 80 "${NS_B[@]}"
 
-    if ip netns exec "$NS_L" "$LB" run --config "$WORK/$MODE.toml" >"$WORK/$MODE.second" 2>&1; then
-        fail "second-instance: a second data plane started on the same region"
-    elif grep -q "already owns" "$WORK/$MODE.second"; then
-        pass "second-instance refused before DPDK started"
-    else
-        fail "second-instance: unexpected error: $(cat "$WORK/$MODE.second")"
-    fi
+    check_second_instance "$WORK/$MODE.toml" "$WORK/$MODE.second" " before DPDK started"
     if host_on; then host_checks; fi
 
     http_spread nat-http "$VIP_NAT" 42000
@@ -425,15 +311,12 @@ run_mode() { # af_packet | af_xdp
     . "$HERE/reconfig.sh"
     if host_on; then host_counter_check; fi
 
-    kill -TERM "$LB_PID"
-    wait "$LB_PID"; local rc=$?
-    LB_PID=
-    sed 's/^/  lb: /' "$WORK/$MODE.out"
-    if [ $rc = 0 ] && grep -q "EAL cleaned up" "$WORK/$MODE.out" \
+    lb_stop "$WORK/$MODE.out"
+    if [ $LB_RC = 0 ] && grep -q "EAL cleaned up" "$WORK/$MODE.out" \
         && ! ip -n "$NS_L" -o link show | grep -q ' xdp'; then
         pass "stop exit=0, ports closed, EAL cleaned up, no XDP program left"
     else
-        fail "stop exit=$rc: $(tail -n 3 "$WORK/$MODE.out" | tr '\n' ' ')"
+        fail "stop exit=$LB_RC: $(tail -n 3 "$WORK/$MODE.out" | tr '\n' ' ')"
     fi
     if host_on; then
         # The taps persist (down), keeping the operator's addresses for the next start.
@@ -445,7 +328,7 @@ run_mode() { # af_packet | af_xdp
     fi
     # Did the exit take the links down (the pitfall)? Then put everything back and check.
     local state; state=$(ip -n "$NS_L" -o link show l0 | grep -o 'state [A-Z]*')
-    echo "RESULT $MODE/after-exit l0 $state, lb neighbours: $(ip -n "$NS_L" neigh show nud permanent | wc -l)"
+    result "after-exit l0 $state, lb neighbours: $(ip -n "$NS_L" neigh show nud permanent | wc -l)"
     restore_lb
     sleep 0.5
     if ip -n "$NS_L" route show | grep -q '10.91.1.0/24' \
@@ -464,5 +347,4 @@ for m in $MODES; do
     teardown_mode
 done
 
-echo "RESULT fails=$FAILS"
-[ $FAILS = 0 ]
+e2e_finish

@@ -14,18 +14,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn dpdk_installed() -> bool {
-    Command::new("pkg-config")
-        .args(["--exists", "libdpdk"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
+use fiberlb_tests::{run_e2e_script, E2eScript};
 
 fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("FIBERLB_DPDK_BIN_DIR") {
@@ -55,73 +44,58 @@ fn bin_dir() -> PathBuf {
     target.join("release")
 }
 
+/// Every check of one vdev kind's run (the script prints them as `PASS <kind>/<check>`).
+const CHECKS: [&str; 18] = [
+    "start",
+    "second-instance",
+    "nat-http",
+    "dsr-http",
+    "nat-download",
+    "dsr-download",
+    "nat-udp",
+    "dsr-udp",
+    "reconfig",
+    "stats",
+    "stop",
+    "restore",
+    "host-interface",
+    "host-ping",
+    "host-tcp",
+    "host-health-check",
+    "host-to-host-counter",
+    "host-persist",
+];
+
 #[test]
 fn dpdk_end_to_end() {
-    if !is_root() {
+    if !fiberlb_tests::is_root() {
         eprintln!("skipping e2e_dpdk: needs root (network namespaces, DPDK EAL)");
         return;
     }
-    if !dpdk_installed() {
+    if !fiberlb_tests::dpdk_installed() {
         eprintln!("skipping e2e_dpdk: libdpdk not installed (run scripts/deps-dpdk.sh)");
         return;
     }
-    let bins = bin_dir();
-    let script = fiberlb_tests::workspace_root().join("tests/e2e/dpdk.sh");
-    // Short (interface names) and this run's own, so the leftover check below is not confused
-    // by other tests' namespaces.
-    let prefix = format!("fd{}", std::process::id() % 100_000);
-    let out = Command::new("bash")
-        .arg(&script)
-        .env("FE2E_PREFIX", &prefix)
-        .env("FIBERLB_BIN_DIR", &bins)
-        .env("FE2E_DPDK_MODES", "af_packet af_xdp")
-        .env("FE2E_DPDK_HOST_MODES", "af_packet af_xdp")
-        .output()
-        .expect("run tests/e2e/dpdk.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}\n{stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert!(
-        !lines.iter().any(|l| l.starts_with("SKIP")),
-        "the script skipped although root and libdpdk are present"
-    );
-    let failed: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failed.is_empty(), "failed checks: {failed:#?}");
-    for mode in ["af_packet", "af_xdp"] {
-        for check in [
-            "start",
-            "second-instance",
-            "nat-http",
-            "dsr-http",
-            "nat-download",
-            "dsr-download",
-            "nat-udp",
-            "dsr-udp",
-            "reconfig",
-            "stats",
-            "stop",
-            "restore",
-            "host-interface",
-            "host-ping",
-            "host-tcp",
-            "host-health-check",
-            "host-to-host-counter",
-            "host-persist",
-        ] {
-            let want = format!("PASS {mode}/{check}");
-            assert!(
-                lines.iter().any(|l| l.starts_with(&want)),
-                "missing {want:?} in the report"
-            );
-        }
-    }
-    assert!(lines.contains(&"RESULT fails=0"), "no final result line");
-    assert!(out.status.success(), "script exit status {:?}", out.status);
-    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let left = String::from_utf8_lossy(&ns.stdout);
-    assert!(
-        !left.lines().any(|l| l.starts_with(&prefix)),
-        "namespaces left behind: {left}"
-    );
+    let modes = ["af_packet", "af_xdp"];
+    let required: Vec<String> = modes
+        .iter()
+        .flat_map(|mode| {
+            CHECKS
+                .iter()
+                .map(move |check| format!("PASS {mode}/{check}"))
+        })
+        .collect();
+    let required: Vec<&str> = required.iter().map(String::as_str).collect();
+    run_e2e_script(&E2eScript {
+        script: "dpdk.sh",
+        bin_dir: &bin_dir(),
+        // Short: the script names the tap interfaces after it.
+        prefix_var: "FE2E_PREFIX",
+        prefix_tag: "fd",
+        env: &[
+            ("FE2E_DPDK_MODES", "af_packet af_xdp"),
+            ("FE2E_DPDK_HOST_MODES", "af_packet af_xdp"),
+        ],
+        required: &required,
+    });
 }
