@@ -41,12 +41,7 @@ wait_listening 80 "${NS_B[@]}"
 # A second instance on the same region is refused before touching anything.
 check_second_instance "$WORK/dataplane.toml" "$WORK/second.out"
 
-http_spread nat-http "$VIP_NAT" 42000
-http_spread dsr-http "$VIP_DSR" 43000
-download nat-download "$VIP_NAT"
-download dsr-download "$VIP_DSR"
-udp_check nat-udp "$VIP_NAT"
-udp_check dsr-udp "$VIP_DSR"
+vip_checks
 
 # Non-VIP traffic still reaches the lb's kernel (XDP_PASS).
 if ip netns exec "$NS_C" ping -c 1 -W 2 10.91.1.1 >/dev/null; then pass "ping-lb kernel answers"; else fail "ping-lb"; fi

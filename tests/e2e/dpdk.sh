@@ -256,23 +256,7 @@ host_checks() {
 host_counter_check() {
     ip netns exec "$NS_L" "$LB" stats --shm "$SHM" --json >"$WORK/host-stats.json" 2>&1
     local n
-    n=$("$PY" - "$WORK/host-stats.json" <<'PYEOF'
-import json, sys
-def find(o, key):
-    if isinstance(o, dict):
-        for k, v in o.items():
-            if k == key and isinstance(v, int):
-                yield v
-            yield from find(v, key)
-    elif isinstance(o, list):
-        for v in o:
-            yield from find(v, key)
-try:
-    print(max(find(json.load(open(sys.argv[1])), "to_host"), default=-1))
-except Exception:
-    print(-1)
-PYEOF
-)
+    n=$(stats_max "$WORK/host-stats.json" to_host)
     result "host-to-host stats to_host=$n"
     if [ "$n" -gt 0 ] 2>/dev/null; then
         pass "host-to-host-counter stats to_host=$n"
@@ -301,12 +285,7 @@ run_mode() { # af_packet | af_xdp
     check_second_instance "$WORK/$MODE.toml" "$WORK/$MODE.second" " before DPDK started"
     if host_on; then host_checks; fi
 
-    http_spread nat-http "$VIP_NAT" 42000
-    http_spread dsr-http "$VIP_DSR" 43000
-    download nat-download "$VIP_NAT"
-    download dsr-download "$VIP_DSR"
-    udp_check nat-udp "$VIP_NAT"
-    udp_check dsr-udp "$VIP_DSR"
+    vip_checks
     # shellcheck source=reconfig.sh
     . "$HERE/reconfig.sh"
     if host_on; then host_counter_check; fi

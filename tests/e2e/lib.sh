@@ -309,3 +309,35 @@ udp_check() {
     nb=$(echo "$r" | grep -o 'b[123]=' | wc -l)
     if echo "$r" | grep -q "ok=60 fail=0" && [ "$nb" -ge 2 ]; then pass "$name $r"; else fail "$name $r"; fi
 }
+
+# vip_checks: dataplane.sh's (and dpdk.sh's) client checks through topology.sh's nat and dsr
+# VIPs: HTTP spread, byte-exact download and UDP, each through both.
+vip_checks() {
+    http_spread nat-http "$VIP_NAT" 42000
+    http_spread dsr-http "$VIP_DSR" 43000
+    download nat-download "$VIP_NAT"
+    download dsr-download "$VIP_DSR"
+    udp_check nat-udp "$VIP_NAT"
+    udp_check dsr-udp "$VIP_DSR"
+}
+
+# stats_max FILE KEY: the largest integer KEY anywhere in FILE (`fiberlb-dataplane stats
+# --json`), -1 when there is none or FILE is not JSON.
+stats_max() {
+    "$PY" - "$1" "$2" <<'PYEOF'
+import json, sys
+def find(o, key):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k == key and isinstance(v, int):
+                yield v
+            yield from find(v, key)
+    elif isinstance(o, list):
+        for v in o:
+            yield from find(v, key)
+try:
+    print(max(find(json.load(open(sys.argv[1])), sys.argv[2]), default=-1))
+except Exception:
+    print(-1)
+PYEOF
+}

@@ -91,21 +91,7 @@ fi
 sleep 0.3
 ip netns exec "$NS_L" "$LB" stats --shm "$SHM" >"$WORK/stats.txt" 2>&1
 ip netns exec "$NS_L" "$LB" stats --shm "$SHM" --json >"$WORK/stats.json" 2>&1
-sed 's/^/  stats: /' "$WORK/stats.txt"
-if "$PY" - "$WORK/stats.json" <<'PYEOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-def find(o, key):
-    if isinstance(o, dict):
-        for k, v in o.items():
-            if k == key and isinstance(v, int):
-                yield v
-            yield from find(v, key)
-    elif isinstance(o, list):
-        for v in o:
-            yield from find(v, key)
-rx = max(find(d, "rx_packets"), default=0)
-print(f"RESULT stats rx_packets={rx}")
-sys.exit(0 if rx > 1000 else 1)
-PYEOF
-then pass "stats counters from shared memory"; else fail "stats: $(head -c 300 "$WORK/stats.json")"; fi
+show_log "$WORK/stats.txt" stats
+rx=$(stats_max "$WORK/stats.json" rx_packets)
+echo "RESULT stats rx_packets=$rx"
+if [ "$rx" -gt 1000 ]; then pass "stats counters from shared memory"; else fail "stats: $(head -c 300 "$WORK/stats.json")"; fi
