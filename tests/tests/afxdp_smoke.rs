@@ -36,10 +36,7 @@ const MAC_VB: [u8; 6] = [0x02, 0xf5, 0, 0, 0x0b, 0x01];
 const MAC_VX: [u8; 6] = [0x02, 0xf5, 0, 0, 0x0a, 0x02];
 const MAC_VC: [u8; 6] = [0x02, 0xf5, 0, 0, 0x0c, 0x01];
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use fiberlb_tests::is_root;
 
 fn mac(m: [u8; 6]) -> String {
     m.iter()

@@ -16,18 +16,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use fiberlb_tests::is_root;
 
-fn dpdk_installed() -> bool {
-    Command::new("pkg-config")
-        .args(["--exists", "libdpdk"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
+use fiberlb_tests::dpdk_installed;
 
 fn skip_reason() -> Option<&'static str> {
     if !is_root() {

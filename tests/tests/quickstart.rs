@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use fiberlb_tests::{bin_path, workspace_root};
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use fiberlb_tests::is_root;
 
 /// Namespaces named with the quickstart's prefix.
 fn quickstart_namespaces() -> Vec<String> {
