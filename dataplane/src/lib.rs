@@ -6,6 +6,7 @@
 //! - [`pipeline`]: parse, listener lookup, backend choice, rewrite/encapsulation.
 //! - [`nic`]: packet I/O backends (memory, pcap).
 //! - [`config`] — the node's `dataplane.toml`.
+//! - [`port_stats`] — the NIC port counters file `<region>.ports.json`, written once a second.
 //! - [`doctor`] — the `doctor` subcommand's checks of the machine against a configuration.
 
 pub mod config;
@@ -16,6 +17,9 @@ pub mod doctor;
 pub mod flow_table;
 pub mod nic;
 pub mod pipeline;
+// Stamps the file with the region's clock (shm, not built under loom).
+#[cfg(not(loom))]
+pub mod port_stats;
 pub mod publish;
 pub mod snapshot;
 pub mod wire;

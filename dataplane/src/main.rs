@@ -269,8 +269,10 @@ mod run_cmd {
     use fiberlb_dataplane::flow_table::ENTRY_BYTES;
     use fiberlb_dataplane::nic::afxdp::{
         HugePages, LocalAddrRefresh, Umem, UmemConfig, XdpProgram, XskConfig, XskPort,
+        XskStatsReader,
     };
     use fiberlb_dataplane::pipeline::{Pipeline, PipelineConfig};
+    use fiberlb_dataplane::port_stats;
     use fiberlb_dataplane::worker::{pin_to_core, sync_xdp_maps, xdp_keys, Worker};
     use fiberlb_shared::shm::region::Region;
 
@@ -438,6 +440,12 @@ mod run_cmd {
         }
         let settings = runtime::worker_settings(&cfg);
         let mut built = Vec::with_capacity(workers);
+        // Per port, a statistics reader of each worker's socket on it.
+        let mut xsk_readers: Vec<Vec<XskStatsReader>> = cfg
+            .ports
+            .iter()
+            .map(|_| Vec::with_capacity(workers))
+            .collect();
         for (i, core) in cfg.workers.cores.iter().enumerate() {
             let mut umem = Umem::new(&UmemConfig {
                 frame_count: cfg.umem.frames,
@@ -461,6 +469,12 @@ mod run_cmd {
                 programs[pi]
                     .register_socket(i as u32, s.fd())
                     .with_context(|| format!("worker {i}: port {:?}", p.display_name()))?;
+                // The main thread reads the socket's statistics through its own descriptor;
+                // the socket itself goes to the worker.
+                xsk_readers[pi].push(
+                    s.stats_reader()
+                        .with_context(|| format!("worker {i}: port {:?}", p.display_name()))?,
+                );
                 socks.push(s);
             }
             let pipeline =
@@ -531,10 +545,11 @@ mod run_cmd {
             .collect();
         runtime::announce(&port_desc, "", &cfg, &shm_path, &pcfg);
 
+        let mut port_stats = runtime::port_stats_publisher(&ctl);
         let control = ctl.spawn(stop.clone())?;
         // While the workers run, keep the programs' list of the host's own addresses current
         // (added by operators or DHCP after the start): their traffic must reach the kernel,
-        // not the workers.
+        // not the workers. And publish the ports' counters once a second.
         let mut local_addrs = LocalAddrRefresh::new();
         let result = runtime::run_workers(
             built,
@@ -551,6 +566,28 @@ mod run_cmd {
                         Err(poisoned) => poisoned.into_inner(),
                     };
                     local_addrs.refresh(&mut progs);
+                }
+                if port_stats.is_due() {
+                    let progs = match programs.lock() {
+                        Ok(p) => p,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    let ports = cfg
+                        .ports
+                        .iter()
+                        .zip(&xsk_readers)
+                        .enumerate()
+                        .map(|(i, (p, socks))| {
+                            port_stats::afxdp_port(
+                                p.display_name(),
+                                &p.interface,
+                                socks,
+                                progs.get(i),
+                            )
+                        })
+                        .collect();
+                    drop(progs);
+                    port_stats.publish(ports);
                 }
             },
             |w| {
@@ -578,7 +615,10 @@ mod run_cmd {
         );
         // The control thread ends with the same flag.
         runtime::join_control(control);
-        // Detach the programs (the sockets closed with their workers).
+        // The ports' numbers would only go stale now; then the last descriptors of the sockets
+        // (the workers closed theirs) and the programs (detached).
+        port_stats.remove();
+        drop(xsk_readers);
         drop(programs);
         eprintln!("fiberlb-dataplane: stopped");
         result

@@ -46,6 +46,7 @@ mod with_dpdk {
     use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
     use fiberlb_dataplane::nic::dpdk::{register_thread, DpdkWorker, Eal, Port, PortConfig};
     use fiberlb_dataplane::pipeline::Pipeline;
+    use fiberlb_dataplane::port_stats;
     use fiberlb_dataplane::snapshot::{LocalAddrs, MAX_LOCAL_ADDRS};
     use fiberlb_dataplane::worker::pin_to_core;
 
@@ -341,6 +342,7 @@ mod with_dpdk {
                     .context("spawning the host address thread")?,
             )
         };
+        let mut port_stats = runtime::port_stats_publisher(&ctl);
         let control = ctl.spawn(stop.clone())?;
         let result = runtime::run_workers(
             built,
@@ -352,7 +354,25 @@ mod with_dpdk {
                 pin_to_core(core)?;
                 w.run(&stop).map_err(|e| e.to_string())
             },
-            || {},
+            // Once a second, the ports' link state and `rte_eth_stats` (port-level calls from
+            // this thread, see `port_stats::dpdk_port`), host ports after physical ones.
+            || {
+                if port_stats.is_due() {
+                    let physical = cfg
+                        .ports
+                        .iter()
+                        .zip(&ports)
+                        .map(|(c, p)| port_stats::dpdk_port(c.display_name(), p));
+                    let host = cfg.ports.iter().zip(&hosts).filter_map(|(c, h)| {
+                        let h = h.as_ref()?;
+                        Some(port_stats::dpdk_port(
+                            &format!("{}-host", c.display_name()),
+                            h,
+                        ))
+                    });
+                    port_stats.publish(physical.chain(host).collect());
+                }
+            },
             |w| {
                 let c = w.pipeline().counters();
                 eprintln!(
@@ -375,6 +395,7 @@ mod with_dpdk {
             }
         }
         runtime::join_control(control);
+        port_stats.remove();
         // Port counters, then stop and close the ports, free the pools, clean up the EAL.
         // (The main thread is EAL's main lcore; registering is a no-op that keeps the mempool
         // caches valid for the frees below.)

@@ -3,7 +3,8 @@
 //! shared-memory region and the control thread, the stop flag set by SIGTERM/SIGINT, the
 //! "forwarding on ..." line, running the pinned worker threads until stop and joining them and
 //! the control thread. What only one backend has (XDP programs and their maps, the EAL, ports,
-//! host ports) stays in its file and comes in here as closures.
+//! host ports) stays in its file and comes in here as closures — among them what the tick
+//! publishes: the ports' counters (`<region>.ports.json`, [`port_stats_publisher`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use anyhow::{bail, Context};
 use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
 use fiberlb_dataplane::control::{ControlOptions, ControlThread};
 use fiberlb_dataplane::pipeline::PipelineConfig;
+use fiberlb_dataplane::port_stats::PortStatsPublisher;
 use fiberlb_dataplane::snapshot::SnapshotBuilder;
 use fiberlb_dataplane::worker::{available_cores, WorkerSettings};
 use fiberlb_shared::model::ServiceSet;
@@ -111,6 +113,14 @@ pub fn control_thread(
     Ok(ctl)
 }
 
+/// The writer of `<region>.ports.json` for the region `ctl` owns (its data plane instance):
+/// the tick of [`run_workers`] publishes the ports' link state and counters with it once a
+/// second, from the main thread.
+pub fn port_stats_publisher(ctl: &ControlThread) -> PortStatsPublisher {
+    let region = ctl.region();
+    PortStatsPublisher::new(region.path(), region.header().instance_id())
+}
+
 /// The workers' loop settings from `[workers]`.
 pub fn worker_settings(cfg: &DataplaneConfig) -> WorkerSettings {
     WorkerSettings {
@@ -164,7 +174,8 @@ pub fn announce(
 
 /// Runs `built` (core, worker), worker `i` on thread `fiberlb-w<i>`, each through `body`
 /// (pin, run until `stop`), until `stop` is set or a worker ends early (an error in `body`).
-/// Meanwhile calls `tick` every 50 ms. Then sets `stop`, joins every worker and gives each
+/// Meanwhile calls `tick` every 50 ms on this (the main) thread — the place for slow-path
+/// work that must not run on a worker: publishing port counters, refreshing XDP maps. Then sets `stop`, joins every worker and gives each
 /// one that ended well to `report` (its exit statistics).
 ///
 /// # Errors

@@ -6,11 +6,13 @@
 //!   and validated with line numbers in every error.
 //! - [`maglev`]: the Maglev lookup-table builder (deterministic for a given backend set).
 //! - [`flow_hash`]: the seeded flow hash, identical on every node and every restart.
+//! - [`port_stats`]: the data plane's NIC port counters file (`<region>.ports.json`).
 //!
 //! No tokio and no I/O here: this crate is linked into the data plane's workers.
 
 pub mod flow_hash;
 pub mod maglev;
 pub mod model;
+pub mod port_stats;
 pub mod services;
 pub mod shm;

@@ -27,7 +27,7 @@ mod sys;
 mod umem;
 
 pub use local_addrs::{read_local_addrs, LocalAddrChanges, LocalAddrRefresh, REFRESH_INTERVAL};
-pub use port::{BindMode, XskConfig, XskPort, XskStats};
+pub use port::{BindMode, XskConfig, XskPort, XskStats, XskStatsReader};
 pub use program::{AttachedMode, XdpCounters, XdpMode, XdpProgram};
 pub use umem::{HugePages, Umem, UmemConfig, XDP_PACKET_HEADROOM};
 

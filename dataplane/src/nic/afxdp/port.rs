@@ -67,6 +67,57 @@ pub struct XskStats {
     pub tx_ring_empty: u64,
 }
 
+impl From<sys::XdpStatistics> for XskStats {
+    fn from(s: sys::XdpStatistics) -> Self {
+        XskStats {
+            rx_dropped: s.rx_dropped,
+            rx_invalid_descs: s.rx_invalid_descs,
+            tx_invalid_descs: s.tx_invalid_descs,
+            rx_ring_full: s.rx_ring_full,
+            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
+            tx_ring_empty: s.tx_ring_empty_descs,
+        }
+    }
+}
+
+/// Reads a socket's [`XskStats`] from another thread than its worker's (the data plane's main
+/// thread publishes them once a second). It holds a duplicate of the socket's descriptor and
+/// only ever makes the read-only `XDP_STATISTICS` getsockopt on it: no ring, UMEM or other
+/// worker-owned state is touched, and the descriptor stays valid whenever the worker drops its
+/// [`XskPort`] (the socket itself is then released when this reader is dropped too).
+#[derive(Debug)]
+pub struct XskStatsReader {
+    fd: std::os::fd::OwnedFd,
+    ifname: String,
+    queue: u32,
+}
+
+impl XskStatsReader {
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// The kernel's statistics for the socket now.
+    ///
+    /// # Errors
+    /// When the getsockopt fails.
+    pub fn stats(&self) -> Result<XskStats, AfXdpError> {
+        use std::os::fd::AsRawFd;
+        sys::xdp_statistics(self.fd.as_raw_fd())
+            .map(XskStats::from)
+            .map_err(|cause| AfXdpError::Socket {
+                ifname: self.ifname.clone(),
+                queue: self.queue,
+                op: "XDP_STATISTICS",
+                cause,
+            })
+    }
+}
+
 /// An AF_XDP socket bound to one (interface, queue), with its own RX/TX and fill/completion
 /// rings. Burst-oriented and allocation-free: [`Self::rx_burst`], [`Self::tx_burst`],
 /// [`Self::complete`]. Closed on drop.
@@ -397,6 +448,24 @@ impl XskPort {
             self.kick_tx();
         }
         n
+    }
+
+    /// A reader of this socket's statistics for another thread (see [`XskStatsReader`]).
+    ///
+    /// # Errors
+    /// When the descriptor cannot be duplicated (out of descriptors).
+    pub fn stats_reader(&self) -> Result<XskStatsReader, AfXdpError> {
+        let fd = sys::dup_fd(self.fd()).map_err(|cause| AfXdpError::Socket {
+            ifname: self.ifname.clone(),
+            queue: self.queue,
+            op: "dup",
+            cause,
+        })?;
+        Ok(XskStatsReader {
+            fd,
+            ifname: self.ifname.clone(),
+            queue: self.queue,
+        })
     }
 
     /// The kernel's statistics for this socket.

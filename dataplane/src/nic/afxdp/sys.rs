@@ -120,3 +120,51 @@ pub(crate) fn is_zerocopy(fd: RawFd) -> io::Result<bool> {
     }
     Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
 }
+
+const XDP_STATISTICS: libc::c_int = 7;
+
+/// `struct xdp_statistics` from <linux/if_xdp.h> (the last three fields since Linux 5.9; an
+/// older kernel fills the first three and leaves the rest zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct XdpStatistics {
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+/// `XDP_STATISTICS` of the AF_XDP socket `fd`: one getsockopt, no state touched.
+pub(crate) fn xdp_statistics(fd: RawFd) -> io::Result<XdpStatistics> {
+    let mut st = XdpStatistics::default();
+    let mut len = std::mem::size_of::<XdpStatistics>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes (the struct's size) into `st`, which lives
+    // across the call; every bit pattern is a valid XdpStatistics (plain u64s).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            SOL_XDP,
+            XDP_STATISTICS,
+            (&mut st as *mut XdpStatistics).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// A duplicate of `fd` (close-on-exec), owned by the caller.
+pub(crate) fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller keeps open for the call; the result
+    // is checked before use.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
