@@ -13,7 +13,8 @@
 //!
 //! Also here: [`CounterPublisher`] (a worker copies its counters into the region), the
 //! `<region>.slots.json` file that names counter slots, and [`read_stats`] / [`render_table`]
-//! for `fiberlb-dataplane stats`.
+//! for `fiberlb-dataplane stats` (which also shows the ports of `<region>.ports.json`, see
+//! [`crate::port_stats`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,6 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fiberlb_shared::model::ServiceSet;
+use fiberlb_shared::port_stats::{ports_path_for, PortCounters, STALE_AFTER_MS};
 use fiberlb_shared::shm::channel::RecvError;
 use fiberlb_shared::shm::counters::{
     drop_reason_label, CountersReader, ObjectCounters as ShmObject, Totals, DROP_REASONS,
@@ -840,6 +842,31 @@ pub struct StatsReport {
     pub control: Option<ControlCounts>,
     /// Generation the slot names belong to (`None`: no usable slots file, no per-object rows).
     pub slots_generation: Option<u64>,
+    /// The NIC ports' link state and counters from `<region>.ports.json`, which the data
+    /// plane rewrites every second. Empty unless that file is this instance's and fresh.
+    pub ports: Vec<PortCounters>,
+    /// Milliseconds since the ports file was written (`None`: no ports file of this instance).
+    pub ports_age_ms: Option<u64>,
+    /// The ports file is older than 5 s: the data plane stopped publishing (dead or stuck), so
+    /// its numbers are not shown (`ports` is empty).
+    pub ports_stale: bool,
+}
+
+/// The ports of this instance's `<region>.ports.json`: `(ports, age, stale)`.
+fn read_ports(shm_path: &Path, instance_id: &str) -> (Vec<PortCounters>, Option<u64>, bool) {
+    let Ok(f) = crate::port_stats::read_ports_file(&ports_path_for(shm_path)) else {
+        return (Vec::new(), None, false);
+    };
+    if f.instance_id != instance_id {
+        return (Vec::new(), None, false);
+    }
+    let now = monotonic_ns();
+    let age = f.age_ms(now);
+    if f.is_stale(now) {
+        (Vec::new(), Some(age), true)
+    } else {
+        (f.ports, Some(age), false)
+    }
 }
 
 fn age_ms(beat: u64) -> Option<u64> {
@@ -864,6 +891,7 @@ pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .filter(|s: &SlotsFile| s.instance_id == instance_id);
+    let (ports, ports_age_ms, ports_stale) = read_ports(shm_path, &instance_id);
     let c = region.counters();
     let t = c.totals();
     let drops = drops_by_name(|i| c.drops(i));
@@ -923,6 +951,9 @@ pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
         backends,
         control: slots.as_ref().map(|s| s.control),
         slots_generation: slots.as_ref().map(|s| s.generation),
+        ports,
+        ports_age_ms,
+        ports_stale,
     })
 }
 
@@ -1012,6 +1043,7 @@ pub fn render_table(r: &StatsReport) -> String {
         }
         let _ = writeln!(o);
     }
+    render_ports(&mut o, r);
     if let Some(c) = &r.control {
         let _ = writeln!(
             o,
@@ -1078,6 +1110,98 @@ pub fn render_table(r: &StatsReport) -> String {
         );
     }
     o
+}
+
+/// The ports table (or why there is none).
+fn render_ports(o: &mut String, r: &StatsReport) {
+    use std::fmt::Write as _;
+    match (r.ports_age_ms, r.ports_stale) {
+        (None, _) => {
+            let _ = writeln!(o, "ports       no port counters from this data plane yet\n");
+            return;
+        }
+        (Some(age), true) => {
+            let _ = writeln!(
+                o,
+                "ports       stale: last published {:.1} s ago (more than {} s): the data plane \
+                 is not publishing, its numbers are not shown\n",
+                age as f64 / 1000.0,
+                STALE_AFTER_MS / 1000
+            );
+            return;
+        }
+        (Some(age), false) => {
+            let _ = writeln!(o, "ports       published {age} ms ago");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "{:<14} {:<6} {:<16} {:<10} {:>14} {:>16} {:>14} {:>16} {:>10} {:>9} {:>9} {:>9}",
+        "PORT",
+        "DRIVER",
+        "DEVICE",
+        "LINK",
+        "RX PACKETS",
+        "RX BYTES",
+        "TX PACKETS",
+        "TX BYTES",
+        "RX MISSED",
+        "RX ERRS",
+        "TX ERRS",
+        "RX NOMBUF"
+    );
+    for p in &r.ports {
+        let link = match (p.link_up, p.speed_mbps) {
+            (false, _) => "down".to_string(),
+            (true, Some(s)) if s >= 1000 && s % 1000 == 0 => format!("up {}G", s / 1000),
+            (true, Some(s)) => format!("up {s}M"),
+            (true, None) => "up".to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "{:<14} {:<6} {:<16} {:<10} {:>14} {:>16} {:>14} {:>16} {:>10} {:>9} {:>9} {:>9}",
+            p.name,
+            p.driver,
+            p.device,
+            link,
+            p.rx_packets,
+            p.rx_bytes,
+            p.tx_packets,
+            p.tx_bytes,
+            p.rx_missed,
+            p.rx_errors,
+            p.tx_errors,
+            p.rx_nombuf.map_or("-".to_string(), |v| v.to_string())
+        );
+    }
+    for p in &r.ports {
+        if let Some(x) = &p.xsk {
+            let _ = write!(
+                o,
+                "  {}: {} AF_XDP socket(s): rx_ring_full {}, fill_ring_empty {}, rx_dropped {}, \
+                 invalid descs rx {} tx {}",
+                p.name,
+                x.sockets,
+                x.rx_ring_full,
+                x.rx_fill_ring_empty,
+                x.rx_dropped,
+                x.rx_invalid_descs,
+                x.tx_invalid_descs
+            );
+            if let Some(d) = &p.xdp {
+                let _ = write!(
+                    o,
+                    "; XDP redirected {}, passed {} (parse errors {}, no socket {})",
+                    d.redirected, d.passed, d.parse_errors, d.no_socket
+                );
+            }
+            let _ = writeln!(o);
+        }
+        if let Some(e) = &p.error {
+            let _ = writeln!(o, "  {}: not all counters could be read: {e}", p.name);
+        }
+    }
+    let _ = writeln!(o);
 }
 
 fn sock(a: IpAddr, port: u16) -> String {
@@ -1234,6 +1358,81 @@ mod tests {
         assert_eq!(json["workers"][1]["drops"]["tx_ring_full"], 1);
         assert_eq!(json["listeners"][0]["active_flows"], 12);
         assert_eq!(json["totals"]["to_host"], 3);
+        drop(region);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn stats_show_live_ports_and_hide_stale_or_foreign_ones() {
+        use crate::port_stats::{write_ports_file, PortStatsPublisher};
+        use fiberlb_shared::port_stats::PortsFile;
+        let path = temp_region("ports");
+        let region = Region::create(
+            &path,
+            &RegionConfig {
+                ring_capacity: 8,
+                counters: CountersLayout {
+                    workers: 1,
+                    listeners: 1,
+                    backends: 1,
+                },
+            },
+        )
+        .unwrap();
+        let r = read_stats(&path).unwrap();
+        assert_eq!(
+            (r.ports.len(), r.ports_age_ms, r.ports_stale),
+            (0, None, false)
+        );
+        assert!(render_table(&r).contains("no port counters"));
+
+        let port = PortCounters {
+            name: "client".into(),
+            driver: "dpdk".into(),
+            device: "net_af_packet0".into(),
+            link_up: true,
+            speed_mbps: Some(10_000),
+            rx_packets: 42,
+            rx_missed: 7,
+            rx_nombuf: Some(1),
+            ..PortCounters::default()
+        };
+        let mut p = PortStatsPublisher::new(&path, region.header().instance_id());
+        p.publish(vec![port.clone()]);
+        let r = read_stats(&path).unwrap();
+        assert_eq!(r.ports, vec![port.clone()]);
+        assert!(!r.ports_stale);
+        assert!(r.ports_age_ms.unwrap() < STALE_AFTER_MS);
+        let table = render_table(&r);
+        assert!(table.contains("RX MISSED"), "{table}");
+        assert!(table.contains("up 10G"), "{table}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["ports"][0]["rx_packets"], 42);
+        assert_eq!(json["ports"][0]["link_up"], true);
+
+        // The same file 6 s old: stale, numbers withheld.
+        let mut f = crate::port_stats::read_ports_file(p.path()).unwrap();
+        f.written_monotonic_ns = monotonic_ns().saturating_sub((STALE_AFTER_MS + 1000) * 1_000_000);
+        write_ports_file(p.path(), &f).unwrap();
+        let r = read_stats(&path).unwrap();
+        assert!(r.ports_stale);
+        assert!(r.ports.is_empty());
+        assert!(r.ports_age_ms.unwrap() > STALE_AFTER_MS);
+        assert!(render_table(&r).contains("stale"), "{}", render_table(&r));
+
+        // Fresh but written by another instance (a previous data plane on this path): ignored.
+        write_ports_file(
+            p.path(),
+            &PortsFile {
+                instance_id: "someone else".into(),
+                written_monotonic_ns: monotonic_ns(),
+                ports: vec![port],
+                ..PortsFile::default()
+            },
+        )
+        .unwrap();
+        let r = read_stats(&path).unwrap();
+        assert_eq!((r.ports.len(), r.ports_age_ms), (0, None));
         drop(region);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
