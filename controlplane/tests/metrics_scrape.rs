@@ -11,7 +11,7 @@ use fiberlb_controlplane::health::{BackendId, Health, HealthMap};
 use fiberlb_controlplane::metrics::{self, MetricsSource, RegionView};
 use fiberlb_controlplane::program::ProgramStatus;
 use fiberlb_shared::shm::counters::{CountersLayout, ObjectCounters, Totals};
-use fiberlb_shared::shm::region::{Region, RegionConfig};
+use fiberlb_shared::shm::region::{monotonic_ns, Region, RegionConfig};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::watch;
 
@@ -109,6 +109,26 @@ async fn scrape_reports_counters_health_and_programmer_state() {
             "backends":[{{"slot":2,"id":33,"pool":"web","address":"2001:db8::5","port":8080}}]}}"#
     );
     std::fs::write(metrics::slots_path_for(&path), slots).unwrap();
+    // The data plane's ports file, as dataplane/src/port_stats.rs writes it: an AF_XDP port
+    // (sockets' and XDP program's counters, no rx_nombuf) and a DPDK one (rx_nombuf, link down,
+    // no speed), plus a field this build does not know.
+    let ports_file = |written_ns: u64| {
+        format!(
+            r#"{{"instance_id":"{instance}","written_monotonic_ns":{written_ns},
+                "written_unix_ms":1,"interval_ms":1000,"from_the_future":[1],
+                "ports":[
+                 {{"name":"client","driver":"afxdp","device":"eth0","link_up":true,
+                   "speed_mbps":10000,"rx_packets":1000,"tx_packets":900,"rx_bytes":64000,
+                   "tx_bytes":57600,"rx_missed":12,"rx_errors":1,"tx_errors":2,"rx_dropped":3,
+                   "xsk":{{"sockets":2,"rx_dropped":0,"rx_ring_full":10,"rx_fill_ring_empty":4,
+                          "rx_invalid_descs":0,"tx_invalid_descs":0,"tx_ring_empty":0}},
+                   "xdp":{{"redirected":990,"passed":10,"parse_errors":0,"no_socket":0}}}},
+                 {{"name":"backend","driver":"dpdk","device":"0000:01:00.0","pmd":"net_ice",
+                   "link_up":false,"rx_packets":5,"tx_packets":6,"rx_bytes":7,"tx_bytes":8,
+                   "rx_missed":9,"rx_errors":0,"tx_errors":0,"rx_nombuf":11}}]}}"#
+        )
+    };
+    std::fs::write(metrics::ports_path_for(&path), ports_file(monotonic_ns())).unwrap();
 
     let cp = Arc::new(Region::attach(&path).unwrap());
     let (region_tx, region_rx) = watch::channel(Some(cp));
@@ -231,6 +251,47 @@ async fn scrape_reports_counters_health_and_programmer_state() {
             .count(),
         1
     );
+    // NIC ports, from the ports file.
+    let client = r#"{port="client",driver="afxdp"}"#;
+    let backend = r#"{port="backend",driver="dpdk"}"#;
+    assert_eq!(v(&format!("fiberlb_port_up{client}")), 1.0);
+    assert_eq!(v(&format!("fiberlb_port_up{backend}")), 0.0);
+    assert_eq!(v(&format!("fiberlb_port_speed_mbps{client}")), 10000.0);
+    assert!(!m.contains_key(&format!("fiberlb_port_speed_mbps{backend}")));
+    assert_eq!(v(&format!("fiberlb_port_rx_packets_total{client}")), 1000.0);
+    assert_eq!(v(&format!("fiberlb_port_tx_packets_total{client}")), 900.0);
+    assert_eq!(v(&format!("fiberlb_port_rx_bytes_total{client}")), 64000.0);
+    assert_eq!(v(&format!("fiberlb_port_tx_bytes_total{backend}")), 8.0);
+    assert_eq!(v(&format!("fiberlb_port_rx_missed_total{client}")), 12.0);
+    assert_eq!(v(&format!("fiberlb_port_rx_missed_total{backend}")), 9.0);
+    assert_eq!(v(&format!("fiberlb_port_rx_errors_total{client}")), 1.0);
+    assert_eq!(v(&format!("fiberlb_port_tx_errors_total{client}")), 2.0);
+    // rx_nombuf only where the driver has it.
+    assert_eq!(v(&format!("fiberlb_port_rx_nombuf_total{backend}")), 11.0);
+    assert!(!m.contains_key(&format!("fiberlb_port_rx_nombuf_total{client}")));
+    assert_eq!(
+        v(&format!("fiberlb_port_xsk_rx_ring_full_total{client}")),
+        10.0
+    );
+    assert_eq!(
+        v(&format!(
+            "fiberlb_port_xsk_rx_fill_ring_empty_total{client}"
+        )),
+        4.0
+    );
+    assert_eq!(
+        v(&format!(
+            "fiberlb_port_xdp_redirected_packets_total{client}"
+        )),
+        990.0
+    );
+    assert!(!m.contains_key(&format!("fiberlb_port_xdp_passed_packets_total{backend}")));
+    assert!((0.0..5.0).contains(&v("fiberlb_port_stats_age_seconds")));
+    assert_eq!(
+        body.matches("# TYPE fiberlb_port_rx_missed_total counter")
+            .count(),
+        1
+    );
     assert_eq!(v("fiberlb_backend_up{backend_id=\"33\"}"), 0.0);
     assert_eq!(v("fiberlb_backend_up{backend_id=\"34\"}"), 1.0);
     assert_eq!(
@@ -274,6 +335,43 @@ async fn scrape_reports_counters_health_and_programmer_state() {
     assert_eq!(c.workers[2].rx_packets, 0);
     assert_eq!(c.workers[2].drops, 0);
     assert_eq!(view.status().unwrap().applied_generation, 12);
+    assert!(!c.ports_stale);
+    assert!(c.ports_age_ms.unwrap() < 5000);
+    assert_eq!(c.ports.len(), 2);
+    assert_eq!(c.ports[0].name, "client");
+    assert_eq!(c.ports[0].xsk.unwrap().rx_ring_full, 10);
+    assert_eq!(c.ports[1].rx_nombuf, Some(11));
+    assert_eq!(c.ports[1].pmd.as_deref(), Some("net_ice"));
+
+    // A data plane that stopped publishing (the file is 6 s old): no port numbers presented
+    // as live, only the age.
+    std::fs::write(
+        metrics::ports_path_for(&path),
+        ports_file(monotonic_ns().saturating_sub(6_000_000_000)),
+    )
+    .unwrap();
+    let (_, _, body) = get(addr, "/metrics").await;
+    let m = parse(&body);
+    assert!(m["fiberlb_port_stats_age_seconds"] >= 6.0, "{body}");
+    assert!(!body.contains("fiberlb_port_up{"), "{body}");
+    assert!(!body.contains("fiberlb_port_rx_packets_total{"), "{body}");
+    let c = view.counters().unwrap();
+    assert!(c.ports_stale);
+    assert!(c.ports.is_empty());
+    assert!(c.ports_age_ms.unwrap() >= 6000);
+    // Another instance's file (fresh or not) is not this data plane's: nothing at all.
+    std::fs::write(
+        metrics::ports_path_for(&path),
+        ports_file(monotonic_ns()).replace(&instance, "00"),
+    )
+    .unwrap();
+    let (_, _, body) = get(addr, "/metrics").await;
+    assert!(!body.contains("fiberlb_port_"), "{body}");
+    let c = view.counters().unwrap();
+    assert_eq!(
+        (c.ports.len(), c.ports_age_ms, c.ports_stale),
+        (0, None, false)
+    );
 
     // A slots file of another instance is ignored: no per-object rows, totals still there.
     std::fs::write(

@@ -98,7 +98,18 @@ pub struct DataplaneCounters {
     pub backends: HashMap<u32, ObjectCounters>,
     /// Per worker, in worker order.
     pub workers: Vec<WorkerCounters>,
+    /// The data plane's NIC ports from its `<region>.ports.json` (empty when it has none for
+    /// this instance, or when it is stale).
+    pub ports: Vec<PortCounters>,
+    /// Milliseconds since the data plane published them (`None`: no file of this instance).
+    pub ports_age_ms: Option<u64>,
+    /// The file is older than [`fiberlb_shared::port_stats::STALE_AFTER_MS`]: the data plane
+    /// stopped publishing; `ports` is empty rather than old numbers.
+    pub ports_stale: bool,
 }
+
+/// A data plane port's link state and counters, as the data plane publishes them.
+pub use fiberlb_shared::port_stats::PortCounters;
 
 /// The data plane as the API sees it (the shm programmer implements it).
 pub trait DataplaneView: Send + Sync {

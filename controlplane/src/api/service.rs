@@ -961,6 +961,9 @@ impl DataplaneService for Api {
                     drops_by_reason: by_reason(&w.drops_by_reason),
                 })
                 .collect(),
+            ports: c.ports.iter().map(port_counters).collect(),
+            ports_age_ms: c.ports_age_ms,
+            ports_stale: c.ports_stale,
         }))
     }
 
@@ -1040,5 +1043,29 @@ impl DataplaneService for Api {
             table_slot: slot,
             generation: snap.generation,
         }))
+    }
+}
+
+/// A data plane port for the `Counters` reply.
+fn port_counters(p: &super::PortCounters) -> pb::PortCounters {
+    pb::PortCounters {
+        name: p.name.clone(),
+        driver: p.driver.clone(),
+        device: p.device.clone(),
+        link_up: p.link_up,
+        speed_mbps: p.speed_mbps,
+        rx_packets: p.rx_packets,
+        tx_packets: p.tx_packets,
+        rx_bytes: p.rx_bytes,
+        tx_bytes: p.tx_bytes,
+        rx_missed: p.rx_missed,
+        rx_errors: p.rx_errors,
+        tx_errors: p.tx_errors,
+        rx_nombuf: p.rx_nombuf,
+        xsk_rx_fill_ring_empty: p.xsk.map(|x| x.rx_fill_ring_empty),
+        xdp_redirected: p.xdp.map(|x| x.redirected),
+        xdp_passed: p.xdp.map(|x| x.passed),
+        pmd: p.pmd.clone().unwrap_or_default(),
+        error: p.error.clone().unwrap_or_default(),
     }
 }

@@ -461,6 +461,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     worker_rows(&s.workers),
                 );
             }
+            match (s.ports_age_ms, s.ports_stale) {
+                (None, _) => out!("\nports: none published by the data plane (yet)"),
+                (Some(age), true) => out!(
+                    "\nports: stale — last published {:.1} s ago, the data plane is not \
+                     publishing; old numbers not shown",
+                    age as f64 / 1e3
+                ),
+                (Some(age), false) => {
+                    out!("\nports (published {age} ms ago)");
+                    table(
+                        &[
+                            "PORT",
+                            "DRIVER",
+                            "DEVICE",
+                            "LINK",
+                            "RX PACKETS",
+                            "RX BYTES",
+                            "TX PACKETS",
+                            "TX BYTES",
+                            "RX MISSED",
+                            "RX ERRORS",
+                            "TX ERRORS",
+                            "RX NOMBUF",
+                        ],
+                        port_rows(&s.ports),
+                    );
+                    for p in s.ports.iter().filter(|p| !p.error.is_empty()) {
+                        out!("  {}: not all counters could be read: {}", p.name, p.error);
+                    }
+                }
+            }
             let (header, rows) = drop_matrix(&s);
             if !rows.is_empty() {
                 out!("\ndrops");
@@ -1152,6 +1183,36 @@ fn worker_rows(workers: &[pb::WorkerCounters]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `fiberlbctl stats` ports table rows: link as "up 10G" / "up 100M" / "up" / "down", "-"
+/// where a driver has no such counter.
+fn port_rows(ports: &[pb::PortCounters]) -> Vec<Vec<String>> {
+    ports
+        .iter()
+        .map(|p| {
+            let link = match (p.link_up, p.speed_mbps) {
+                (false, _) => "down".to_string(),
+                (true, Some(s)) if s >= 1000 && s % 1000 == 0 => format!("up {}G", s / 1000),
+                (true, Some(s)) => format!("up {s}M"),
+                (true, None) => "up".to_string(),
+            };
+            vec![
+                p.name.clone(),
+                p.driver.clone(),
+                p.device.clone(),
+                link,
+                p.rx_packets.to_string(),
+                p.rx_bytes.to_string(),
+                p.tx_packets.to_string(),
+                p.tx_bytes.to_string(),
+                p.rx_missed.to_string(),
+                p.rx_errors.to_string(),
+                p.tx_errors.to_string(),
+                p.rx_nombuf.map_or("-".to_string(), |v| v.to_string()),
+            ]
+        })
+        .collect()
+}
+
 /// `fiberlbctl stats` drops table: a row per reason that dropped anything, its total, then a
 /// column per worker.
 fn drop_matrix(s: &pb::CountersResponse) -> (Vec<String>, Vec<Vec<String>>) {
@@ -1565,6 +1626,50 @@ mod tests {
                 vec!["tx_ring_full", "3", "0", "3"]
             ]
         );
+    }
+
+    #[test]
+    fn stats_port_rows() {
+        let ports = [
+            pb::PortCounters {
+                name: "client".into(),
+                driver: "dpdk".into(),
+                device: "0000:01:00.0".into(),
+                link_up: true,
+                speed_mbps: Some(25_000),
+                rx_packets: 5,
+                rx_missed: 2,
+                rx_nombuf: Some(1),
+                ..Default::default()
+            },
+            pb::PortCounters {
+                name: "backend".into(),
+                driver: "afxdp".into(),
+                device: "eth1".into(),
+                link_up: false,
+                ..Default::default()
+            },
+        ];
+        let rows = port_rows(&ports);
+        assert_eq!(
+            rows[0],
+            [
+                "client",
+                "dpdk",
+                "0000:01:00.0",
+                "up 25G",
+                "5",
+                "0",
+                "0",
+                "0",
+                "2",
+                "0",
+                "0",
+                "1"
+            ]
+        );
+        assert_eq!(rows[1][3], "down");
+        assert_eq!(rows[1][11], "-");
     }
 
     #[test]

@@ -12,6 +12,14 @@
 //! listener and backend counters plus the `*_active_flows` gauges. Active flows lag by up to one
 //! flow-table sweep of the data plane's workers (see `dataplane/src/flow_table.rs`).
 //!
+//! NIC ports (`fiberlb_port_*{port,driver}`: link, speed, rx/tx packets and bytes, rx_missed,
+//! errors, DPDK's rx_nombuf, AF_XDP's socket and XDP program counters) come from the data
+//! plane's `<region>.ports.json` ([`fiberlb_shared::port_stats`]), which its main thread
+//! rewrites every second. A file that is another instance's is ignored; one older than
+//! [`STALE_AFTER_MS`](fiberlb_shared::port_stats::STALE_AFTER_MS) (the data plane stopped
+//! publishing) only shows in `fiberlb_port_stats_age_seconds`: its old numbers are not exported
+//! as current.
+//!
 //! [`Programmer::region`]: crate::program::Programmer::region
 
 mod text;
@@ -24,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fiberlb_shared::port_stats::{PortCounters, PortsFile};
 use fiberlb_shared::shm::counters::{
     drop_reason_label, CountersReader, ObjectCounters as ShmObject, DROP_REASONS,
 };
@@ -96,6 +105,40 @@ impl SlotMap {
         let map: SlotMap = serde_json::from_slice(&bytes).ok()?;
         let id = format!("{:032x}", region.header().instance_id());
         (map.instance_id == id).then_some(map)
+    }
+}
+
+pub use fiberlb_shared::port_stats::ports_path_for;
+
+/// The data plane's ports as a reader may show them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LivePorts {
+    /// The ports, when the file is fresh; empty when stale.
+    pub ports: Vec<PortCounters>,
+    /// Milliseconds since the data plane wrote the file.
+    pub age_ms: u64,
+    /// Older than [`STALE_AFTER_MS`](fiberlb_shared::port_stats::STALE_AFTER_MS): the data
+    /// plane is not publishing.
+    pub stale: bool,
+}
+
+impl LivePorts {
+    /// The ports file of `region`'s data plane; `None` when missing, unreadable or written by
+    /// another instance. Unknown fields are ignored (a newer data plane may add some).
+    pub fn read_for(region: &Region) -> Option<LivePorts> {
+        let bytes = std::fs::read(ports_path_for(region.path())).ok()?;
+        let f: PortsFile = serde_json::from_slice(&bytes).ok()?;
+        let id = format!("{:032x}", region.header().instance_id());
+        if f.instance_id != id {
+            return None;
+        }
+        let now = monotonic_ns();
+        let stale = f.is_stale(now);
+        Some(LivePorts {
+            age_ms: f.age_ms(now),
+            stale,
+            ports: if stale { Vec::new() } else { f.ports },
+        })
     }
 }
 
@@ -285,6 +328,7 @@ fn render_dataplane(e: &mut Encoder, region: Option<&Region>) {
     }
     let slots = SlotMap::read_for(region);
     render_workers(e, &c, slots.as_ref().and_then(|s| s.workers));
+    render_ports(e, LivePorts::read_for(region).as_ref());
     let Some(slots) = slots else {
         return;
     };
@@ -429,6 +473,110 @@ fn render_workers(e: &mut Encoder, c: &CountersReader<'_>, running: Option<u32>)
     }
 }
 
+/// The `fiberlb_port_*` families from the data plane's ports file (nothing without one of this
+/// instance; only the age when it is stale).
+fn render_ports(e: &mut Encoder, live: Option<&LivePorts>) {
+    let Some(live) = live else {
+        return;
+    };
+    e.single(
+        "fiberlb_port_stats_age_seconds",
+        Kind::Gauge,
+        "Seconds since the data plane last published its port counters (every second; stale, \
+         and the port families left out, past 5).",
+        live.age_ms as f64 / 1e3,
+    );
+    if live.stale {
+        return;
+    }
+    let labels: Vec<[(&str, &str); 2]> = live
+        .ports
+        .iter()
+        .map(|p| [("port", p.name.as_str()), ("driver", p.driver.as_str())])
+        .collect();
+    let rows: Vec<_> = live.ports.iter().zip(&labels).collect();
+    e.family(
+        "fiberlb_port_up",
+        Kind::Gauge,
+        "Link state of a data plane port (1 up, 0 down).",
+    );
+    for (p, l) in &rows {
+        e.sample("fiberlb_port_up", *l, if p.link_up { 1.0 } else { 0.0 });
+    }
+    if rows.iter().any(|(p, _)| p.speed_mbps.is_some()) {
+        e.family(
+            "fiberlb_port_speed_mbps",
+            Kind::Gauge,
+            "Link speed of a data plane port in Mbit/s (ports that report one).",
+        );
+        for (p, l) in &rows {
+            if let Some(v) = p.speed_mbps {
+                e.sample("fiberlb_port_speed_mbps", *l, f64::from(v));
+            }
+        }
+    }
+    type Pick = fn(&PortCounters) -> Option<u64>;
+    let picks: [(&str, &str, Pick); 12] = [
+        (
+            "rx_packets",
+            "Frames a port received (DPDK ipackets; AF_XDP the interface's rx_packets).",
+            |p| Some(p.rx_packets),
+        ),
+        ("tx_packets", "Frames a port sent.", |p| Some(p.tx_packets)),
+        ("rx_bytes", "Bytes a port received.", |p| Some(p.rx_bytes)),
+        ("tx_bytes", "Bytes a port sent.", |p| Some(p.tx_bytes)),
+        (
+            "rx_missed",
+            "Frames lost because a receive ring was full (DPDK imissed; AF_XDP the interface's \
+             missed/fifo errors plus its sockets' rx_ring_full).",
+            |p| Some(p.rx_missed),
+        ),
+        ("rx_errors", "Erroneous frames a port received.", |p| {
+            Some(p.rx_errors)
+        }),
+        ("tx_errors", "Frames a port failed to send.", |p| {
+            Some(p.tx_errors)
+        }),
+        (
+            "rx_nombuf",
+            "DPDK: receive buffer allocation failures (the mbuf pool ran dry).",
+            |p| p.rx_nombuf,
+        ),
+        (
+            "xsk_rx_ring_full",
+            "AF_XDP: frames dropped because a worker's socket RX ring was full.",
+            |p| p.xsk.map(|x| x.rx_ring_full),
+        ),
+        (
+            "xsk_rx_fill_ring_empty",
+            "AF_XDP: frames that found a socket's fill ring empty (too few free UMEM frames).",
+            |p| p.xsk.map(|x| x.rx_fill_ring_empty),
+        ),
+        (
+            "xdp_redirected_packets",
+            "AF_XDP: frames the XDP program redirected to fiberlb's sockets.",
+            |p| p.xdp.map(|x| x.redirected),
+        ),
+        (
+            "xdp_passed_packets",
+            "AF_XDP: frames the XDP program passed to the kernel.",
+            |p| p.xdp.map(|x| x.passed),
+        ),
+    ];
+    for (what, help, pick) in picks {
+        if !rows.iter().any(|(p, _)| pick(p).is_some()) {
+            continue;
+        }
+        let name = format!("fiberlb_port_{what}_total");
+        e.family(&name, Kind::Counter, help);
+        for (p, l) in &rows {
+            if let Some(v) = pick(p) {
+                e.sample(&name, *l, v as f64);
+            }
+        }
+    }
+}
+
 /// Serves `GET /metrics` (anything else: 404) on `listener` until `shutdown` completes.
 ///
 /// # Errors
@@ -566,6 +714,7 @@ impl crate::api::DataplaneView for RegionView {
                 }
             })
             .collect();
+        let live = LivePorts::read_for(&region);
         Some(crate::api::DataplaneCounters {
             rx_packets: t.rx_packets,
             tx_packets: t.tx_packets,
@@ -577,6 +726,9 @@ impl crate::api::DataplaneView for RegionView {
             listeners,
             backends,
             workers,
+            ports_age_ms: live.as_ref().map(|l| l.age_ms),
+            ports_stale: live.as_ref().is_some_and(|l| l.stale),
+            ports: live.map(|l| l.ports).unwrap_or_default(),
         })
     }
 }
