@@ -43,6 +43,9 @@ check_second_instance "$WORK/dataplane.toml" "$WORK/second.out"
 
 vip_checks
 
+# The client port's NIC counters and link, as the data plane publishes them every second.
+port_stats_check client
+
 # Non-VIP traffic still reaches the lb's kernel (XDP_PASS).
 if ip netns exec "$NS_C" ping -c 1 -W 2 10.91.1.1 >/dev/null; then pass "ping-lb kernel answers"; else fail "ping-lb"; fi
 

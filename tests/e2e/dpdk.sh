@@ -286,6 +286,8 @@ run_mode() { # af_packet | af_xdp
     if host_on; then host_checks; fi
 
     vip_checks
+    # The client port's rte_eth_stats and link, published every second.
+    port_stats_check client
     # shellcheck source=reconfig.sh
     . "$HERE/reconfig.sh"
     if host_on; then host_counter_check; fi
@@ -317,7 +319,7 @@ run_mode() { # af_packet | af_xdp
     else
         fail "restore: $(ip -n "$NS_L" route show | tr '\n' ';') $(ip -n "$NS_L" neigh show | tr '\n' ';')"
     fi
-    rm -f "$SHM" "$SHM.slots.json"
+    rm -f "$SHM" "$SHM.slots.json" "$SHM.ports.json"
 }
 
 for m in $MODES; do

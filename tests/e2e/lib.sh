@@ -80,7 +80,7 @@ e2e_cleanup() {
     stop_pids
     if [ -n "$LB_PID" ]; then wait "$LB_PID" 2>/dev/null; fi
     topo_down
-    rm -rf "$WORK" "$SHM" "$SHM.slots.json"
+    rm -rf "$WORK" "$SHM" "$SHM.slots.json" "$SHM.ports.json"
 }
 
 # stop_pids: kills the background processes of PIDS, waits for them and empties PIDS.
@@ -340,4 +340,37 @@ try:
 except Exception:
     print(-1)
 PYEOF
+}
+
+# port_stats_check [PORT]: `fiberlb-dataplane stats --json` (in the lb namespace) must show the
+# port PORT (default "client") of the ports file live (not stale), its link up and
+# rx_packets > 0 — the NIC counters the data plane publishes every second. Check "port-stats".
+port_stats_check() {
+    local port=${1:-client} out=$WORK/${MODE:+$MODE-}port-stats.json r
+    ip netns exec "$NS_L" "$LB" stats --shm "$SHM" --json >"$out" 2>&1
+    r=$("$PY" - "$out" "$port" <<'PYEOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception as e:
+    print("bad", "stats --json is not JSON:", e)
+    sys.exit()
+ports = {p["name"]: p for p in d.get("ports", [])}
+p = ports.get(sys.argv[2])
+age, stale = d.get("ports_age_ms"), d.get("ports_stale")
+if p is None:
+    print("bad", "no port", sys.argv[2], "in ports", sorted(ports), "age_ms", age, "stale", stale)
+elif stale or not p["link_up"] or p["rx_packets"] <= 0:
+    print("bad", json.dumps(p), "stale", stale)
+else:
+    print("ok", "%s (%s %s) link up, rx_packets=%d tx_packets=%d rx_missed=%d%s, age %s ms" % (
+        p["name"], p["driver"], p["device"], p["rx_packets"], p["tx_packets"], p["rx_missed"],
+        "" if p.get("rx_nombuf") is None else " rx_nombuf=%d" % p["rx_nombuf"], age))
+PYEOF
+)
+    result "port-stats ${r#* }"
+    case $r in
+    ok*) pass "port-stats ${r#ok }" ;;
+    *) fail "port-stats: ${r#bad } $(head -c 300 "$out")" ;;
+    esac
 }

@@ -31,6 +31,7 @@ fn dataplane_end_to_end() {
             "PASS ping-lb",
             "PASS reconfig",
             "PASS stats",
+            "PASS port-stats",
             "PASS stop",
         ],
     });

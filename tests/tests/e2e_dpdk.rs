@@ -45,7 +45,7 @@ fn bin_dir() -> PathBuf {
 }
 
 /// Every check of one vdev kind's run (the script prints them as `PASS <kind>/<check>`).
-const CHECKS: [&str; 18] = [
+const CHECKS: [&str; 19] = [
     "start",
     "second-instance",
     "nat-http",
@@ -56,6 +56,7 @@ const CHECKS: [&str; 18] = [
     "dsr-udp",
     "reconfig",
     "stats",
+    "port-stats",
     "stop",
     "restore",
     "host-interface",
