@@ -5,6 +5,7 @@
 //! checked constructors of [`crate::wire`]; later stages rely on the offsets it found.
 
 use crate::pipeline::DropReason;
+use crate::wire;
 use crate::wire::ethernet::{ethertype, EthernetFrame};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::{self, Ipv6Packet};
@@ -122,8 +123,13 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
             p.ip_len = 40 + usize::from(ip.payload_len());
             p.src = ip.src_addr();
             p.dst = ip.dst_addr();
-            let walk = ipv6::walk_extension_headers(ip.next_header(), ip.payload())
-                .map_err(|_| DropReason::Malformed)?;
+            let walk = ipv6::walk_extension_headers(ip.next_header(), ip.payload()).map_err(
+                |e| match e {
+                    // A chain longer than the walk's bound: valid IPv6, not ours to walk.
+                    wire::Error::Unsupported => DropReason::UnsupportedExtension,
+                    wire::Error::Truncated | wire::Error::Malformed => DropReason::Malformed,
+                },
+            )?;
             p.proto = walk.protocol;
             p.l4 = l3 + 40 + walk.offset;
             if let Some(f) = walk.fragment {
@@ -241,4 +247,32 @@ pub fn icmp_inner(frame: &[u8], p: &Parsed) -> Option<Inner> {
     inner.dport = u16::from_be_bytes([ports[2], ports[3]]);
     // The quote must lie inside the outer packet.
     (inner.l4 + 4 <= p.l3 + p.ip_len).then_some(inner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::wire::build::{FrameBuilder, Ipv6Ext};
+
+    #[test]
+    fn a_too_long_extension_chain_is_unsupported_not_malformed() {
+        let frame = |headers: usize| {
+            let mut b = FrameBuilder::tcp_v6([0xfd; 16], [0xfe; 16], 1000, 80);
+            for _ in 0..headers {
+                b = b.ext(Ipv6Ext::DestOptions(vec![]));
+            }
+            b.build()
+        };
+        let ok = parse(&frame(ipv6::MAX_EXT_HEADERS)).expect("the longest walked chain");
+        assert_eq!(ok.proto, crate::wire::ip_protocol::TCP);
+        assert_eq!(
+            parse(&frame(ipv6::MAX_EXT_HEADERS + 1)).err(),
+            Some(DropReason::UnsupportedExtension)
+        );
+        // A truncated chain is still malformed.
+        let mut cut = frame(2);
+        cut.truncate(14 + 40 + 4);
+        assert_eq!(parse(&cut).err(), Some(DropReason::Malformed));
+    }
 }
