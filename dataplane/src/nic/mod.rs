@@ -99,7 +99,8 @@ impl<'a> PacketBuf<'a> {
     /// Sets the packet length (trims padding, or grows into tailroom). `None` if it does not fit.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Option<()> {
-        if self.start + len > self.chunk.len() {
+        // checked: a length taken from a packet field must not wrap past the check.
+        if self.start.checked_add(len)? > self.chunk.len() {
             return None;
         }
         self.len = len;
