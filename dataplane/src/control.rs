@@ -1117,7 +1117,10 @@ fn render_ports(o: &mut String, r: &StatsReport) {
     use std::fmt::Write as _;
     match (r.ports_age_ms, r.ports_stale) {
         (None, _) => {
-            let _ = writeln!(o, "ports       no port counters from this data plane yet\n");
+            let _ = writeln!(
+                o,
+                "ports       none published by this data plane (stopped, or just starting)\n"
+            );
             return;
         }
         (Some(age), true) => {
@@ -1384,7 +1387,7 @@ mod tests {
             (r.ports.len(), r.ports_age_ms, r.ports_stale),
             (0, None, false)
         );
-        assert!(render_table(&r).contains("no port counters"));
+        assert!(render_table(&r).contains("none published"));
 
         let port = PortCounters {
             name: "client".into(),
