@@ -22,13 +22,15 @@
 //! few buckets per poll round ([`FlowTable::sweep`]) and publishes the counts of a pass only
 //! when it is complete, so the gauges lag by at most one sweep period. At
 //! [`SWEEP_BUCKETS_BUSY`] buckets per busy round the default 1M-entry table (262 144 buckets)
-//! takes 32 768 rounds per pass: about 0.1 s at 10 Mpps in bursts of 32, longer at lower rates
+//! takes 131 072 rounds per pass: about 0.4 s at 10 Mpps in bursts of 32, longer at lower rates
 //! where rounds carry fewer packets but come just as often; idle rounds visit
 //! [`SWEEP_BUCKETS_IDLE`] buckets, a pass in 1 024 rounds (≈ 1 s with the 1 ms idle back-off,
-//! a few ms busy-polling). Cost, measured with `housekeeping-*` in `bench/benches/pipeline.rs`
-//! on the shared 2-core VM: a busy call 35 ns (half-full table) to 107 ns (full 2M-entry
-//! table, 32 live entries per call); an idle call 0.9-3.0 µs; a whole pass of a full 1M table
-//! about 3 ms of CPU, spread over its rounds.
+//! a few ms busy-polling). Cost, measured with `housekeeping-*` and `nat-l2-tcp+housekeeping`
+//! in `bench/benches/pipeline.rs` (`taskset -c 1`, shared 2-core VM): a busy call 11 ns (1k
+//! flows) / 24 ns (1M flows), i.e. +0.4-1.5 ns per packet of a 32-packet burst (within run-to-
+//! run noise); eight buckets per busy round cost 32 / 87 ns per call and +3 % / +9 % per packet
+//! at 1k / 1M flows (cache lines the burst needed get evicted), hence two. An idle call
+//! 0.9-2.3 µs; a whole pass of a full 1M table about 3 ms of CPU, spread over its rounds.
 
 // Per-packet code (lookup, insert, touch): it never panics (STYLE.md; a panic aborts the data
 // plane), and the compiler holds it to that as in `pipeline/` — no indexing or slicing that
@@ -406,10 +408,10 @@ impl FlowTable {
     }
 }
 
-/// Buckets [`FlowTable::sweep`] visits per poll round that received packets: eight buckets
-/// (1 KiB, read in address order so the hardware prefetcher streams them) cost tens of
-/// nanoseconds next to the microseconds of a 32-packet burst.
-pub const SWEEP_BUCKETS_BUSY: usize = 8;
+/// Buckets [`FlowTable::sweep`] visits per poll round that received packets: two buckets
+/// (256 B, prefetched one call ahead) cost about 1 % of a 32-packet burst; more evicts lines the
+/// next burst needs (see the module documentation for the measurements).
+pub const SWEEP_BUCKETS_BUSY: usize = 2;
 /// Buckets visited per idle poll round: nothing else is waiting, so the pass can move faster.
 pub const SWEEP_BUCKETS_IDLE: usize = 256;
 
