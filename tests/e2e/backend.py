@@ -3,7 +3,7 @@
 
 HTTP on 0.0.0.0:80 (GET / -> "NAME\n", GET /big -> the file DIR/big.bin), and a UDP responder
 on each address given with --udp ADDR (replies "NAME <payload>" from that address, so a dsr
-reply leaves from the VIP). Every request is logged as "tcp|udp CLIENT_IP CLIENT_PORT PATH" to
+reply leaves from the VIP). Every request is logged as "tcp|udp CLIENT_IP CLIENT_PORT PATH TIME_NS" to
 --log, so the test can tell which backend served which client port.
 """
 import argparse
@@ -12,6 +12,7 @@ import os
 import socket
 import socketserver
 import threading
+import time
 
 p = argparse.ArgumentParser()
 p.add_argument("--name", required=True)
@@ -29,7 +30,7 @@ log = open(a.log, "a", buffering=1)
 
 def note(kind, addr, path):
     with log_lock:
-        log.write(f"{kind} {addr[0]} {addr[1]} {path}\n")
+        log.write(f"{kind} {addr[0]} {addr[1]} {path} {time.time_ns()}\n")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

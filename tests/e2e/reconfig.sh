@@ -15,8 +15,11 @@ apply_services() { # file -> prints the tool's answer
 # 1. The long download, on b1 or b2 (retried until it lands there: b3 is the one removed).
 dl_backend=
 for _ in 1 2 3 4 5 6; do
-    ip netns exec "$NS_C" curl -s --max-time 30 --limit-rate 4M "http://$VIP_NAT/big" \
-        -o "$WORK/stream-big.bin" &
+    # From a port below the stream's 41000+: an ephemeral port could be one the stream
+    # binds later (its curl then fails to connect, and the download's log line on b1/b2
+    # would make that look like a request lost on a staying backend).
+    ip netns exec "$NS_C" curl -s --max-time 30 --limit-rate 4M --local-port 40000-40999 \
+        "http://$VIP_NAT/big" -o "$WORK/stream-big.bin" &
     DL_PID=$!
     sleep 0.4
     dl_backend=
@@ -60,7 +63,7 @@ failed=$(awk '$2 == "FAILED"' "$WORK/stream.out" | wc -l)
 # Requests b1/b2 saw (by client port) that the client did not get an answer for.
 lost=0
 for p in $(awk '$2 == "FAILED" {print $1}' "$WORK/stream.out"); do
-    if awk -v p="$p" '$1 == "tcp" && $3 == p' "$WORK/b1/log" "$WORK/b2/log" | grep -q .; then
+    if awk -v p="$p" '$1 == "tcp" && $3 == p && $4 == "/"' "$WORK/b1/log" "$WORK/b2/log" | grep -q .; then
         lost=$((lost + 1))
     fi
 done
@@ -76,7 +79,15 @@ echo "$r1" | grep -q "^applied generation" || bad="$bad remove not applied ($r1)
 echo "$r2" | grep -q "^applied generation" || bad="$bad re-add not applied ($r2)"
 [ -n "$dl_backend" ] || bad="$bad download did not land on b1/b2"
 [ "$dl_rc" = 0 ] && [ "$dl_sha" = "$BIG_SHA" ] || bad="$bad download across both updates broken (curl $dl_rc)"
-[ "$lost" = 0 ] || bad="$bad $lost requests lost on backends that stayed"
+if [ "$lost" != 0 ]; then
+    bad="$bad $lost requests lost on backends that stayed"
+    # What happened to them: the client's line (port, answer, time) and the backends' view.
+    echo "  reconfig: remove at $t_remove, add at $t_add (ns)"
+    for p in $(awk '$2 == "FAILED" {print $1}' "$WORK/stream.out"); do
+        echo "  reconfig: client: $(grep "^$p " "$WORK/stream.out")"
+        grep -H " $p " "$WORK"/b[123]/log | sed 's/^/  reconfig: backend /'
+    done
+fi
 [ "$failed" -le 1 ] || bad="$bad $failed requests failed (at most the one in flight to b3)"
 [ "$b3_during" = 0 ] || bad="$bad b3 answered $b3_during requests while removed"
 [ "$b3_after" -gt 0 ] || bad="$bad b3 got nothing after being added back"
