@@ -247,47 +247,22 @@ impl<'a> CountersReader<'a> {
 
     /// Totals over all workers.
     pub fn totals(&self) -> Totals {
-        Totals {
-            rx_packets: self.sum(0),
-            rx_bytes: self.sum(1),
-            tx_packets: self.sum(2),
-            tx_bytes: self.sum(3),
-            to_host: self.sum(TO_HOST),
-        }
+        self.read_totals()
     }
 
     /// Drops for `reason` over all workers (0 for an unknown reason).
     pub fn drops(&self, reason: usize) -> u64 {
-        if reason < DROP_REASONS {
-            self.sum(GLOBALS + reason)
-        } else {
-            0
-        }
+        self.read_drops(reason)
     }
 
     /// Counters of listener slot `slot` over all workers.
     pub fn listener(&self, slot: u32) -> ObjectCounters {
-        if slot >= self.layout.listeners {
-            return ObjectCounters::default();
-        }
-        self.object(self.layout.listener_base(slot))
+        self.read_listener(slot)
     }
 
     /// Counters of backend slot `slot` over all workers.
     pub fn backend(&self, slot: u32) -> ObjectCounters {
-        if slot >= self.layout.backends {
-            return ObjectCounters::default();
-        }
-        self.object(self.layout.backend_base(slot))
-    }
-
-    fn object(&self, base: usize) -> ObjectCounters {
-        ObjectCounters {
-            packets: self.sum(base),
-            bytes: self.sum(base + 1),
-            new_flows: self.sum(base + 2),
-            active_flows: self.sum(base + 3),
-        }
+        self.read_backend(slot)
     }
 }
 
@@ -307,47 +282,91 @@ impl WorkerReader<'_> {
 
     /// This worker's totals.
     pub fn totals(&self) -> Totals {
-        Totals {
-            rx_packets: self.load(0),
-            rx_bytes: self.load(1),
-            tx_packets: self.load(2),
-            tx_bytes: self.load(3),
-            to_host: self.load(TO_HOST),
-        }
+        self.read_totals()
     }
 
     /// This worker's drops for `reason` (0 for an unknown reason).
     pub fn drops(&self, reason: usize) -> u64 {
+        self.read_drops(reason)
+    }
+
+    /// This worker's counters of listener slot `slot`.
+    pub fn listener(&self, slot: u32) -> ObjectCounters {
+        self.read_listener(slot)
+    }
+
+    /// This worker's counters of backend slot `slot`.
+    pub fn backend(&self, slot: u32) -> ObjectCounters {
+        self.read_backend(slot)
+    }
+}
+
+/// The block layout decoded once for both readers: a source gives the value of word `index`
+/// of a worker block (one worker's, or the sum over all workers), the provided methods know
+/// where totals, drops and objects sit.
+trait WordSource {
+    fn word(&self, index: usize) -> u64;
+    fn layout(&self) -> CountersLayout;
+
+    fn read_totals(&self) -> Totals {
+        Totals {
+            rx_packets: self.word(0),
+            rx_bytes: self.word(1),
+            tx_packets: self.word(2),
+            tx_bytes: self.word(3),
+            to_host: self.word(TO_HOST),
+        }
+    }
+
+    fn read_drops(&self, reason: usize) -> u64 {
         if reason < DROP_REASONS {
-            self.load(GLOBALS + reason)
+            self.word(GLOBALS + reason)
         } else {
             0
         }
     }
 
-    /// This worker's counters of listener slot `slot`.
-    pub fn listener(&self, slot: u32) -> ObjectCounters {
-        if slot >= self.layout.listeners {
+    fn read_listener(&self, slot: u32) -> ObjectCounters {
+        let layout = self.layout();
+        if slot >= layout.listeners {
             return ObjectCounters::default();
         }
-        self.object(self.layout.listener_base(slot))
+        self.read_object(layout.listener_base(slot))
     }
 
-    /// This worker's counters of backend slot `slot`.
-    pub fn backend(&self, slot: u32) -> ObjectCounters {
-        if slot >= self.layout.backends {
+    fn read_backend(&self, slot: u32) -> ObjectCounters {
+        let layout = self.layout();
+        if slot >= layout.backends {
             return ObjectCounters::default();
         }
-        self.object(self.layout.backend_base(slot))
+        self.read_object(layout.backend_base(slot))
     }
 
-    fn object(&self, base: usize) -> ObjectCounters {
+    fn read_object(&self, base: usize) -> ObjectCounters {
         ObjectCounters {
-            packets: self.load(base),
-            bytes: self.load(base + 1),
-            new_flows: self.load(base + 2),
-            active_flows: self.load(base + 3),
+            packets: self.word(base),
+            bytes: self.word(base + 1),
+            new_flows: self.word(base + 2),
+            active_flows: self.word(base + 3),
         }
+    }
+}
+
+impl WordSource for CountersReader<'_> {
+    fn word(&self, index: usize) -> u64 {
+        self.sum(index)
+    }
+    fn layout(&self) -> CountersLayout {
+        self.layout
+    }
+}
+
+impl WordSource for WorkerReader<'_> {
+    fn word(&self, index: usize) -> u64 {
+        self.load(index)
+    }
+    fn layout(&self) -> CountersLayout {
+        self.layout
     }
 }
 
