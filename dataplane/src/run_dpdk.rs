@@ -45,6 +45,7 @@ mod with_dpdk {
     use anyhow::{bail, Context};
     use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
     use fiberlb_dataplane::nic::dpdk::{register_thread, DpdkWorker, Eal, Port, PortConfig};
+    use fiberlb_dataplane::nic::host_addrs;
     use fiberlb_dataplane::pipeline::Pipeline;
     use fiberlb_dataplane::port_stats;
     use fiberlb_dataplane::snapshot::{LocalAddrs, MAX_LOCAL_ADDRS};
@@ -80,50 +81,10 @@ mod with_dpdk {
     }
 
     /// The IP addresses of the interfaces named in `names` (in this network namespace),
-    /// sorted. Errors (getifaddrs failing) give an empty list: the caller keeps what it had.
+    /// sorted.
     fn interface_addresses(names: &[String]) -> Result<Vec<IpAddr>, std::io::Error> {
-        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-        // SAFETY: head is a valid out-pointer; on success it holds a list freed below.
-        if unsafe { libc::getifaddrs(&mut head) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut out = Vec::new();
-        let mut cur = head;
-        while !cur.is_null() {
-            // SAFETY: cur is a node of the list getifaddrs returned, not yet freed.
-            let ifa = unsafe { &*cur };
-            cur = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-                continue;
-            }
-            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
-            if !names.iter().any(|n| *n == name) {
-                continue;
-            }
-            // SAFETY: ifa_addr is non-null; sa_family says which sockaddr it is, and the
-            // kernel gives sockaddr_in / sockaddr_in6 of full size for those families.
-            let addr = unsafe {
-                match i32::from((*ifa.ifa_addr).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        // s_addr holds the address bytes in network order.
-                        Some(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()))
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        Some(IpAddr::from(sin6.sin6_addr.s6_addr))
-                    }
-                    _ => None,
-                }
-            };
-            out.extend(addr);
-        }
-        // SAFETY: head came from getifaddrs and is freed once; no reference into it remains.
-        unsafe { libc::freeifaddrs(head) };
-        out.sort();
-        out.dedup();
-        Ok(out)
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(host_addrs::interface_addrs(&names)?.into_iter().collect())
     }
 
     /// Publishes the host interfaces' addresses to `table` now and then every second until

@@ -8,6 +8,7 @@
 pub mod afxdp;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod host_addrs;
 pub mod memory;
 pub mod pcap;
 

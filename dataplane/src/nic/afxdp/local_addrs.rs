@@ -9,10 +9,11 @@
 //! a worker.
 
 use std::collections::BTreeSet;
-use std::ffi::CStr;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use crate::nic::host_addrs::{interface_addrs, read_addrs};
 
 use super::XdpProgram;
 
@@ -20,71 +21,14 @@ use super::XdpProgram;
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The IPv4 and IPv6 addresses of the calling thread's network namespace (`ifname: None`) or
-/// of one interface, with getifaddrs(3).
+/// of one interface ([`crate::nic::host_addrs`]).
 ///
 /// # Errors
 /// When getifaddrs fails (out of memory, netlink refused).
 pub fn read_local_addrs(ifname: Option<&str>) -> io::Result<BTreeSet<IpAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `head` is a valid out-pointer; on success getifaddrs stores a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let list = IfAddrs(head);
-    let mut out = BTreeSet::new();
-    let mut cur = list.0.cast_const();
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until `list` drops.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next.cast_const();
-        if let Some(want) = ifname {
-            if ifa.ifa_name.is_null() {
-                continue;
-            }
-            // SAFETY: a non-null `ifa_name` is a NUL-terminated string owned by the list.
-            let name = unsafe { CStr::from_ptr(ifa.ifa_name) };
-            if name.to_bytes() != want.as_bytes() {
-                continue;
-            }
-        }
-        if let Some(ip) = sockaddr_ip(ifa.ifa_addr) {
-            out.insert(ip);
-        }
-    }
-    Ok(out)
-}
-
-/// Frees getifaddrs' list on every path.
-struct IfAddrs(*mut libc::ifaddrs);
-
-impl Drop for IfAddrs {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from a successful getifaddrs and is freed exactly once.
-        unsafe { libc::freeifaddrs(self.0) };
-    }
-}
-
-/// The address of an AF_INET / AF_INET6 sockaddr; `None` for other families (AF_PACKET).
-fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
-    if sa.is_null() {
-        return None;
-    }
-    // SAFETY: `sa` points to a sockaddr from getifaddrs; every sockaddr starts with sa_family.
-    let family = i32::from(unsafe { std::ptr::read_unaligned(sa) }.sa_family);
-    match family {
-        libc::AF_INET => {
-            // SAFETY: family AF_INET: getifaddrs stored a whole sockaddr_in there.
-            let sin = unsafe { std::ptr::read_unaligned(sa.cast::<libc::sockaddr_in>()) };
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                sin.sin_addr.s_addr,
-            ))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: family AF_INET6: getifaddrs stored a whole sockaddr_in6 there.
-            let sin6 = unsafe { std::ptr::read_unaligned(sa.cast::<libc::sockaddr_in6>()) };
-            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
-        }
-        _ => None,
+    match ifname {
+        None => read_addrs(|_| true),
+        Some(name) => interface_addrs(&[name]),
     }
 }
 
@@ -197,6 +141,7 @@ impl LocalAddrRefresh {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn loopback_has_its_addresses() {
