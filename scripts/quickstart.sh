@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# fiberlb quickstart: from a fresh machine to balanced traffic in one command (as root).
+# fiberlb quickstart: from a fresh machine to balanced traffic in one command (as root; a user
+# with sudo is re-run through sudo).
 #
-#   sudo scripts/quickstart.sh            # run the demo, then remove everything it made
-#   sudo scripts/quickstart.sh --keep     # leave it running; stop it later with --stop
-#   sudo scripts/quickstart.sh --stop     # remove a kept (or interrupted) demo
+#   scripts/quickstart.sh            # run the demo, then remove everything it made
+#   scripts/quickstart.sh --keep     # leave it running; stop it later with --stop
+#   scripts/quickstart.sh --stop     # remove a kept (or interrupted) demo
 #   options: --requests N (default 60), --no-setup (skip scripts/setup.sh),
 #            --bin-dir DIR (use the binaries in DIR instead of building)
 #
@@ -23,6 +24,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+ARGS=("$@")
 
 KEEP=0 STOP=0 SETUP=1 REQUESTS=60 BIN=
 while [ $# -gt 0 ]; do
@@ -37,11 +39,11 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-if [ "$(id -u)" -ne 0 ]; then
-    echo "quickstart.sh: run as root (sudo scripts/quickstart.sh): it creates network namespaces," \
-        "attaches XDP programs and installs packages" >&2
-    exit 1
-fi
+# Root (it creates network namespaces, attaches XDP programs and installs packages): a root shell
+# runs it as it is, a user is re-run through sudo.
+# shellcheck source=as-root.sh
+. "$ROOT/scripts/as-root.sh"
+as_root "$ROOT/scripts/quickstart.sh" "${ARGS[@]}"
 
 P=fqs-                                   # namespace prefix: fqs-c, fqs-l, fqs-s, fqs-b1..3
 SHM=/dev/shm/fiberlb-quickstart.region
@@ -97,6 +99,11 @@ if [ $SETUP = 1 ]; then
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
     if ! command -v cargo >/dev/null; then
+        # A minimal Debian has no curl to fetch rustup with.
+        if ! command -v curl >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive apt-get update -q
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl ca-certificates
+        fi
         echo "installing Rust (rustup, stable 1.95) ..."
         curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
             sh -s -- -y --profile minimal --default-toolchain 1.95
@@ -376,6 +383,6 @@ if [ $KEEP = 1 ]; then
 Kept running (--keep): fiberlb-dataplane pid $LB_PID, fiberlbd pid $D_PID, namespaces ${P}*.
   try:  ip netns exec ${P}c curl http://$VIP/
         FIBERLB_SERVER=$WORK/fiberlbd.sock FIBERLB_ORG=demo FIBERLB_PROJECT=quickstart $CTL_BIN lb list
-  stop: sudo $ROOT/scripts/quickstart.sh --stop
+  stop: $ROOT/scripts/quickstart.sh --stop   (as root)
 EOF
 fi

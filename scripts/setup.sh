@@ -21,8 +21,13 @@ need_root
 #                         it works without systemd running as PID 1)
 #  procps                 sysctl, for install.sh's hugepage setting
 #  python3-venv           the Python environment of scripts/grpc-reflect.py (below)
+#  nftables               tests/e2e/dpdk.sh (the DPDK TAP's host-path filter)
+#  iptables               bench/scenarios/kernel.sh (the Linux DNAT baseline)
+#  linux-perf             bench/scenarios/lib.sh (kernel time and cycles per packet)
+#  git                    bench/run.sh records the commit it measured
+#  shfmt                  scripts/check-deps.py parses the shell scripts with it
 pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils
-    systemd procps python3-venv)
+    systemd procps python3-venv nftables iptables linux-perf git shfmt)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -72,3 +77,17 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup.sh: cargo not found; install Rust (rustup) first" >&2
   exit 1
 fi
+# rustfmt and clippy: a Rust installed with `rustup --profile minimal` (as the quickstart does)
+# has neither, and test.sh starts with `cargo fmt --check`.
+if command -v rustup >/dev/null 2>&1; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" ||
+      rustup component add "$c"
+  done
+fi
+for c in fmt clippy; do
+  if ! cargo "$c" --version >/dev/null 2>&1; then
+    echo "setup.sh: \`cargo $c\` is missing and rustup is not there to add it" >&2
+    exit 1
+  fi
+done
