@@ -64,8 +64,9 @@ topology_up
     echo "threaded NAPI: $(ip netns exec $L cat /sys/class/net/l0/threaded) on l0, $(ip netns exec $L cat /sys/class/net/l1/threaded) on l1 (0 = veth receive work runs on the sender's CPU)"
 } >"$RES/env.txt"
 cat "$RES/env.txt"
+FAILED=()
 for s in "${SCENARIOS[@]}"; do
-    "scenario_$s" || echo "scenario $s failed"
+    "scenario_$s" || { echo "scenario $s failed"; FAILED+=("$s"); }
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/env.txt"
 
@@ -83,3 +84,9 @@ echo
 cat "$RES/table.md"
 echo
 echo "results in $RES (table.md, plot.svg, json/) — $(($(date +%s) - START)) s"
+# A scenario that failed (a trial that did not run, loss during the update swaps) fails the run,
+# after the table so that what did run is still shown.
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "bench/run.sh: FAILED scenarios: ${FAILED[*]}" >&2
+    exit 1
+fi

@@ -59,4 +59,9 @@ scenario_update() {
         echo "update_control_lost=$(jget update-control 'd["lost_packets"]')"
         echo "update_load_rate=$rate update_load_sent=$tx update_load_lost=$lost update_load_flows_moved=$moved"
     } >"$RES/update.txt"
+    # The run fails when the swaps lost packets (run.sh exits non-zero after its table).
+    if [ "$lost" != 0 ]; then
+        echo "  update: FAIL — $lost packets lost while tables swapped under load (must be 0)"
+        return 1
+    fi
 }

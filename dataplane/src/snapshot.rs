@@ -620,6 +620,12 @@ mod tests {
         let a: Vec<IpAddr> = (1..=4u8).map(|i| IpAddr::from([10, 1, 1, i])).collect();
         let b: Vec<IpAddr> = (1..=6u8).map(|i| IpAddr::from([10, 2, 2, i])).collect();
         t.publish(&a);
+        // A load that meets a write in progress leaves the set as it was: start from a
+        // consistent copy of `a`, taken before the writer runs (an empty default set seen
+        // after such a first load is not a torn table — the test once failed on exactly that).
+        let mut set = LocalAddrSet::default();
+        t.load_into(&mut set);
+        assert_eq!(set.len(), 4);
         let stop = Arc::new(AtomicBool::new(false));
         let w = {
             let (t, stop, a, b) = (t.clone(), stop.clone(), a.clone(), b.clone());
@@ -631,7 +637,6 @@ mod tests {
                 }
             })
         };
-        let mut set = LocalAddrSet::default();
         let mut loads = 0;
         for _ in 0..200_000 {
             t.load_into(&mut set);

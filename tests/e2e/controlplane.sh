@@ -158,24 +158,39 @@ else
 fi
 
 # b. health: stop b2's server, it leaves the pool within fall x interval + 1 s; it rejoins
-# within rise x interval + 1 s of starting again.
+# within rise x interval + 1 s of starting again. With b2's server dead its log is empty
+# whatever the data plane does, so the check is the data plane's own count of new flows it
+# sent to b2 (fiberlbctl stats, from the workers' per-backend counters): 0 while b2 is down,
+# > 0 once it is back.
+backend_new_flows() { # backend id -> new_flows the data plane counted for it (-1: not found)
+    sleep 0.3 # the workers publish their counters every ~100 ms
+    ctl -o json stats | jget "next((b.get('new_flows', 0) for b in d.get('backends', []) if b.get('id') == $1), -1)"
+}
 kill "${BPID[1]}"; wait "${BPID[1]}" 2>/dev/null; BPID[1]=
 sleep $(((HC_INTERVAL_MS * FALL + 1000 + 999) / 1000))
 clear_logs
+nf0=$(backend_new_flows "${BE[1]}")
 r=$(requests health-down 60)
+nf1=$(backend_new_flows "${BE[1]}")
 down_state=$(ctl -o json backend get "${BE[1]}" | jget "d['backend']['healthy']")
-echo "RESULT health-down requests=60 $r b2_healthy=$down_state"
-if echo "$r" | grep -q "^ok=60 " && [ "$(served b2)" = 0 ] && [ "$down_state" = False ]; then
-    pass "health-down: 60/60 after $((HC_INTERVAL_MS * FALL + 1000)) ms, b2 got nothing (its log is empty)"
+echo "RESULT health-down requests=60 $r b2_healthy=$down_state b2_new_flows=$nf0->$nf1"
+if echo "$r" | grep -q "^ok=60 " && [ "$nf0" -ge 0 ] && [ "$nf1" = "$nf0" ] && [ "$down_state" = False ]; then
+    pass "health-down: 60/60 after $((HC_INTERVAL_MS * FALL + 1000)) ms, the data plane sent b2 no new flow ($nf0 before and after)"
 else
-    fail "health-down: $r, b2 log has $(served b2) requests, healthy=$down_state"
+    fail "health-down: $r, b2 new flows $nf0 -> $nf1 in the data plane, healthy=$down_state"
 fi
 start_cp_backend 1
 sleep $(((HC_INTERVAL_MS * RISE + 1000 + 999) / 1000))
 clear_logs
+nf0=$(backend_new_flows "${BE[1]}")
 r=$(requests health-up 60)
-echo "RESULT health-up requests=60 $r b2_log=$(served b2)"
-if echo "$r" | grep -q "^ok=60 " && [ "$(served b2)" -gt 0 ]; then pass "health-up: b2 rejoined ($r)"; else fail "health-up: $r, b2 log $(served b2)"; fi
+nf1=$(backend_new_flows "${BE[1]}")
+echo "RESULT health-up requests=60 $r b2_log=$(served b2) b2_new_flows=$nf0->$nf1"
+if echo "$r" | grep -q "^ok=60 " && [ "$(served b2)" -gt 0 ] && [ "$nf1" -gt "$nf0" ]; then
+    pass "health-up: b2 rejoined ($r; the data plane counted $((nf1 - nf0)) new flows to it)"
+else
+    fail "health-up: $r, b2 log $(served b2), b2 new flows $nf0 -> $nf1 in the data plane"
+fi
 
 # c. drain: a slow download pinned (by lookup) to b1 completes byte-exact while b1 is drained;
 # new requests avoid b1.

@@ -256,7 +256,7 @@ host_checks() {
 host_counter_check() {
     ip netns exec "$NS_L" "$LB" stats --shm "$SHM" --json >"$WORK/host-stats.json" 2>&1
     local n
-    n=$(stats_max "$WORK/host-stats.json" to_host)
+    n=$(stats_workers "$WORK/host-stats.json" to_host)
     result "host-to-host stats to_host=$n"
     if [ "$n" -gt 0 ] 2>/dev/null; then
         pass "host-to-host-counter stats to_host=$n"

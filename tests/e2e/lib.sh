@@ -321,22 +321,19 @@ vip_checks() {
     udp_check dsr-udp "$VIP_DSR"
 }
 
-# stats_max FILE KEY: the largest integer KEY anywhere in FILE (`fiberlb-dataplane stats
-# --json`), -1 when there is none or FILE is not JSON.
-stats_max() {
+# stats_workers FILE KEY: the sum of KEY over the workers of FILE (`fiberlb-dataplane stats
+# --json`: workers[].KEY, the counters the workers publish themselves — not the NIC's port
+# counters, which count packets the workers may never have seen); -1 when FILE has no workers
+# or is not JSON.
+stats_workers() {
     "$PY" - "$1" "$2" <<'PYEOF'
 import json, sys
-def find(o, key):
-    if isinstance(o, dict):
-        for k, v in o.items():
-            if k == key and isinstance(v, int):
-                yield v
-            yield from find(v, key)
-    elif isinstance(o, list):
-        for v in o:
-            yield from find(v, key)
 try:
-    print(max(find(json.load(open(sys.argv[1])), sys.argv[2]), default=-1))
+    d = json.load(open(sys.argv[1]))
+    key = sys.argv[2]
+    vals = [w[key] for w in d["workers"]]
+    ok = vals and all(isinstance(v, int) for v in vals)
+    print(sum(vals) if ok else -1)
 except Exception:
     print(-1)
 PYEOF

@@ -1,6 +1,8 @@
 //! Root-only functional test of `fiberlb-pktgen` itself on one veth pair between two network
 //! namespaces the test creates (and always deletes): generator on one end, sink on the other.
-//! Checks that the counts add up (sent = received + lost, exactly the packets asked for), that
+//! Checks pktgen's counts against the kernel's own, independent interface counters (what left
+//! the generator's veth, what arrived at the sink's; IPv6 is off on both so nothing else
+//! crosses), that the counts add up (exactly the packets asked for), that
 //! every flow is seen and stays on its one "backend", that sequence gaps match the loss, that
 //! latency percentiles are ordered, and that the JSON summary parses (with python3's json).
 //! No speed is asserted. The detection of inconsistent flows is unit-tested in
@@ -54,6 +56,20 @@ impl Topology {
             "netns",
             &t.b,
         ]);
+        // No IPv6 (router solicitations, MLD): the interface counters then count only pktgen's
+        // packets.
+        for ns in [&t.a, &t.b] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ]);
+        }
         sh(&["ip", "-n", &t.a, "link", "set", "x0", "up"]);
         sh(&["ip", "-n", &t.b, "link", "set", "x1", "up"]);
         t
@@ -68,8 +84,32 @@ impl Drop for Topology {
     }
 }
 
-/// Runs pktgen and returns selected summary fields, extracted by python3's JSON parser.
-fn pktgen(t: &Topology, extra: &[&str]) -> Vec<f64> {
+/// The kernel's counter `stat` of `iface` in namespace `ns` (/sys/class/net/IF/statistics).
+fn kernel_counter(ns: &str, iface: &str, stat: &str) -> f64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg(format!("/sys/class/net/{iface}/statistics/{stat}"))
+        .output()
+        .expect("read interface statistics");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{ns}/{iface} {stat}: {out:?}"))
+}
+
+/// What the kernel counted during one pktgen run: packets x0 sent, packets x1 received.
+struct KernelCounts {
+    x0_tx: f64,
+    x1_rx: f64,
+}
+
+/// Runs pktgen and returns selected summary fields, extracted by python3's JSON parser, and
+/// the kernel's counts over the run.
+fn pktgen(t: &Topology, extra: &[&str]) -> (Vec<f64>, KernelCounts) {
+    let before = KernelCounts {
+        x0_tx: kernel_counter(&t.a, "x0", "tx_packets"),
+        x1_rx: kernel_counter(&t.b, "x1", "rx_packets"),
+    };
     let bin = fiberlb_tests::bin_path("fiberlb-pktgen");
     let mut cmd = Command::new(bin);
     cmd.args([
@@ -102,7 +142,8 @@ s = d["sink"]
 l = s["latency"]
 print(d["tx_packets"], s["rx_packets"], d["lost_packets"], s["seq_gaps"], s["flows_seen"],
       s["inconsistent_flows"], len(s["backends"]), s["backends"][0]["packets"] if s["backends"] else 0,
-      s["foreign"], l["samples"], l["min_us"], l["p50_us"], l["p99_us"], l["max_us"], s["reordered"])
+      s["foreign"], l["samples"], l["min_us"], l["p50_us"], l["p99_us"], l["max_us"], s["reordered"],
+      s["sink_rx_dropped"], s["sink_rx_ring_full"])
 "#;
     let mut py = Command::new("python3")
         .args(["-c", script])
@@ -122,20 +163,40 @@ print(d["tx_packets"], s["rx_packets"], d["lost_packets"], s["seq_gaps"], s["flo
         "the JSON summary does not parse: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    String::from_utf8_lossy(&res.stdout)
+    let kernel = KernelCounts {
+        x0_tx: kernel_counter(&t.a, "x0", "tx_packets") - before.x0_tx,
+        x1_rx: kernel_counter(&t.b, "x1", "rx_packets") - before.x1_rx,
+    };
+    let v = String::from_utf8_lossy(&res.stdout)
         .split_whitespace()
         .map(|v| v.parse().expect("number"))
-        .collect()
+        .collect();
+    (v, kernel)
 }
 
-fn check(v: &[f64], count: f64, flows: f64) {
-    let [tx, rx, lost, gaps, seen, incons, nback, back0, foreign, samples, min, p50, p99, max, _reord] =
+fn check((v, kernel): &(Vec<f64>, KernelCounts), count: f64, flows: f64) {
+    let [tx, rx, lost, gaps, seen, incons, nback, back0, foreign, samples, min, p50, p99, max, _reord, sock_dropped, sock_full] =
         v[..]
     else {
         panic!("unexpected summary {v:?}");
     };
     assert_eq!(tx, count, "the generator sends exactly --count packets");
-    assert_eq!(rx + lost, tx, "received + lost = sent");
+    // The kernel's independent view: the generator's veth sent exactly what pktgen says it
+    // sent, and what the sink's veth received is what the sink counted plus what its AF_XDP
+    // socket reported dropping (XDP_STATISTICS).
+    assert_eq!(
+        kernel.x0_tx, tx,
+        "x0's kernel tx_packets counted {} packets, pktgen says it sent {tx}",
+        kernel.x0_tx
+    );
+    assert_eq!(
+        kernel.x1_rx,
+        rx + sock_dropped + sock_full,
+        "x1's kernel rx_packets counted {} packets; the sink counted {rx} received, its socket \
+         {sock_dropped} dropped and {sock_full} ring-full",
+        kernel.x1_rx
+    );
+    assert_eq!(lost, tx - rx, "the summary's loss is sent - received");
     assert!(
         rx > 0.5 * tx,
         "most packets arrive on a direct veth: {rx} of {tx}"
