@@ -6,6 +6,7 @@
 //! fiberlb-pktgen run --tx-netns gen --tx-iface g0 --dst-mac .. --rx-netns be --rx-iface b0 \
 //!     --vip 198.18.100.1 --dport 9 --flows 1000 --size 64 --duration 5 [--rate PPS] [--search]
 //! fiberlb-pktgen pipeline --mode dsr --flows 1000 --workers 2 --cores 0,1 --secs 2
+//! fiberlb-pktgen pipeline --mode nat --flows 1000 --packets 100000   # fixed work (callgrind)
 //! fiberlb-pktgen update --shm /dev/shm/fiberlb --services a.yaml --services b.yaml --count 50
 //! fiberlb-pktgen plot --input results/table.tsv --output results/plot.svg
 //! ```
@@ -51,8 +52,13 @@ enum Cmd {
         workers: usize,
         #[arg(long, value_delimiter = ',', default_value = "0")]
         cores: Vec<usize>,
-        #[arg(long, default_value_t = 2.0)]
+        /// Seconds each worker runs after its warm-up.
+        #[arg(long, default_value_t = 2.0, conflicts_with = "packets")]
         secs: f64,
+        /// Instead of --secs: exactly N packets per worker after the warm-up (rounded up to
+        /// bursts of 32), no clock in the loop — the same work every run (bench/instructions.sh).
+        #[arg(long)]
+        packets: Option<u64>,
     },
     /// Commit → Applied latency of a running data plane, alternating service files.
     Update {
@@ -263,7 +269,14 @@ fn main() -> anyhow::Result<()> {
             workers,
             cores,
             secs,
-        } => emit(&pipeline::run(&mode, flows, workers, &cores, secs)?, None),
+            packets,
+        } => {
+            let len = match packets {
+                Some(n) => pipeline::Length::Packets(n),
+                None => pipeline::Length::Secs(secs),
+            };
+            emit(&pipeline::run(&mode, flows, workers, &cores, len)?, None)
+        }
         Cmd::Update {
             shm,
             services,

@@ -25,6 +25,9 @@ pub struct PipelineResult {
     pub flows: usize,
     pub workers: usize,
     pub seconds: f64,
+    /// Packets each worker processed after the warm-up (with `--packets N`: N rounded up to
+    /// whole bursts of 32, the same on every run).
+    pub packets: u64,
     /// Packets per second per worker, in worker order.
     pub per_worker_pps: Vec<f64>,
     pub total_pps: f64,
@@ -44,13 +47,23 @@ pub fn parse_mode(s: &str) -> anyhow::Result<(Mode, Encap)> {
     })
 }
 
-/// Runs `workers` threads pinned to `cores` (cycled) for `secs` on UDP flows of `mode`.
+/// How long each worker runs after its warm-up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Length {
+    /// Wall-clock seconds (throughput).
+    Secs(f64),
+    /// Exactly this many packets, rounded up to whole bursts, with no clock read in the loop:
+    /// the same work on every run (for instruction counts under callgrind).
+    Packets(u64),
+}
+
+/// Runs `workers` threads pinned to `cores` (cycled) for `len` on UDP flows of `mode`.
 pub fn run(
     mode: &str,
     flows: usize,
     workers: usize,
     cores: &[usize],
-    secs: f64,
+    len: Length,
 ) -> anyhow::Result<PipelineResult> {
     anyhow::ensure!(
         workers >= 1 && !cores.is_empty(),
@@ -72,30 +85,42 @@ pub fn run(
         let core = cores[w % cores.len()];
         let (snap, templates) = (snap.clone(), templates.clone());
         handles.push(std::thread::spawn(move || {
-            worker(&snap, &templates.0, &templates.1, flows, core, secs, w)
+            worker(&snap, &templates.0, &templates.1, flows, core, len, w)
         }));
     }
     let mut per = Vec::new();
     let mut cpus = Vec::new();
     let mut not_forwarded = 0;
+    let (mut seconds, mut packets) = (0f64, 0);
     for h in handles {
-        let (pps, nf, cpu) = h
+        let r = h
             .join()
             .map_err(|_| anyhow::anyhow!("a pipeline worker panicked"))??;
-        per.push(pps);
-        cpus.push(cpu);
-        not_forwarded += nf;
+        per.push(r.packets as f64 / r.seconds);
+        cpus.push(r.cpu);
+        not_forwarded += r.not_forwarded;
+        seconds = seconds.max(r.seconds);
+        packets = r.packets;
     }
     Ok(PipelineResult {
         mode: mode.into(),
         flows,
         workers,
-        seconds: secs,
+        seconds,
+        packets,
         total_pps: per.iter().sum(),
         per_worker_pps: per,
         not_forwarded,
         cpus,
     })
+}
+
+/// One worker's run after its warm-up.
+struct WorkerResult {
+    packets: u64,
+    seconds: f64,
+    not_forwarded: u64,
+    cpu: i32,
 }
 
 fn worker(
@@ -104,9 +129,9 @@ fn worker(
     lens: &[usize],
     flows: usize,
     core: usize,
-    secs: f64,
+    len: Length,
     index: usize,
-) -> anyhow::Result<(f64, u64, i32)> {
+) -> anyhow::Result<WorkerResult> {
     super::sys::pin(core)?;
     let mut pipeline = Pipeline::new(config(flows))?;
     let mut port = MemoryPort::new(2 * BURST, 2048, 256);
@@ -139,15 +164,29 @@ fn worker(
     let c0 = pipeline.counters().forwarded;
     let r0 = pipeline.counters().rx_packets;
     let start = Instant::now();
-    let limit = Duration::from_secs_f64(secs);
     let mut pkts = 0u64;
-    while start.elapsed() < limit {
-        for _ in 0..64 {
-            pkts += burst(&mut pipeline, &mut next) as u64;
+    match len {
+        Length::Secs(secs) => {
+            let limit = Duration::from_secs_f64(secs);
+            while start.elapsed() < limit {
+                for _ in 0..64 {
+                    pkts += burst(&mut pipeline, &mut next) as u64;
+                }
+            }
+        }
+        Length::Packets(n) => {
+            for _ in 0..n.div_ceil(BURST as u64) {
+                pkts += burst(&mut pipeline, &mut next) as u64;
+            }
         }
     }
-    let el = start.elapsed().as_secs_f64();
+    let seconds = start.elapsed().as_secs_f64();
     let fwd = pipeline.counters().forwarded - c0;
     let rx = pipeline.counters().rx_packets - r0;
-    Ok((pkts as f64 / el, rx - fwd, super::sys::current_cpu()))
+    Ok(WorkerResult {
+        packets: pkts,
+        seconds,
+        not_forwarded: rx - fwd,
+        cpu: super::sys::current_cpu(),
+    })
 }
