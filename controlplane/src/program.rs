@@ -19,8 +19,16 @@
 //!
 //! **MACs.** A backend without a MAC gets one from the kernel's neighbour table (netlink
 //! `RTM_GETNEIGH` in fiberlbd's network namespace, optionally one interface) when
-//! [`ProgrammerOptions::resolve_macs`] is set; an unresolved one stays `None`, so the data plane
-//! uses its gateway MAC, and is logged.
+//! [`ProgrammerOptions::resolve_macs`] is set. An address with no usable entry is resolved
+//! proactively: fiberlbd sends it one empty UDP datagram (to the discard port, 9), which makes
+//! the kernel resolve it (ARP or neighbour discovery) on the right interface by its own routes,
+//! then reads the table again a few times over ~100 ms. One that stays unresolved is sent as
+//! `None`: a data plane with a backend gateway MAC uses it; one without keeps the backend out of
+//! its Maglev tables (no new flows into a blackhole) until the MAC arrives. The table is read
+//! again every [`ProgrammerOptions::mac_refresh`] (1 s), so a backend that moves (a new MAC,
+//! announced by gratuitous ARP or learnt on the kernel's next probe) is followed within about a
+//! second. Unresolved addresses are in [`ProgramStatus::unresolved`] (status, backend list,
+//! metrics).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -210,7 +218,8 @@ pub struct ProgrammerOptions {
     pub heartbeat_interval: Duration,
     /// Resolve missing backend MACs from the neighbour table (`None`: never).
     pub resolve_macs: Option<NeighbourResolver>,
-    /// How often [`Programmer::run`] re-reads the neighbour table for backends without a MAC.
+    /// How often [`Programmer::run`] re-reads the neighbour table for backends without a MAC
+    /// (and probes the unresolved ones again).
     pub mac_refresh: Duration,
     /// Wait after a failed sync before [`Programmer::run`] tries again.
     pub retry_backoff: Duration,
@@ -218,7 +227,8 @@ pub struct ProgrammerOptions {
 
 impl ProgrammerOptions {
     /// Defaults for the region at `shm_path`: 5 s reply timeout, 1 ms polling, 100 ms
-    /// heartbeat, MACs resolved on any interface and refreshed every 30 s, 1 s retry backoff.
+    /// heartbeat, MACs resolved on any interface and refreshed every second (one netlink dump:
+    /// cheap, and a moved backend is followed quickly), 1 s retry backoff.
     pub fn new(shm_path: impl Into<PathBuf>) -> Self {
         ProgrammerOptions {
             shm_path: shm_path.into(),
@@ -226,7 +236,7 @@ impl ProgrammerOptions {
             poll_interval: Duration::from_millis(1),
             heartbeat_interval: Duration::from_millis(100),
             resolve_macs: Some(NeighbourResolver::default()),
-            mac_refresh: Duration::from_secs(30),
+            mac_refresh: Duration::from_secs(1),
             retry_backoff: Duration::from_secs(1),
         }
     }
@@ -275,6 +285,9 @@ pub struct ProgramStatus {
     /// Time from first message to reply of the last applied transaction.
     pub last_apply: Option<Duration>,
     pub last_error: Option<String>,
+    /// Backend addresses without a configured MAC that the neighbour table could not resolve
+    /// at the last look (sorted).
+    pub unresolved: Vec<IpAddr>,
 }
 
 /// The desired configuration: the store generation it belongs to and the service set (with
@@ -464,6 +477,9 @@ impl Programmer {
             return;
         };
         if !set.backends.iter().any(|b| b.mac.is_none()) {
+            if !self.status_tx.borrow().unresolved.is_empty() {
+                self.update_status(|s| s.unresolved.clear());
+            }
             return;
         }
         let due = self
@@ -475,11 +491,31 @@ impl Programmer {
                 Err(e) => log::warn!("{e}; backends without a MAC use the gateway MAC"),
             }
             self.macs_read = Some(Instant::now());
+            // Ask the kernel to resolve what it does not know, and give it a moment.
+            let missing = unresolved_addresses(set, &self.macs);
+            if !missing.is_empty() {
+                probe_neighbours(&missing);
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if let Ok(t) = resolver.table().await {
+                        self.macs = t;
+                    }
+                    if unresolved_addresses(set, &self.macs).is_empty() {
+                        break;
+                    }
+                }
+            }
         }
-        let unresolved = fill_macs(set, &self.macs);
+        let mut unresolved = fill_macs(set, &self.macs);
+        unresolved.sort_unstable();
+        unresolved.dedup();
+        if self.status_tx.borrow().unresolved != unresolved {
+            let u = unresolved.clone();
+            self.update_status(|s| s.unresolved = u);
+        }
         if !unresolved.is_empty() && (force || due) {
             log::info!(
-                "no neighbour entry for {} backend address(es) ({}); the data plane will use its gateway MAC for them",
+                "no neighbour entry for {} backend address(es) ({}): the data plane uses its backend gateway MAC for them, or, without one, sends them no new flows",
                 unresolved.len(),
                 unresolved
                     .iter()
@@ -836,6 +872,40 @@ impl Programmer {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Addresses of backends without a MAC that `table` does not know.
+fn unresolved_addresses(set: &ServiceSet, table: &HashMap<IpAddr, Mac>) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = set
+        .backends
+        .iter()
+        .filter(|b| b.mac.is_none() && !table.contains_key(&b.address))
+        .map(|b| b.address)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Makes the kernel resolve `addrs`: one empty UDP datagram each to the discard port (9).
+/// Sending is what starts ARP / neighbour discovery on the interface the kernel's routes pick;
+/// the datagram itself is discarded by a backend (or answered with ICMP port unreachable).
+/// Best effort: errors (no route, a full queue) are logged at debug level.
+pub fn probe_neighbours(addrs: &[IpAddr]) {
+    for a in addrs {
+        let bind: std::net::SocketAddr = if a.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sent = std::net::UdpSocket::bind(bind).and_then(|s| {
+            s.set_nonblocking(true)?;
+            s.send_to(&[], (*a, 9))
+        });
+        if let Err(e) = sent {
+            log::debug!("neighbour probe to {a}: {e}");
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct ControlOptions {
     pub stale_transaction: Duration,
     /// Where the slot → object map goes; default `<region path>.slots.json`.
     pub slots_path: Option<PathBuf>,
+    /// Whether backends without a MAC have a next hop (a backend gateway MAC); see
+    /// [`SnapshotBuilder::with_gateway_fallback`].
+    pub gateway_fallback: bool,
 }
 
 impl Default for ControlOptions {
@@ -77,6 +80,7 @@ impl Default for ControlOptions {
             heartbeat_interval: Duration::from_millis(100),
             stale_transaction: Duration::from_secs(3),
             slots_path: None,
+            gateway_fallback: true,
         }
     }
 }
@@ -246,7 +250,8 @@ impl ControlThread {
         let builder = SnapshotBuilder::new(
             opts.max_listeners.min(layout.listeners as usize),
             opts.max_backends.min(layout.backends as usize),
-        );
+        )
+        .with_gateway_fallback(opts.gateway_fallback);
         Ok(ControlThread {
             region: Arc::new(region),
             tx,

@@ -55,6 +55,7 @@ pub fn load_services(
     };
     let set = fiberlb_shared::services::load_services(p)?;
     SnapshotBuilder::new(pcfg.max_listeners, pcfg.max_backends)
+        .with_gateway_fallback(pcfg.backend_gateway_mac.is_some())
         .build(&set, 1)
         .with_context(|| format!("{}: configuration refused", p.display()))?;
     Ok(Some(set))
@@ -103,6 +104,7 @@ pub fn control_thread(
             workers,
             max_listeners: pcfg.max_listeners,
             max_backends: pcfg.max_backends,
+            gateway_fallback: pcfg.backend_gateway_mac.is_some(),
             ..ControlOptions::default()
         },
     )?;

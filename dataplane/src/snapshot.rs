@@ -252,6 +252,10 @@ pub struct SnapshotBuilder {
     backends: SlotMap,
     max_listeners: usize,
     max_backends: usize,
+    /// Whether a backend without a MAC has a next hop (the backend side's gateway MAC). When
+    /// not, such a backend is kept out of its pool's Maglev table (no new flows) until the
+    /// control plane sends its MAC: new flows to it would be dropped as `no_next_hop`.
+    gateway_fallback: bool,
 }
 
 impl SnapshotBuilder {
@@ -263,6 +267,27 @@ impl SnapshotBuilder {
             backends: SlotMap::default(),
             max_listeners,
             max_backends: max_backends.min(MAX_BACKEND_SLOTS),
+            gateway_fallback: true,
+        }
+    }
+
+    /// Says whether backends without a MAC have a next hop (a backend gateway MAC); without
+    /// one they get no new flows until their MAC is known (see [`Self::usability`]).
+    #[must_use]
+    pub fn with_gateway_fallback(mut self, gateway_fallback: bool) -> Self {
+        self.gateway_fallback = gateway_fallback;
+        self
+    }
+
+    /// What the data plane may send to `b`: its model usability, except that a backend with
+    /// no MAC and no gateway to fall back on (an unresolved next hop) gets nothing — a flow
+    /// sent there would be dropped as `no_next_hop`, a blackhole, where another backend can
+    /// take it.
+    pub fn usability(&self, b: &fiberlb_shared::model::Backend) -> Usability {
+        if b.mac.is_none() && !self.gateway_fallback {
+            Usability::Unusable
+        } else {
+            b.usability()
         }
     }
 
@@ -301,7 +326,7 @@ impl SnapshotBuilder {
             let active: Vec<usize> = members[pi]
                 .iter()
                 .copied()
-                .filter(|&i| set.backends[i].usability() == Usability::Active)
+                .filter(|&i| self.usability(&set.backends[i]) == Usability::Active)
                 .collect();
             let inputs: Vec<MaglevBackend> = active
                 .iter()
@@ -347,7 +372,7 @@ impl SnapshotBuilder {
                 addr: ListenerKey::from_ip(b.address, 0, 0).addr,
                 port: b.port,
                 mac: b.mac,
-                usability: b.usability(),
+                usability: self.usability(b),
             });
         }
         let pools = set
@@ -746,6 +771,41 @@ mod tests {
         let snap = b.build(&s, 2).unwrap();
         assert!(snap.pools[0].table.iter().all(|&h| h == NO_BACKEND));
         assert_eq!(snap.backend(h1).unwrap().usability, Usability::ExistingOnly);
+    }
+
+    #[test]
+    fn backends_without_a_next_hop_get_no_new_flows() {
+        // No gateway MAC on the backend side: a backend without a MAC is unusable until its
+        // MAC arrives (no flow is sent where it would be dropped as no_next_hop).
+        let mut b = SnapshotBuilder::new(16, 16).with_gateway_fallback(false);
+        let mut s = set(&[(1, "10.1.0.1", 1), (2, "10.1.0.2", 1)]);
+        s.backends[0].mac = Some([2, 0, 0, 0, 0, 1]);
+        let snap = b.build(&s, 1).unwrap();
+        let handle = |snap: &Snapshot, id| {
+            snap.backends
+                .iter()
+                .flatten()
+                .find(|r| r.id == BackendId(id))
+                .unwrap()
+                .handle
+        };
+        let h1 = handle(&snap, 1);
+        assert_eq!(snap.pools[0].active, 1);
+        assert!(snap.pools[0].table.iter().all(|&h| h == h1));
+        assert_eq!(
+            snap.backend(handle(&snap, 2)).unwrap().usability,
+            Usability::Unusable
+        );
+        // Its MAC resolved: it takes its share.
+        s.backends[1].mac = Some([2, 0, 0, 0, 0, 2]);
+        let snap = b.build(&s, 2).unwrap();
+        assert_eq!(snap.pools[0].active, 2);
+        let h2 = handle(&snap, 2);
+        assert!(snap.pools[0].table.contains(&h2));
+        // With a gateway to fall back on, a backend without a MAC stays in the table.
+        let mut g = SnapshotBuilder::new(16, 16).with_gateway_fallback(true);
+        s.backends[1].mac = None;
+        assert_eq!(g.build(&s, 1).unwrap().pools[0].active, 2);
     }
 
     #[test]

@@ -60,6 +60,21 @@ pub fn backend(b: &Backend, healthy: bool) -> pb::Backend {
         mac: b.mac.as_ref().map(format_mac).unwrap_or_default(),
         admin_state: admin_state_name(b.admin_state).to_string(),
         healthy,
+        next_hop: String::new(),
+    }
+}
+
+/// A backend's next-hop state for the API: `configured` (the store has its MAC), else by the
+/// programmer's view of the neighbour table, `unresolved` or `resolved`; empty when no data
+/// plane is attached.
+pub fn next_hop_state(b: &Backend, dataplane: Option<&crate::api::DataplaneStatus>) -> String {
+    if b.mac.is_some() {
+        return "configured".into();
+    }
+    match dataplane {
+        None => String::new(),
+        Some(d) if d.unresolved_backends.contains(&b.address) => "unresolved".into(),
+        Some(_) => "resolved".into(),
     }
 }
 

@@ -55,6 +55,9 @@ pub struct DataplaneStatus {
     pub heartbeat_age_ms: u64,
     /// The store generation whose configuration it holds, when known (the programmer's view).
     pub synced_store_generation: Option<u64>,
+    /// Backend addresses without a configured MAC whose next hop is not resolved (no new
+    /// flows go to them unless the data plane has a backend gateway MAC).
+    pub unresolved_backends: Vec<std::net::IpAddr>,
 }
 
 /// Counters of one listener or backend, by id.

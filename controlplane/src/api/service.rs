@@ -54,6 +54,13 @@ impl Api {
         Ok((value, generation))
     }
 
+    /// A backend as the API shows it: health and next-hop state included.
+    fn backend_pb(&self, b: &m::Backend, healthy: bool) -> pb::Backend {
+        let mut o = convert::backend(b, healthy);
+        o.next_hop = convert::next_hop_state(b, self.shared.dataplane.status().as_ref());
+        o
+    }
+
     fn healthy(&self, id: u32) -> bool {
         self.shared
             .health
@@ -605,7 +612,7 @@ impl BackendService for Api {
             })
             .await?;
         Ok(Response::new(pb::BackendReply {
-            backend: Some(convert::backend(&b, self.healthy(b.id))),
+            backend: Some(self.backend_pb(&b, self.healthy(b.id))),
             generation,
         }))
     }
@@ -618,7 +625,7 @@ impl BackendService for Api {
         let snap = self.shared.store.snapshot();
         let b = owned(&snap.state.backends, req.get_ref().id, &scope, "backend")?;
         Ok(Response::new(pb::BackendReply {
-            backend: Some(convert::backend(b, self.healthy(b.id))),
+            backend: Some(self.backend_pb(b, self.healthy(b.id))),
             generation: snap.generation,
         }))
     }
@@ -631,13 +638,19 @@ impl BackendService for Api {
         let pool = req.get_ref().pool_id;
         let snap = self.shared.store.snapshot();
         let health = self.shared.health.health();
+        let dp = self.shared.dataplane.status();
         Ok(Response::new(pb::ListBackendsResponse {
             backends: snap
                 .state
                 .backends
                 .values()
                 .filter(|o| o.scope == scope && (pool == 0 || o.pool_id == pool))
-                .map(|b| convert::backend(b, health.get(&BackendId(b.id)).copied().unwrap_or(true)))
+                .map(|b| {
+                    let mut o =
+                        convert::backend(b, health.get(&BackendId(b.id)).copied().unwrap_or(true));
+                    o.next_hop = convert::next_hop_state(b, dp.as_ref());
+                    o
+                })
                 .collect(),
         }))
     }
@@ -675,7 +688,7 @@ impl BackendService for Api {
             })
             .await?;
         Ok(Response::new(pb::BackendReply {
-            backend: Some(convert::backend(&b, self.healthy(b.id))),
+            backend: Some(self.backend_pb(&b, self.healthy(b.id))),
             generation,
         }))
     }
@@ -876,6 +889,15 @@ impl DataplaneService for Api {
             applied_generation: s.as_ref().map_or(0, |s| s.applied_generation),
             heartbeat_age_ms: s.as_ref().map_or(0, |s| s.heartbeat_age_ms),
             synced_store_generation: s.as_ref().and_then(|s| s.synced_store_generation),
+            unresolved_backends: s
+                .as_ref()
+                .map(|s| {
+                    s.unresolved_backends
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
         }))
     }
 

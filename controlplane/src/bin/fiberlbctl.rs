@@ -387,6 +387,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     ),
                 }
                 out!("heartbeat age:      {} ms", s.heartbeat_age_ms);
+                if !s.unresolved_backends.is_empty() {
+                    out!(
+                        "unresolved next hops: {} (no MAC in the neighbour table: no new flows \
+                         unless the data plane has a backend gateway MAC)",
+                        s.unresolved_backends.join(", ")
+                    );
+                }
                 if s.synced_store_generation != Some(s.store_generation) {
                     out!(
                         "note: the data plane does not hold the latest store generation yet; \
@@ -668,7 +675,7 @@ fn pool_row(p: &pb::Pool) -> Vec<String> {
     ]
 }
 const BACKEND_H: &[&str] = &[
-    "ID", "POOL", "ADDRESS", "PORT", "WEIGHT", "MAC", "STATE", "HEALTHY",
+    "ID", "POOL", "ADDRESS", "PORT", "WEIGHT", "MAC", "STATE", "HEALTHY", "NEXT-HOP",
 ];
 fn backend_row(b: &pb::Backend) -> Vec<String> {
     vec![
@@ -684,6 +691,11 @@ fn backend_row(b: &pb::Backend) -> Vec<String> {
         },
         b.admin_state.clone(),
         b.healthy.to_string(),
+        if b.next_hop.is_empty() {
+            "-".into()
+        } else {
+            b.next_hop.clone()
+        },
     ]
 }
 const HC_H: &[&str] = &[

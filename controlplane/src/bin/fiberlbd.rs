@@ -160,6 +160,7 @@ impl api::DataplaneView for ProgrammedDataplane {
             instance_id: h.instance_id(),
             applied_generation: h.applied_generation(),
             synced_store_generation: st.synced_store_generation,
+            unresolved_backends: st.unresolved.clone(),
             heartbeat_age_ms: if beat == 0 {
                 u64::MAX
             } else {

@@ -241,6 +241,12 @@ pub fn render(source: &MetricsSource) -> String {
             "Send-to-Applied time of the last applied transaction.",
             s.last_apply.map_or(0.0, |d| d.as_secs_f64()),
         );
+        e.single(
+            "fiberlb_backends_unresolved",
+            Kind::Gauge,
+            "Backend addresses without a configured MAC that the neighbour table does not resolve (no new flows unless the data plane has a backend gateway MAC).",
+            s.unresolved.len() as f64,
+        );
     }
     e.finish()
 }
@@ -666,6 +672,7 @@ impl crate::api::DataplaneView for RegionView {
             applied_generation: h.applied_generation(),
             // A read-only view of the region does not know which store generation that is.
             synced_store_generation: None,
+            unresolved_backends: Vec::new(),
             heartbeat_age_ms: if beat == 0 {
                 u64::MAX
             } else {
