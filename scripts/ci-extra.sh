@@ -25,16 +25,18 @@
 # How each step was shown to fail (each breakage made in a scratch copy of the tree, the script
 # run, the failure seen, the breakage reverted):
 #   1. `let unused = 1;` in nic::dpdk::Port::stats (dataplane/src/nic/dpdk.rs): clippy
-#      `unused variable` error under -D warnings, step 1 failed, script exit 101.
-#   2. `assert_eq!(1, 2)` added to nic::dpdk::tests::hugepage_check_names_what_is_missing:
-#      `test result: FAILED`, step 2 failed (exit 101). Also: with the dpdk-gated tests removed
-#      (the `--features dpdk` dropped) the "no dpdk-gated test ran" check fails.
-#   3. `panic!` in publish::loom_tests::loom_online_races_swap: loom reports the panic, step 3
-#      failed (exit 101); a filter matching no loom test fails the "no loom test ran" check.
-#   4. a `panic!` in fuzz_targets/shm_message.rs on inputs starting with 0x7f (reached from an
-#      empty corpus in under a second): libFuzzer "deadly signal", step 4 failed, exit 77.
-#   5. `"Apache-2.0"` removed from deny.toml's [licenses] allow: `license ... rejected`,
-#      `licenses FAILED`, step 5 failed (exit 1).
+#      `error: unused variable` under -D warnings; step 1 failed, script exit 101.
+#   2. `assert_eq!(1, 2)` in nic::dpdk::tests::hugepage_check_names_what_is_missing:
+#      `test result: FAILED. 141 passed; 1 failed`; step 2 failed, exit 101.
+#   3. `panic!` at the top of publish::loom_tests::loom_online_races_swap's model: the loom test
+#      FAILED; step 3 failed, exit 101.
+#   4. `panic!` in fuzz_targets/shm_message.rs on inputs starting with 0x7f (found from the
+#      empty corpus within the 10 s of FUZZ_SECONDS=10): libFuzzer `deadly signal`, crash-*
+#      written to the temporary artifacts dir and printed; step 4 failed, exit 77.
+#   5. "Apache-2.0" removed from deny.toml's [licenses] allow list: `error[rejected]: failed to
+#      satisfy license requirements`, `licenses FAILED`; step 5 failed, exit 4.
+# The counts checked after steps 2 and 3 (dpdk-gated tests >= 3, loom tests > 0) guard against
+# a run that passes because the tests were compiled out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
