@@ -51,6 +51,11 @@ check "unit, property and integration tests" unit_tests
 check "loom model check of the shared-memory ring" \
     env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p fiberlb-shared --release --lib shm::ring
 
+# Code the steps above never build or run: clippy and unit tests of the DPDK backend, the loom
+# models of the snapshot publication, every fuzz target for a short time, cargo deny.
+check "DPDK clippy and tests, loom (publish), fuzz targets, cargo deny (scripts/ci-extra.sh)" \
+    bash scripts/ci-extra.sh
+
 # The README's first command, run once as a test after everything else (~10 s): a killed run's
 # leftovers are cleaned, then the whole demo must show every backend served.
 check "quickstart (scripts/quickstart.sh, as tests/tests/quickstart.rs)" \

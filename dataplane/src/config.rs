@@ -371,8 +371,16 @@ impl ShmConfig {
     pub fn resolved_path(&self) -> PathBuf {
         self.path
             .clone()
-            .unwrap_or_else(|| fiberlb_shared::shm::region::default_dir().join("fiberlb"))
+            .unwrap_or_else(|| shm_default_dir().join("fiberlb"))
     }
+}
+
+#[cfg(not(loom))]
+use fiberlb_shared::shm::region::default_dir as shm_default_dir;
+/// The region module is not built under `--cfg loom` (model checks of `publish` only).
+#[cfg(loom)]
+fn shm_default_dir() -> PathBuf {
+    PathBuf::from("/dev/shm")
 }
 
 /// `[umem]`: each worker's packet memory.

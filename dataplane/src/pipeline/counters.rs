@@ -178,7 +178,7 @@ impl WorkerCounters {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 // Tests may panic: the no-panic rule of the per-packet path (see `pipeline/mod.rs`) is for
 // the code they test.
 #[allow(
