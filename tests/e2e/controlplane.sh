@@ -38,11 +38,13 @@ BPID=("" "" "") # the backends, stopped and started again by the health checks
 D_PID=
 T0=$(date +%s)
 
+NS_B4=${P}b4 B4_PID= # section h: the namespace b3's address moves to
 cleanup_first() { # (e2e_cleanup) fiberlbd and the backends
     local p
     [ -n "$D_PID" ] && kill -TERM "$D_PID" 2>/dev/null
-    for p in "${BPID[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-    for p in $D_PID "${BPID[@]}"; do wait "$p" 2>/dev/null; done
+    for p in "${BPID[@]}" $B4_PID; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    for p in $D_PID "${BPID[@]}" $B4_PID; do wait "$p" 2>/dev/null; done
+    ip netns del "$NS_B4" 2>/dev/null
 }
 
 ctl() { FIBERLB_SERVER=$SOCK FIBERLB_ORG=e2e FIBERLB_PROJECT=cp "$CTL_BIN" "$@"; }
@@ -316,6 +318,90 @@ if [ $top_rc = 0 ] && [ "$frames" = 2 ] && [ "$bframes" = 2 ] && [ "$live" -ge 2
     pass "top: 2 plain frames, backends with pps"
 else
     fail "top: rc=$top_rc frames=$frames backend tables=$bframes rows with traffic=$live"
+fi
+
+# h. next hops. The data plane here has no backend gateway MAC, so a backend without a MAC
+# can only be reached once its MAC is known. The topology's permanent neighbour entries for
+# the backends are removed first: fiberlbd must resolve them itself.
+for i in 0 1 2; do ip -n "$NS_L" neigh del "${IP_B[$i]}" dev l1 2>/dev/null; done
+drops_nnh() { ctl -o json stats | jget "sum(x.get('packets', 0) for x in d.get('drops_by_reason', []) if x.get('reason') == 'no_next_hop')"; }
+nnh0=$(drops_nnh)
+# A second load balancer: a pool of the three backends with no MAC given, plus 10.91.2.99,
+# which nobody holds (it never resolves), and a nat listener created last. (The first
+# listener goes: a nat backend address:port belongs to one listener.)
+ctl listener delete "$L_ID" >/dev/null || fail "nexthop: deleting the first listener failed"
+LB2_ID=$(ctl -o json lb create --name nexthop | jget "d['load_balancer']['id']")
+VIP2=$(ctl -o json lb get "$LB2_ID" | jget "d['load_balancer']['vip']")
+POOL2=$(ctl -o json pool create --name nomac | jget "d['pool']['id']")
+for a in "${IP_B[@]}" 10.91.2.99; do
+    ctl -o json backend create --pool "$POOL2" --address "$a" --port 80 >/dev/null
+done
+ctl -o json listener create --lb "$LB2_ID" --port 80 --protocol tcp --mode nat --pool "$POOL2" >/dev/null
+for _ in $(seq 1 100); do # applied (typically a few ms)
+    [ "$(ctl -o json status | jget "d.get('synced_store_generation') == d['store_generation']")" = True ] && break
+    sleep 0.02
+done
+VIP=$VIP2 # requests() goes to $VIP
+clear_logs
+r=$(requests nexthop 60)
+nnh1=$(drops_nnh)
+states=$(ctl -o json backend list --pool "$POOL2" | jget "' '.join('%s=%s' % (b['address'], b['next_hop']) for b in d['backends'])")
+unres=$(ctl -o json status | jget "','.join(d.get('unresolved_backends', []))")
+ip netns exec "$NS_L" curl -s --max-time 3 "http://$METRICS/metrics" >"$WORK/metrics2"
+munres=$(awk '$1 == "fiberlb_backends_unresolved" {print $2}' "$WORK/metrics2")
+echo "RESULT nexthop-unresolved vip=$VIP2 requests=60 $r no_next_hop_drops=$nnh0->$nnh1 next_hop: $states status_unresolved=$unres metric=$munres"
+want_states="10.91.2.11=resolved 10.91.2.12=resolved 10.91.2.13=resolved 10.91.2.99=unresolved"
+if echo "$r" | grep -q "^ok=60 " && ! echo "$r" | grep -q "=0\b" && [ "$nnh1" = "$nnh0" ] &&
+    [ "$states" = "$want_states" ] && [ "$unres" = 10.91.2.99 ] && [ "$munres" = 1 ]; then
+    pass "nexthop-unresolved: backends without MACs served at once (60/60, $r), the unresolvable one kept out (no no_next_hop drop), shown as unresolved"
+else
+    fail "nexthop-unresolved: $r, no_next_hop $nnh0 -> $nnh1, next hops: $states, status: '$unres', metric: '$munres'"
+fi
+
+# The backend 10.91.2.13 moves: its address leaves b3 for a new host b4 (another MAC) that
+# announces itself with gratuitous ARP, as a migrated VM does. New flows must follow it.
+MAC_B4=02:e2:02:00:00:14
+ip netns add "$NS_B4"
+ip -n "$NS_B4" link set lo up
+ip -n "$NS_S" link add s4 type veth peer name e0 address $MAC_B4 netns "$NS_B4"
+ip -n "$NS_S" link set s4 master br0
+ip -n "$NS_S" link set s4 up
+ip netns exec "$NS_B4" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.rp_filter=0
+ip netns exec "$NS_B4" ethtool -K e0 tx off >/dev/null
+ip -n "$NS_B4" link set e0 up
+mkdir -p "$WORK/b4"
+ip -n "${NS_B[2]}" addr del "${IP_B[2]}/24" dev e0
+ip -n "$NS_B4" addr add "${IP_B[2]}/24" dev e0
+ip -n "$NS_B4" route add default via 10.91.2.1
+ip -n "$NS_B4" neigh replace 10.91.2.1 lladdr $MAC_L1 dev e0 nud permanent
+ip netns exec "$NS_B4" "$PY" "$HERE/backend.py" --name b4 --dir "$WORK/b4" --log "$WORK/b4/log" >>"$WORK/b4/out" 2>&1 &
+B4_PID=$!
+wait_listening 80 "$NS_B4"
+t_move=$(date +%s%N)
+ip netns exec "$NS_B4" arping -q -U -c 2 -I e0 "${IP_B[2]}" >/dev/null 2>&1 &
+# Followed when the lb's neighbour table and then the data plane name b4's MAC for it.
+moved=
+while [ $(($(date +%s%N) - t_move)) -lt 5000000000 ]; do
+    if ip -n "$NS_L" neigh show "${IP_B[2]}" dev l1 | grep -q "$MAC_B4" &&
+        [ "$(ip netns exec "$NS_C" curl -s --max-time 1 --local-port 48000 "http://$VIP2/")" != "" ]; then
+        moved=1
+        break
+    fi
+    sleep 0.1
+done
+sleep 1.2 # one MAC refresh (1 s) after the kernel learnt it
+follow_ms=$((($(date +%s%N) - t_move) / 1000000))
+: >"$WORK/nexthop2.curl"
+ip netns exec "$NS_C" bash -c "for p in \$(seq 48100 48159); do curl -s --max-time 3 --local-port \$p http://$VIP2/ || echo FAILED; done" >"$WORK/nexthop2.curl" 2>&1
+ok=$(grep -cx 'b[124]' "$WORK/nexthop2.curl")
+b4=$(grep -cx b4 "$WORK/nexthop2.curl")
+b3=$(grep -cx b3 "$WORK/nexthop2.curl")
+echo "RESULT nexthop-move requests=60 ok=$ok b4=$b4 b3=$b3 neighbour_updated=${moved:-no} checked_after_ms=$follow_ms"
+if [ -n "$moved" ] && [ "$ok" = 60 ] && [ "$b4" -gt 0 ] && [ "$b3" = 0 ]; then
+    pass "nexthop-move: 10.91.2.13 moved to a new MAC; 60/60 new connections answered, $b4 by its new host (${follow_ms} ms after the move)"
+else
+    fail "nexthop-move: neighbour updated=${moved:-no}, $ok/60 answered, b4=$b4 b3=$b3"
+    ip -n "$NS_L" neigh show dev l1 | sed 's/^/  neigh: /'
 fi
 
 echo "RESULT seconds=$(($(date +%s) - T0))"
