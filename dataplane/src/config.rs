@@ -14,6 +14,7 @@
 //! [timeouts]                        # flow idle timeouts, seconds
 //! tcp_open = 900
 //! tcp_closing = 10
+//! tcp_syn = 5                       # half-open TCP (SYN, no ACK yet): evicted first
 //! udp = 60
 //!
 //! [[ports]]                         # the NIC ports `run` forwards on
@@ -452,6 +453,8 @@ pub struct TimeoutsConfig {
     pub tcp_open: u32,
     pub tcp_closing: u32,
     pub udp: u32,
+    /// Half-open TCP flows (SYN seen, no ACK yet): short, so a SYN flood's entries recycle.
+    pub tcp_syn: u32,
 }
 
 impl Default for TimeoutsConfig {
@@ -461,6 +464,7 @@ impl Default for TimeoutsConfig {
             tcp_open: t.tcp_open_ms / 1000,
             tcp_closing: t.tcp_closing_ms / 1000,
             udp: t.udp_ms / 1000,
+            tcp_syn: t.tcp_syn_ms / 1000,
         }
     }
 }
@@ -562,6 +566,7 @@ impl DataplaneConfig {
             ("tcp_open", t.tcp_open),
             ("tcp_closing", t.tcp_closing),
             ("udp", t.udp),
+            ("tcp_syn", t.tcp_syn),
         ] {
             if v == 0 || v > MAX_TIMEOUT_S {
                 return Err(ConfigError::Parse {
@@ -888,6 +893,7 @@ impl DataplaneConfig {
                 tcp_open_ms: self.timeouts.tcp_open * 1000,
                 tcp_closing_ms: self.timeouts.tcp_closing * 1000,
                 udp_ms: self.timeouts.udp * 1000,
+                tcp_syn_ms: self.timeouts.tcp_syn * 1000,
             },
             backend_side_mac: f.backend_side_mac,
             client_side_mac: f.client_side_mac,

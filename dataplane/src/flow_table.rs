@@ -15,6 +15,18 @@
 //! Entries expire after an idle timeout that depends on the protocol and TCP state (see
 //! [`Timeouts`]); an expired entry is treated as absent and is the first to be replaced.
 //!
+//! **Half-open flows are a class of their own.** A TCP flow seen only with SYN (no ACK from
+//! the client yet) is [`FlowState::TcpSyn`]: it has a short timeout (5 s by default), it is
+//! replaced before any established entry, and it never replaces one. A SYN flood with random
+//! sources — millions of flows that never complete — therefore only recycles half-open
+//! entries and dead ones: an established connection is never evicted by it, whatever the
+//! flood's rate or the table's size. A SYN that finds its bucket full of established flows
+//! is not recorded ([`FlowTableStats::syn_not_recorded`]) and is forwarded statelessly by
+//! Maglev, which gives it the same backend for as long as the pool does not change; when the
+//! client's ACK comes (a real connection) the flow is recorded as established, taking the
+//! bucket's least recently seen entry as before. (Katran and Maglev keep no such class; an
+//! LRU that SYNs can fill is the weakness the SYN-flood test measures.)
+//!
 //! Time is a `u32` count of milliseconds from the worker's clock, compared with wrapping
 //! arithmetic: timeouts must stay below 2^31 ms (24 days).
 //!
@@ -65,6 +77,9 @@ pub enum FlowState {
     TcpClosing = 2,
     /// A UDP flow.
     Udp = 3,
+    /// A TCP flow seen only with SYN so far (half-open): short timeout, evicted first, never
+    /// evicts an established entry.
+    TcpSyn = 4,
 }
 
 /// Idle timeouts in milliseconds.
@@ -73,15 +88,20 @@ pub struct Timeouts {
     pub tcp_open_ms: u32,
     pub tcp_closing_ms: u32,
     pub udp_ms: u32,
+    /// Half-open TCP flows (SYN seen, no ACK yet).
+    pub tcp_syn_ms: u32,
 }
 
 impl Default for Timeouts {
-    /// IPVS-like defaults: 15 minutes for open TCP, 10 s after FIN/RST, 60 s for UDP.
+    /// IPVS-like defaults: 15 minutes for open TCP, 10 s after FIN/RST, 60 s for UDP; 5 s for
+    /// half-open TCP (a client retransmits its SYN after 1 s and 3 s; a retransmission after
+    /// the entry expired is recorded again, to the same Maglev backend).
     fn default() -> Self {
         Timeouts {
             tcp_open_ms: 900_000,
             tcp_closing_ms: 10_000,
             udp_ms: 60_000,
+            tcp_syn_ms: 5_000,
         }
     }
 }
@@ -92,6 +112,7 @@ impl Timeouts {
         match state {
             1 => self.tcp_open_ms,
             2 => self.tcp_closing_ms,
+            4 => self.tcp_syn_ms,
             _ => self.udp_ms,
         }
     }
@@ -143,6 +164,11 @@ pub struct FlowTableStats {
     pub inserts: u64,
     /// Inserts that replaced a live (unexpired) entry because its bucket was full.
     pub evictions: u64,
+    /// Of those, the live entries replaced that were half-open ([`FlowState::TcpSyn`]).
+    pub half_open_evictions: u64,
+    /// Half-open flows not recorded because every entry of their bucket was a live
+    /// established flow (which a half-open one never replaces).
+    pub syn_not_recorded: u64,
 }
 
 /// Why a table cannot be created.
@@ -283,7 +309,10 @@ impl FlowTable {
     }
 
     /// Records a new flow. Uses, in order: the entry of the same key, an empty or expired
-    /// entry, or the least recently seen entry of the bucket (counted as an eviction).
+    /// entry, the least recently seen half-open entry, or — for a flow that is not itself
+    /// half-open — the least recently seen entry of the bucket (a live entry replaced counts as
+    /// an eviction). A half-open flow whose bucket holds only live established flows is not
+    /// recorded.
     #[inline]
     pub fn insert(&mut self, hash: u64, key: &FlowKey, backend: u32, state: FlowState, now: u32) {
         let bi = self.bucket_index(hash);
@@ -292,27 +321,38 @@ impl FlowTable {
             return;
         };
         let tag = key.listener.wrapping_add(1);
+        // Victim class: 0 same key or dead, 1 live half-open, 2 live established; lowest class
+        // first, then the oldest in it.
         let mut victim = 0;
+        let mut victim_class = u8::MAX;
         let mut victim_age = 0u32;
-        let mut victim_live = true;
         for (way, e) in bucket.entries.iter().enumerate() {
             if e.listener == tag && e.port == key.port && e.client == key.client {
                 victim = way;
-                victim_live = false;
+                victim_class = 0;
                 break;
             }
             let age = now.wrapping_sub(e.last_seen);
-            let dead = e.listener == 0 || age > timeouts.for_state(e.state);
-            if dead {
-                if victim_live || age > victim_age {
-                    victim = way;
-                    victim_age = age;
-                    victim_live = false;
-                }
-            } else if victim_live && age >= victim_age {
+            let class = if e.listener == 0 || age > timeouts.for_state(e.state) {
+                0
+            } else if e.state == FlowState::TcpSyn as u8 {
+                1
+            } else {
+                2
+            };
+            if class < victim_class || (class == victim_class && age > victim_age) {
                 victim = way;
+                victim_class = class;
                 victim_age = age;
             }
+        }
+        if victim_class == 2 && state == FlowState::TcpSyn {
+            self.stats.syn_not_recorded += 1;
+            return;
+        }
+        let victim_live = victim_class != 0;
+        if victim_class == 1 {
+            self.stats.half_open_evictions += 1;
         }
         let Some(slot) = bucket.entries.get_mut(victim) else {
             return;
@@ -663,6 +703,7 @@ fn state_from_u8(s: u8) -> FlowState {
     match s {
         1 => FlowState::TcpOpen,
         2 => FlowState::TcpClosing,
+        4 => FlowState::TcpSyn,
         _ => FlowState::Udp,
     }
 }
@@ -742,6 +783,7 @@ mod tests {
             tcp_open_ms: 1000,
             tcp_closing_ms: 100,
             udp_ms: 500,
+            tcp_syn_ms: 50,
         };
         let mut t = FlowTable::new(64, to).unwrap();
         t.insert(1, &key(1), 1, FlowState::TcpOpen, 0);
@@ -772,6 +814,90 @@ mod tests {
     }
 
     #[test]
+    fn half_open_flows_never_evict_established_ones() {
+        let mut t = FlowTable::new(1024, Timeouts::default()).unwrap();
+        let buckets = (t.capacity() / WAYS) as u64;
+        // Every entry of every bucket an established flow.
+        let mut established = Vec::new();
+        for b in 0..buckets {
+            for w in 0..WAYS as u32 {
+                let k = key((b as u32) * 16 + w);
+                t.insert(b, &k, 1, FlowState::TcpOpen, 100);
+                established.push((b, k));
+            }
+        }
+        assert_eq!(t.count_live(100), t.capacity());
+        // A SYN flood: 100 000 half-open flows from random sources over every bucket.
+        for i in 0..100_000u32 {
+            let k = FlowKey {
+                client: [
+                    (i >> 8) as u8,
+                    i as u8,
+                    7,
+                    7,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+                listener: 7,
+                port: (i % 50_000) as u16 + 1,
+            };
+            t.insert(u64::from(i) * 0x9e37_79b9, &k, 2, FlowState::TcpSyn, 200);
+        }
+        for (b, k) in &established {
+            assert_eq!(t.lookup(*b, k, 300).map(|h| h.backend), Some(1));
+        }
+        let st = t.stats();
+        assert_eq!(st.evictions, 0);
+        assert_eq!(st.syn_not_recorded, 100_000);
+        // A flow that completes its handshake is recorded: established, it takes the least
+        // recently seen established entry, as before.
+        t.insert(3, &key(9999), 3, FlowState::TcpOpen, 400);
+        assert_eq!(t.lookup(3, &key(9999), 401).map(|h| h.backend), Some(3));
+        assert_eq!(t.stats().evictions, 1);
+    }
+
+    #[test]
+    fn half_open_entries_go_first_and_expire_fast() {
+        let mut t = FlowTable::new(64, Timeouts::default()).unwrap();
+        // Bucket 5: two established (older), two half-open (newer).
+        t.insert(5, &key(0), 0, FlowState::TcpOpen, 100);
+        t.insert(5, &key(1), 1, FlowState::TcpOpen, 101);
+        t.insert(5, &key(2), 2, FlowState::TcpSyn, 200);
+        t.insert(5, &key(3), 3, FlowState::TcpSyn, 201);
+        // An established newcomer replaces the oldest half-open entry, not the older
+        // established ones.
+        t.insert(5, &key(4), 4, FlowState::TcpOpen, 300);
+        assert!(t.lookup(5, &key(2), 301).is_none());
+        for i in [0u32, 1, 3, 4] {
+            assert!(t.lookup(5, &key(i), 301).is_some(), "entry {i} kept");
+        }
+        assert_eq!((t.stats().evictions, t.stats().half_open_evictions), (1, 1));
+        // A half-open newcomer replaces the remaining half-open entry.
+        t.insert(5, &key(5), 5, FlowState::TcpSyn, 302);
+        assert!(t.lookup(5, &key(3), 303).is_none());
+        // Half-open entries expire after tcp_syn_ms (5 s), established ones do not.
+        assert!(t.lookup(5, &key(5), 302 + 5_000).is_some());
+        assert!(t.lookup(5, &key(5), 302 + 5_001).is_none());
+        assert!(t.lookup(5, &key(0), 302 + 5_001).is_some());
+        // The ACK makes a half-open flow established.
+        t.insert(6, &key(7), 7, FlowState::TcpSyn, 0);
+        let h = t.lookup(6, &key(7), 1).unwrap();
+        assert_eq!(h.state, FlowState::TcpSyn);
+        t.touch(h.slot, FlowState::TcpOpen, 1);
+        assert!(t.lookup(6, &key(7), 10_000).is_some());
+    }
+
+    #[test]
     fn full_bucket_evicts_least_recently_seen() {
         let mut t = FlowTable::new(64, Timeouts::default()).unwrap();
         // All keys hash to the same bucket.
@@ -795,6 +921,7 @@ mod tests {
             tcp_open_ms: 1000,
             tcp_closing_ms: 10,
             udp_ms: 1000,
+            tcp_syn_ms: 50,
         };
         let mut t = FlowTable::new(64, to).unwrap();
         for i in 0..WAYS as u32 {
@@ -857,6 +984,7 @@ mod tests {
             tcp_open_ms: 1000,
             tcp_closing_ms: 100,
             udp_ms: 500,
+            tcp_syn_ms: 50,
         };
         let mut t = FlowTable::new(1024, to).unwrap();
         // Backend handles carry an incarnation above the 24 slot bits.

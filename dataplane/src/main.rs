@@ -201,7 +201,9 @@ fn print_counters(p: &Pipeline, snap: &Snapshot, stats: &ReplayStats, as_json: b
         "flows_rebalanced": c.flows_rebalanced, "dropped": c.dropped(), "drops": drops,
         "listeners": listeners, "backends": backends,
         "flow_table": {"capacity": p.flow_table().capacity(), "inserts": p.flow_table().stats().inserts,
-                       "evictions": p.flow_table().stats().evictions},
+                       "evictions": p.flow_table().stats().evictions,
+                       "half_open_evictions": p.flow_table().stats().half_open_evictions,
+                       "syn_not_recorded": p.flow_table().stats().syn_not_recorded},
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());

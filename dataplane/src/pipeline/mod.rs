@@ -445,23 +445,27 @@ impl Pipeline {
                 port: p.sport,
             };
             let closing = p.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0;
-            let state = match (p.proto, closing) {
-                (proto::UDP, _) => FlowState::Udp,
-                (_, true) => FlowState::TcpClosing,
-                (_, false) => FlowState::TcpOpen,
-            };
             let syn_only = p.proto == proto::TCP
                 && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+            // A flow seen only with SYN is half-open (its own class in the flow table: it
+            // never evicts an established flow); the client's ACK makes it established.
+            let state = match (p.proto, closing, syn_only) {
+                (proto::UDP, _, _) => FlowState::Udp,
+                (_, true, _) => FlowState::TcpClosing,
+                (_, false, true) => FlowState::TcpSyn,
+                (_, false, false) => FlowState::TcpOpen,
+            };
             match self.flows.lookup(hash, &key, now) {
                 Some(hit)
                     if Self::still_usable(snap, l, hit.backend)
                         && !(syn_only && hit.state == FlowState::TcpClosing) =>
                 {
-                    // A closing flow stays closing until it expires.
-                    let st = if hit.state == FlowState::TcpClosing {
-                        hit.state
-                    } else {
-                        state
+                    // A closing flow stays closing until it expires; an established one is not
+                    // made half-open again by a (retransmitted or spoofed) SYN.
+                    let st = match (hit.state, state) {
+                        (FlowState::TcpClosing, _) => hit.state,
+                        (FlowState::TcpOpen, FlowState::TcpSyn) => hit.state,
+                        _ => state,
                     };
                     self.flows.touch(hit.slot, st, now);
                     hit.backend
@@ -968,6 +972,46 @@ mod tests {
             assert_eq!(p.process(&snap, &mut pkt, 1), want);
             assert_balanced(&p);
         }
+    }
+
+    #[test]
+    fn a_syn_flood_evicts_no_established_flow() {
+        let mut p = Pipeline::new(config(false)).unwrap();
+        let snap = snapshot();
+        // 200 connections complete their handshake (SYN, then ACK) to the nat VIP.
+        for port in 0..200u16 {
+            let syn = ip4(FrameBuilder::tcp_v4(CLIENT, VIP, 30000 + port, 80).tcp_flags(0x02));
+            let ack = ip4(FrameBuilder::tcp_v4(CLIENT, VIP, 30000 + port, 80).tcp_flags(0x10));
+            assert_eq!(
+                run_with(&mut p, &snap, &[syn, ack]),
+                [Verdict::ToBackend; 2]
+            );
+        }
+        let before = p.flow_table().stats();
+        let established_evicted =
+            |s: crate::flow_table::FlowTableStats| s.evictions - s.half_open_evictions;
+        // 20 000 SYNs from random sources (about 20 times the table's 1024 entries), in
+        // bursts: all forwarded, none evicts an established flow.
+        let mut frames = Vec::new();
+        for i in 0..20_000u32 {
+            let src = [172, 16, (i >> 8) as u8, i as u8];
+            frames.push(ip4(FrameBuilder::tcp_v4(
+                src,
+                VIP,
+                1024 + (i % 60000) as u16,
+                80,
+            )
+            .tcp_flags(0x02)));
+            if frames.len() == BURST {
+                let v = run_with(&mut p, &snap, &frames);
+                assert!(v.iter().all(|v| *v == Verdict::ToBackend));
+                frames.clear();
+            }
+        }
+        let after = p.flow_table().stats();
+        assert_eq!(established_evicted(after), established_evicted(before));
+        assert!(after.half_open_evictions + after.syn_not_recorded > 0);
+        assert_balanced(&p);
     }
 
     #[test]
