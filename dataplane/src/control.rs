@@ -68,6 +68,11 @@ pub struct ControlOptions {
     /// Whether backends without a MAC have a next hop (a backend gateway MAC); see
     /// [`SnapshotBuilder::with_gateway_fallback`].
     pub gateway_fallback: bool,
+    /// CPUs the control thread may run on (empty: the process's). The data plane gives it the
+    /// CPUs no worker is pinned to, so that building a snapshot (Maglev tables: milliseconds)
+    /// never takes a worker's core from it — on a busy core the scheduler would split the
+    /// time, the worker would stop polling, and its receive ring would overflow mid-update.
+    pub cpus: Vec<usize>,
 }
 
 impl Default for ControlOptions {
@@ -81,6 +86,7 @@ impl Default for ControlOptions {
             stale_transaction: Duration::from_secs(3),
             slots_path: None,
             gateway_fallback: true,
+            cpus: Vec::new(),
         }
     }
 }
@@ -568,6 +574,11 @@ impl ControlThread {
         std::thread::Builder::new()
             .name("fiberlb-control".into())
             .spawn(move || {
+                if !self.opts.cpus.is_empty() {
+                    if let Err(e) = crate::worker::allow_cpus(&self.opts.cpus) {
+                        eprintln!("fiberlb-dataplane: control thread: {e}; it runs anywhere");
+                    }
+                }
                 self.run(&stop);
                 self
             })

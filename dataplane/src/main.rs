@@ -431,7 +431,7 @@ mod run_cmd {
         // A second instance on the same path stops here (the region's lock).
         let (region, shm_path) = runtime::create_region(&cfg, &pcfg)?;
         let workers = cfg.workers.cores.len();
-        let mut ctl = runtime::control_thread(region, workers, &pcfg, initial)?;
+        let mut ctl = runtime::control_thread(region, &cfg.workers.cores, &pcfg, initial)?;
 
         // XDP programs, then each worker's UMEM and sockets, registered with the programs.
         let mut programs = Vec::with_capacity(cfg.ports.len());

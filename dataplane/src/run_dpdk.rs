@@ -209,7 +209,7 @@ mod with_dpdk {
         let local_addrs = Arc::new(LocalAddrs::new());
         let pcfg = cfg.pipeline_with_port_macs(|i| ports[i].mac());
 
-        let mut ctl = runtime::control_thread(region, workers, &pcfg, initial)?;
+        let mut ctl = runtime::control_thread(region, &cfg.workers.cores, &pcfg, initial)?;
         // No XDP maps: a DPDK port delivers every frame to the workers. The hook only logs,
         // so the applied generations show in the log as with AF_XDP.
         ctl.set_apply_hook(Box::new(|snap| {

@@ -94,10 +94,11 @@ pub fn create_region(
 /// When the control thread cannot be set up or refuses the services.
 pub fn control_thread(
     region: Region,
-    workers: usize,
+    worker_cores: &[usize],
     pcfg: &PipelineConfig,
     initial: Option<ServiceSet>,
 ) -> anyhow::Result<ControlThread> {
+    let workers = worker_cores.len();
     let mut ctl = ControlThread::new(
         region,
         ControlOptions {
@@ -105,6 +106,7 @@ pub fn control_thread(
             max_listeners: pcfg.max_listeners,
             max_backends: pcfg.max_backends,
             gateway_fallback: pcfg.backend_gateway_mac.is_some(),
+            cpus: fiberlb_dataplane::worker::housekeeping_cpus(worker_cores),
             ..ControlOptions::default()
         },
     )?;
