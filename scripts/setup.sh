@@ -28,8 +28,9 @@ need_root
 #  shfmt                  scripts/check-deps.py parses the shell scripts with it
 #  valgrind               bench/instructions.sh (instructions per packet under callgrind)
 #  iputils-arping         tests/e2e/controlplane.sh (a moved backend's gratuitous ARP)
+#  hping3                 tests/e2e/synflood.sh (the SYN flood)
 pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils
-    systemd procps python3-venv nftables iptables linux-perf git shfmt valgrind iputils-arping)
+    systemd procps python3-venv nftables iptables linux-perf git shfmt valgrind iputils-arping hping3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
