@@ -92,7 +92,7 @@ flood_case() {
     if [ $# -gt 0 ]; then
         sleep 1
         "$@" >"$dir/midflood.out" 2>&1
-        result "synflood-$name mid-flood: $(tr '\n' ' ' <"$dir/midflood.out")"
+        result "synflood-$name-midflood $(tr '\n' ' ' <"$dir/midflood.out")"
     fi
     wait "${clients[@]}"
     wait "$FLOOD_PID"
@@ -104,13 +104,13 @@ flood_case() {
     for i in $(seq 0 9); do
         awk -v c="$i" '$0 == "FAILED" || $0 !~ /^b[123]$/ {printf "%d ", 43000 + c * 10 + NR - 1}' "$dir/new$i.out"
     done >"$dir/failed-ports"
-    [ -s "$dir/failed-ports" ] && result "synflood-$name failed_new_ports: $(cat "$dir/failed-ports")"
+    [ -s "$dir/failed-ports" ] && result "synflood-$name-failed new_ports: $(cat "$dir/failed-ports")"
     FLOOD_PKTS=$(grep -o '[0-9]* packets transmitted' "$dir/hping3.out" | cut -d' ' -f1)
     FLOOD_PKTS=${FLOOD_PKTS:-0}
     local c0 d0 o0 c1 d1 o1
     read -r c0 d0 o0 <<<"$tcp0"
     read -r c1 d1 o1 <<<"$(backend_tcp)"
-    result "synflood-$name backends: syncookies_sent=$((c1 - c0)) listen_drops=$((d1 - d0)) listen_overflows=$((o1 - o0))"
+    result "synflood-$name-backends syncookies_sent=$((c1 - c0)) listen_drops=$((d1 - d0)) listen_overflows=$((o1 - o0))"
     result "synflood-$name established_ok=$EST_OK/10 new_ok=$NEW_OK/100 flood_packets=$FLOOD_PKTS flood_pps=$((FLOOD_PKTS / FLOOD_SECS))"
 }
 
@@ -127,7 +127,7 @@ lb_stop "$WORK/lb.out" >/dev/null
 fb_drops=$("$PY" -c 'import json, sys
 d = json.load(open(sys.argv[1]))
 print(" ".join("%s=%d" % (k, v) for k, v in sorted(d["drops"].items()) if v) or "none")' "$WORK/stats.json" 2>/dev/null)
-result "synflood-fiberlb worker_rx_packets=$fb_rx flow_capacity=$FLOW_CAP drops: $fb_drops"
+result "synflood-fiberlb-workers rx_packets=$fb_rx flow_capacity=$FLOW_CAP drops: $fb_drops"
 # Every established connection survives and the flood really went through the workers
 # (more packets than the table has entries). New connections: the figure is reported next to
 # Linux DNAT's; fewer than 90 of 100 fails. fiberlb forwards the flood (an L4 balancer is not a
@@ -149,7 +149,7 @@ ip netns exec "$NS_L" iptables -t nat -A PREROUTING -d "$VIP_NAT" -p tcp --dport
 ip netns exec "$NS_L" iptables -t nat -A PREROUTING -d "$VIP_NAT" -p tcp --dport 80 \
     -j DNAT --to-destination "${IP_B[2]}:80"
 flood_case dnat
-result "synflood-dnat conntrack_max=$(ip netns exec "$NS_L" cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null || echo ?)"
+result "synflood-dnat-conntrack max=$(ip netns exec "$NS_L" cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null || echo ?)"
 # The baseline is reported, not judged (it is the kernel's behaviour, not ours).
 result "synflood-compare new_connections fiberlb=$FB_NEW/100 linux_dnat=$NEW_OK/100 established fiberlb=$FB_EST/10 linux_dnat=$EST_OK/10 flood_packets fiberlb=$FB_FLOOD linux_dnat=$FLOOD_PKTS"
 
