@@ -73,8 +73,10 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/env.txt"
 # The table (ratios to the kernel peers and to testpmd of the same frame size, same run) and
 # the plots: the I/O path and the pipeline alone apart (they differ by 50x).
 python3 "$HERE/scenarios/table.py" "$RES" "$QUICK" "$SECS"
-"$PKTGEN" plot --input "$RES/plot.tsv" --output "$RES/plot.svg" \
-    --title "fiberlb vs baselines on veth, same run (Mpps received)" || echo "plot failed"
+if [ -s "$RES/plot.tsv" ]; then # (empty when only pipeline/update scenarios ran)
+    "$PKTGEN" plot --input "$RES/plot.tsv" --output "$RES/plot.svg" \
+        --title "fiberlb vs baselines on veth, same run (Mpps received)" || echo "plot failed"
+fi
 if [ -s "$RES/plot-pipeline.tsv" ]; then
     "$PKTGEN" plot --input "$RES/plot-pipeline.tsv" --output "$RES/plot-pipeline.svg" \
         --title "pipeline alone on memory ports (Mpps)" || echo "plot failed"
