@@ -50,6 +50,9 @@ topo_up() {
 
     ip -n "$NS_C" addr add 10.91.1.2/24 dev c0
     ip -n "$NS_C" link set c0 up
+    # Tests pick client ports in 40000-49999 (--local-port) to tell connections apart; keep the
+    # kernel's ephemeral ports (curl, udp_client.py) out of that range so the two never collide.
+    ip netns exec "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="50000 60999"
     ip -n "$NS_C" route add 10.91.100.0/24 via 10.91.1.1
     ip -n "$NS_C" neigh replace 10.91.1.1 lladdr $MAC_L0 dev c0 nud permanent
 
