@@ -1,0 +1,487 @@
+#!/usr/bin/env bash
+# A two-node fiberlb tier behind a BGP/ECMP router, end to end: real BIRD 2 on the router and on
+# both nodes (eBGP + BFD), the router's kernel spreading the VIP over both nodes (one ECMP
+# route, L4 hash), fiberlb-dataplane (AF_XDP) and fiberlbd on each node, a real client (curl)
+# and three real HTTP backends (tunnel mode: IPIP, decapsulated by an XDP program on each
+# backend; dsr) — in network namespaces this script creates and always removes.
+#
+#   client ${P}c           router ${P}r (BIRD, AS 65000)         node ${P}na (AS 65001)
+#   [c0 10.92.1.2] ── [r0 10.92.1.1]  [ra 10.92.10.1] ──── [u0 10.92.10.2] fiberlb [n1 10.92.2.1] ─┐
+#                                     [rb 10.92.20.1] ──── [u0 10.92.20.2] fiberlb [n1 10.92.2.2] ─┤
+#                                     [rs 10.92.2.254] ─┐   node ${P}nb (AS 65001)                 │
+#                                                       └── switch ${P}s: br0 ──────────────────────┘
+#                                                            └── backends ${P}b1..3 [e0 10.92.2.11-13]
+#
+# Each node: AF_XDP on its uplink u0 (client side) and n1 (backend side); its BIRD peers with
+# the router over u0 and announces what fiberlbd writes into the include file (the VIPs it can
+# serve, `via "fiberlb0"`, fiberlbd's liveness TAP). The backends answer clients directly
+# (tunnel/dsr) through the router (their default route, 10.92.2.254). Both nodes get the same
+# services file (`fiberlbctl apply -f`) and hash seed, so either picks the same backend for a
+# flow: a flow moved from one node to the other by the router keeps its backend.
+#
+# Checks, "PASS name ..." / "FAIL name ..." and "RESULT name k=v ..." lines:
+#   bird-*      BIRD alone (fiberlbd's include file written by hand, its TAP held open by a
+#               stand-in): ECMP with two nexthops, `check link` on a TAP, a route removed by
+#               `birdc configure`, a killed bird (TCP close), a silent node (BFD) — each timed;
+#   spread      both nodes announce (two nexthops), requests from many client ports reach both
+#               nodes and every backend;
+#   lookup      1000 flows: both nodes' `fiberlbctl lookup` name the same backend, and the 300
+#               real requests were answered by the backend lookup names;
+#   failover    node A's data plane killed (kill -9) under a long rate-limited download, 50
+#               slow established connections and a stream of new connections: the download
+#               completes byte-exact over B, established connections survive, a bounded number
+#               of new connections fail; failover_ms, route_ms;
+#   rejoin      A's data plane started again: A announced again (two nexthops), connections
+#               established meanwhile do not break;
+#   drain       `fiberlbctl node drain` on A: one nexthop, no connection fails, A's data plane
+#               receives nothing new; `node resume` brings it back;
+#   node-death  every process of A killed and A's uplink silenced (iptables): BFD withdraws it.
+#
+#   FIBERLB_BIN_DIR  directory holding fiberlb-dataplane, fiberlbd, fiberlbctl (default:
+#                    target/release)
+#   FCL_PREFIX       the network namespaces' name prefix, unique per run (default: fcl<pid>)
+#   FCL_CORE         the data planes' worker core (default 1; both nodes share it, idle back-off)
+#   FCL_BIRD_ONLY    1: only the BIRD checks (no data plane, no fiberlbd)
+#
+# Root only. Needs ip, ethtool, curl, python3, sha256sum, iptables, bird, birdc (BIRD 2), clang
+# (the backends' IPIP decapsulation program).
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+P=${FCL_PREFIX:-fcl$$}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+D=$BIN_DIR/fiberlbd
+CTL_BIN=$BIN_DIR/fiberlbctl
+BIRD_ONLY=${FCL_BIRD_ONLY:-}
+
+e2e_need_root cluster "network namespaces, XDP, AF_XDP, BIRD"
+e2e_need_tools ip ethtool curl sha256sum iptables bird birdc clang
+if [ -z "$BIRD_ONLY" ]; then
+    for b in "$LB" "$D" "$CTL_BIN"; do e2e_need_bin "$b"; done
+fi
+
+# --- topology ---
+NS_C=${P}c NS_R=${P}r NS_S=${P}s
+NODE_NS=("${P}na" "${P}nb")
+NODE=(A B)
+NODE_UP=(10.92.10.2 10.92.20.2)   # uplink address (BGP, BFD)
+NODE_PEER=(10.92.10.1 10.92.20.1) # the router's end
+NODE_BE=(10.92.2.1 10.92.2.2)     # backend side (health checks, tunnel source)
+NODE_UP_MAC=(02:e9:0a:00:00:02 02:e9:14:00:00:02)
+NODE_PEER_MAC=(02:e9:0a:00:00:01 02:e9:14:00:00:01)
+NODE_BE_MAC=(02:e9:02:00:00:01 02:e9:02:00:00:02)
+NS_B=("${P}b1" "${P}b2" "${P}b3")
+IP_B=(10.92.2.11 10.92.2.12 10.92.2.13)
+MAC_B=(02:e9:02:00:00:11 02:e9:02:00:00:12 02:e9:02:00:00:13)
+MAC_C0=02:e9:01:00:00:02 MAC_R0=02:e9:01:00:00:01 MAC_RS=02:e9:02:00:00:fe
+VIP_TUN=10.92.100.1 VIP_DSR=10.92.100.2
+CLIENT=10.92.1.2
+
+topo_down() { # (e2e_cleanup)
+    local ns
+    for ns in "$NS_C" "$NS_R" "$NS_S" "${NODE_NS[@]}" "${NS_B[@]}"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+topo_up() {
+    local ns i
+    for ns in "$NS_C" "$NS_R" "$NS_S" "${NODE_NS[@]}" "${NS_B[@]}"; do
+        ip netns add "$ns" || return 1
+        ip -n "$ns" link set lo up
+    done
+    ip -n "$NS_S" link add br0 type bridge
+    ip -n "$NS_S" link set br0 up
+    # client <-> router
+    ip -n "$NS_R" link add r0 address $MAC_R0 type veth peer name c0 address $MAC_C0 netns "$NS_C"
+    ip -n "$NS_C" addr add $CLIENT/24 dev c0
+    ip -n "$NS_C" link set c0 up
+    ip -n "$NS_C" route add default via 10.92.1.1
+    # Tests pick client ports in 40000-49999 (--local-port); the kernel's ephemeral ports stay
+    # out of that range.
+    ip netns exec "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="50000 60999"
+    # veth leaves L4 checksums to offload (CHECKSUM_PARTIAL); AF_XDP copies raw bytes.
+    ip netns exec "$NS_C" ethtool -K c0 tx off >/dev/null
+    ip -n "$NS_R" addr add 10.92.1.1/24 dev r0
+    # router <-> backend segment (the backends' way back to the client)
+    ip -n "$NS_R" link add rs address $MAC_RS type veth peer name sr netns "$NS_S"
+    ip -n "$NS_S" link set sr master br0
+    ip -n "$NS_S" link set sr up
+    ip -n "$NS_R" addr add 10.92.2.254/24 dev rs
+    # router <-> nodes, nodes <-> backend segment
+    for i in 0 1; do
+        ns=${NODE_NS[$i]}
+        ip -n "$NS_R" link add "r${NODE[$i],,}" address "${NODE_PEER_MAC[$i]}" type veth \
+            peer name u0 address "${NODE_UP_MAC[$i]}" netns "$ns"
+        ip -n "$NS_R" addr add "${NODE_PEER[$i]}/24" dev "r${NODE[$i],,}"
+        ip -n "$NS_R" link set "r${NODE[$i],,}" up
+        ip -n "$ns" addr add "${NODE_UP[$i]}/24" dev u0
+        ip -n "$ns" link add n1 address "${NODE_BE_MAC[$i]}" type veth peer name "s${NODE[$i],,}" netns "$NS_S"
+        ip -n "$NS_S" link set "s${NODE[$i],,}" master br0
+        ip -n "$NS_S" link set "s${NODE[$i],,}" up
+        ip -n "$ns" addr add "${NODE_BE[$i]}/24" dev n1
+        ip -n "$ns" link set u0 up
+        ip -n "$ns" link set n1 up
+        ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    done
+    for l in r0 rs ra rb; do ip -n "$NS_R" link set $l up; done
+    # L4 hash over the nexthops; the backends' replies come from the VIPs, which the router
+    # routes towards the nodes: no reverse-path filter.
+    ip netns exec "$NS_R" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 \
+        net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    for l in r0 rs ra rb; do ip netns exec "$NS_R" sysctl -qw "net.ipv4.conf.$l.rp_filter=0"; done
+    # backends
+    for i in 0 1 2; do
+        ns=${NS_B[$i]}
+        ip -n "$NS_S" link add "s$((i + 1))" type veth peer name e0 address "${MAC_B[$i]}" netns "$ns"
+        ip -n "$NS_S" link set "s$((i + 1))" master br0
+        ip -n "$NS_S" link set "s$((i + 1))" up
+        ip -n "$ns" addr add "${IP_B[$i]}/24" dev e0
+        ip -n "$ns" addr add "$VIP_TUN/32" dev lo
+        ip -n "$ns" addr add "$VIP_DSR/32" dev lo
+        ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+            net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+        ip -n "$ns" link set e0 up
+        ip -n "$ns" route add default via 10.92.2.254
+        ip netns exec "$ns" ethtool -K e0 tx off >/dev/null
+        # IPIP decapsulation (the kernel here has no ipip module): the XDP program strips the
+        # outer header and the inner packet, to the VIP on lo, goes up the stack.
+        ip -n "$ns" link set dev e0 xdpgeneric obj "$WORK/ipip_decap.o" sec xdp || return 1
+    done
+}
+
+# --- helpers ---
+
+# now_ms: NOW, milliseconds since the epoch (no fork).
+now_ms() {
+    local t=${EPOCHREALTIME/./}
+    NOW=$((t / 1000))
+}
+
+# nexthops VIP: how many nexthops the router's kernel route for VIP has (0: no route).
+nexthops() {
+    local out
+    out=$(ip -n "$NS_R" route show "$1/32" 2>/dev/null)
+    if [ -z "$out" ]; then
+        echo 0
+    elif grep -q "nexthop via" <<<"$out"; then
+        grep -c "nexthop via" <<<"$out"
+    else
+        echo 1
+    fi
+}
+
+# wait_nexthops VIP N SECONDS: waits until the router's route for VIP has N nexthops; WAITED_MS
+# is the time it took (from the call, or from T_FROM when set, in ms since the epoch). Returns
+# 1 on timeout.
+wait_nexthops() {
+    local vip=$1 want=$2 t0 deadline
+    now_ms
+    t0=${T_FROM:-$NOW}
+    deadline=$((NOW + $3 * 1000))
+    WAITED_MS=
+    while :; do
+        if [ "$(nexthops "$vip")" = "$want" ]; then
+            now_ms
+            WAITED_MS=$((NOW - t0))
+            return 0
+        fi
+        now_ms
+        [ "$NOW" -lt $deadline ] || return 1
+        sleep 0.01
+    done
+}
+
+# via_node PORT [VIP]: which node (A, B, or ?) the router sends the client's TCP flow from PORT
+# to VIP:80 to (its kernel's own multipath choice, `ip route get` with the flow's ports).
+via_node() {
+    local r
+    r=$(ip -n "$NS_R" route get "${2:-$VIP_TUN}" from $CLIENT iif r0 ipproto tcp sport "$1" dport 80 2>/dev/null)
+    if grep -q "dev ra" <<<"$r"; then
+        echo A
+    elif grep -q "dev rb" <<<"$r"; then
+        echo B
+    else
+        echo "?"
+    fi
+}
+
+# --- BIRD ---
+
+NDIR=("" "") RDIR= # (set after e2e_init)
+
+# bird_start DIR NS: BIRD with DIR/bird.conf, control socket DIR/bird.ctl, pid file DIR/bird.pid.
+bird_start() {
+    rm -f "$1/bird.ctl" "$1/bird.pid"
+    ip netns exec "$2" bird -c "$1/bird.conf" -s "$1/bird.ctl" -P "$1/bird.pid" || return 1
+    for _ in $(seq 1 50); do
+        [ -S "$1/bird.ctl" ] && [ -s "$1/bird.pid" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# bird_kill DIR [SIGNAL]: stops the BIRD of DIR (pid file), waits for it to go.
+bird_kill() {
+    local pid
+    pid=$(cat "$1/bird.pid" 2>/dev/null) || return 0
+    [ -n "$pid" ] || return 0
+    kill "-${2:-TERM}" "$pid" 2>/dev/null
+    rm -f "$1/bird.pid"
+    # (a daemon: not our child; gone, or a zombie until init reaps it)
+    for _ in $(seq 1 100); do
+        alive "$pid" || break
+        sleep 0.01
+    done
+}
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    st=${st##*) }
+    [ "${st%% *}" != Z ]
+}
+
+birdc_() { birdc -s "$1/bird.ctl" "${@:2}"; }
+
+# vips_conf FILE [check-link|no-check-link] VIP...: writes the include file as fiberlbd does (a
+# static protocol per family, each VIP via the liveness TAP), atomically.
+vips_conf() {
+    local f=$1 check="  check link;" v
+    [ "$2" = no-check-link ] && check=""
+    shift 2
+    {
+        echo "# written by tests/e2e/cluster.sh (as fiberlbd writes it); do not edit"
+        echo "protocol static fiberlb4 {"
+        echo "  ipv4;"
+        [ -n "$check" ] && echo "$check"
+        for v in "$@"; do echo "  route $v/32 via \"fiberlb0\";"; done
+        echo "}"
+        echo "protocol static fiberlb6 {"
+        echo "  ipv6;"
+        [ -n "$check" ] && echo "$check"
+        echo "}"
+    } >"$f.tmp"
+    mv "$f.tmp" "$f"
+}
+
+# reconfigure DIR: `birdc configure`; returns 1 unless BIRD took it.
+reconfigure() {
+    birdc_ "$1" configure | grep -q "Reconfigur"
+}
+
+# TAP holders: a stand-in for fiberlbd's liveness TAP — a process holding fiberlb0 open (up,
+# carrier on while it lives). HOLDER[i] is node i's.
+HOLDER=("" "")
+tap_hold() {
+    local i=$1 ns=${NODE_NS[$1]}
+    ip netns exec "$ns" "$PY" -c '
+import fcntl, os, struct, sys, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"fiberlb0", 0x0002 | 0x1000))  # TUNSETIFF, IFF_TAP | IFF_NO_PI
+print("held", flush=True)
+while True:
+    time.sleep(3600)
+' >"$WORK/holder$i.out" 2>&1 &
+    HOLDER[i]=$!
+    for _ in $(seq 1 100); do
+        grep -q held "$WORK/holder$i.out" && break
+        sleep 0.02
+    done
+    ip -n "$ns" link set fiberlb0 up
+}
+tap_release() {
+    [ -n "${HOLDER[$1]}" ] || return 0
+    kill "${HOLDER[$1]}" 2>/dev/null
+    wait "${HOLDER[$1]}" 2>/dev/null
+    HOLDER[$1]=
+}
+
+# --- the data planes and fiberlbd ---
+DP_PID=("" "") FD_PID=("" "")
+SHMS=("/dev/shm/${P}na.region" "/dev/shm/${P}nb.region")
+LOADS=()
+
+cleanup_first() { # (e2e_cleanup)
+    local i p
+    for p in "${LOADS[@]}"; do kill "$p" 2>/dev/null; done
+    for i in 0 1; do
+        [ -n "${FD_PID[$i]}" ] && kill -TERM "${FD_PID[$i]}" 2>/dev/null
+        [ -n "${DP_PID[$i]}" ] && kill -TERM "${DP_PID[$i]}" 2>/dev/null
+        tap_release "$i"
+    done
+    for p in "${LOADS[@]}" "${FD_PID[@]}" "${DP_PID[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+    for i in 0 1; do bird_kill "${NDIR[$i]}"; done
+    [ -n "${RDIR:-}" ] && bird_kill "$RDIR"
+    for i in 0 1; do rm -f "${SHMS[$i]}" "${SHMS[$i]}.slots.json" "${SHMS[$i]}.ports.json"; done
+}
+
+e2e_init
+NDIR=("$WORK/na" "$WORK/nb")
+RDIR=$WORK/r
+mkdir -p "${NDIR[@]}" "$RDIR"
+T0=$(date +%s)
+
+if ! clang -O2 -g -Wall -Werror -target bpf "-I/usr/include/$(uname -m)-linux-gnu" \
+    -c "$HERE/cluster/ipip_decap.c" -o "$WORK/ipip_decap.o" >"$WORK/clang.out" 2>&1; then
+    echo "FAIL setup: compiling cluster/ipip_decap.c:"
+    show_log "$WORK/clang.out" clang
+    exit 1
+fi
+if ! topo_up >"$WORK/topo.out" 2>&1; then
+    echo "FAIL setup: topology"
+    show_log "$WORK/topo.out" topo
+    exit 1
+fi
+
+# BIRD: the router and both nodes, each node with an empty include file for now.
+sed "s|@DIR@|$RDIR|g" "$HERE/cluster/router.conf" >"$RDIR/bird.conf"
+for i in 0 1; do
+    sed -e "s|@DIR@|${NDIR[$i]}|g" -e "s|@ADDR@|${NODE_UP[$i]}|g" -e "s|@PEER@|${NODE_PEER[$i]}|g" \
+        "$HERE/cluster/node.conf" >"${NDIR[$i]}/bird.conf"
+    vips_conf "${NDIR[$i]}/fiberlb-vips.conf" check-link
+done
+bird_ok=1
+bird_start "$RDIR" "$NS_R" || bird_ok=
+for i in 0 1; do bird_start "${NDIR[$i]}" "${NODE_NS[$i]}" || bird_ok=; done
+if [ -z "$bird_ok" ]; then
+    echo "FAIL setup: BIRD did not start"
+    for d in "$RDIR" "${NDIR[@]}"; do show_log "$d/bird.log" bird; done
+    exit 1
+fi
+
+# bgp_up: both sessions established (router side), within 15 s.
+bgp_up() {
+    for _ in $(seq 1 150); do
+        [ "$(birdc_ "$RDIR" show protocols | grep -c 'Established')" = 2 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+if bgp_up; then
+    pass "setup: BIRD on the router and both nodes, two eBGP sessions established"
+else
+    fail "setup: BGP sessions: $(birdc_ "$RDIR" show protocols | tr '\n' ' ')"
+fi
+
+# ===== BIRD alone: the include file by hand, the liveness TAP held by a stand-in =====
+
+# bird-ecmp: both nodes announce VIP_TUN via a held TAP; the router merges them.
+for i in 0 1; do
+    tap_hold "$i"
+    vips_conf "${NDIR[$i]}/fiberlb-vips.conf" check-link "$VIP_TUN"
+    reconfigure "${NDIR[$i]}" || fail "bird-ecmp: birdc configure on node ${NODE[$i]}"
+done
+if wait_nexthops "$VIP_TUN" 2 10; then
+    result "bird-ecmp ms=$WAITED_MS"
+    pass "bird-ecmp: the router's kernel route has two nexthops: $(ip -n "$NS_R" route show "$VIP_TUN/32" | tr -s '\n\t ' ' ')"
+else
+    fail "bird-ecmp: route: $(ip -n "$NS_R" route show "$VIP_TUN/32" | tr -s '\n\t ' ' ')"
+fi
+
+# bird-checklink: `check link` needs the TAP's carrier, which a TAP has only while a process
+# holds it open (fiberlbd): when the holder goes, the route goes; a persistent TAP nobody holds
+# has no carrier and is not announced — unless `check link` is left out.
+T_FROM=
+tap_release 0
+if wait_nexthops "$VIP_TUN" 1 5; then tap_gone_ms=$WAITED_MS; else tap_gone_ms=never; fi
+ip -n "${NODE_NS[0]}" tuntap add fiberlb0 mode tap
+ip -n "${NODE_NS[0]}" link set fiberlb0 up
+reconfigure "${NDIR[0]}"
+sleep 1.5
+persist_nh=$(nexthops "$VIP_TUN")
+carrier=$(ip -n "${NODE_NS[0]}" -o link show fiberlb0 | grep -o 'NO-CARRIER' || echo carrier)
+vips_conf "${NDIR[0]}/fiberlb-vips.conf" no-check-link "$VIP_TUN"
+reconfigure "${NDIR[0]}"
+if wait_nexthops "$VIP_TUN" 2 5; then nocheck=announced; else nocheck=not-announced; fi
+vips_conf "${NDIR[0]}/fiberlb-vips.conf" check-link "$VIP_TUN"
+reconfigure "${NDIR[0]}"
+wait_nexthops "$VIP_TUN" 1 5
+tap_hold 0 # opens the persistent TAP: carrier
+if wait_nexthops "$VIP_TUN" 2 5; then held_ms=$WAITED_MS; else held_ms=never; fi
+result "bird-checklink holder_killed_to_withdrawn_ms=$tap_gone_ms persistent_unheld_tap=$carrier nexthops_with_check_link=$persist_nh without_check_link=$nocheck held_again_to_announced_ms=$held_ms"
+if [ "$tap_gone_ms" != never ] && [ "$persist_nh" = 1 ] && [ "$carrier" = NO-CARRIER ] &&
+    [ "$nocheck" = announced ] && [ "$held_ms" != never ]; then
+    pass "bird-checklink: the TAP's holder killed -> withdrawn in $tap_gone_ms ms; an unheld TAP (no carrier) is not announced with check link, is without it; held again -> announced in $held_ms ms"
+else
+    fail "bird-checklink: withdrawn after holder killed: $tap_gone_ms ms, unheld TAP: $carrier, nexthops $persist_nh, without check link: $nocheck, held again: $held_ms ms"
+fi
+
+# bird-configure: the VIP taken out of A's include file, `birdc configure` -> one nexthop; back.
+vips_conf "${NDIR[0]}/fiberlb-vips.conf" check-link
+now_ms
+T_FROM=$NOW
+reconfigure "${NDIR[0]}"
+if wait_nexthops "$VIP_TUN" 1 5; then out_ms=$WAITED_MS; else out_ms=never; fi
+vips_conf "${NDIR[0]}/fiberlb-vips.conf" check-link "$VIP_TUN"
+now_ms
+T_FROM=$NOW
+reconfigure "${NDIR[0]}"
+if wait_nexthops "$VIP_TUN" 2 5; then in_ms=$WAITED_MS; else in_ms=never; fi
+T_FROM=
+sessions=$(birdc_ "$RDIR" show protocols | grep -c Established)
+result "bird-configure withdraw_ms=$out_ms announce_ms=$in_ms sessions_established=$sessions"
+if [ "$out_ms" != never ] && [ "$in_ms" != never ] && [ "$sessions" = 2 ]; then
+    pass "bird-configure: a route removed from A's include file is withdrawn in $out_ms ms, put back announced in $in_ms ms, the session stays up"
+else
+    fail "bird-configure: withdraw $out_ms ms, announce $in_ms ms, sessions established $sessions"
+fi
+
+# bird-kill: A's bird killed (-9): the kernel closes its TCP session, the router withdraws.
+now_ms
+T_FROM=$NOW
+bird_kill "${NDIR[0]}" KILL
+if wait_nexthops "$VIP_TUN" 1 5; then kill_ms=$WAITED_MS; else kill_ms=never; fi
+now_ms
+T_FROM=$NOW
+bird_start "${NDIR[0]}" "${NODE_NS[0]}"
+if wait_nexthops "$VIP_TUN" 2 15; then back_ms=$WAITED_MS; else back_ms=never; fi
+T_FROM=
+result "bird-kill withdrawn_ms=$kill_ms restarted_to_announced_ms=$back_ms"
+if [ "$kill_ms" != never ] && [ "$back_ms" != never ]; then
+    pass "bird-kill: A's bird killed -> withdrawn in $kill_ms ms (TCP close); started again -> announced in $back_ms ms"
+else
+    fail "bird-kill: withdrawn $kill_ms ms, announced again $back_ms ms"
+fi
+
+# bird-bfd: A goes silent (iptables drops everything in and out: no carrier loss, no TCP
+# close): BFD (100 ms x 3) withdraws it.
+silence() { # node index, on|off
+    local ns=${NODE_NS[$1]} op=-A
+    [ "$2" = off ] && op=-D
+    ip netns exec "$ns" iptables $op INPUT -j DROP
+    ip netns exec "$ns" iptables $op OUTPUT -j DROP
+}
+sleep 1 # BFD sessions up
+now_ms
+T_FROM=$NOW
+silence 0 on
+if wait_nexthops "$VIP_TUN" 1 5; then bfd_ms=$WAITED_MS; else bfd_ms=never; fi
+why=$(birdc_ "$RDIR" show protocols node_a | awk 'NR > 2' | tr -s ' ' | cut -c1-120)
+now_ms
+T_FROM=$NOW
+silence 0 off
+if wait_nexthops "$VIP_TUN" 2 15; then bfd_back_ms=$WAITED_MS; else bfd_back_ms=never; fi
+T_FROM=
+result "bird-bfd withdrawn_ms=$bfd_ms back_ms=$bfd_back_ms"
+if [ "$bfd_ms" != never ] && [ "$bfd_ms" -le 1000 ] && grep -q "BFD session down" <<<"$why" && [ "$bfd_back_ms" != never ]; then
+    pass "bird-bfd: A silenced -> withdrawn by BFD in $bfd_ms ms ($why); heard again -> announced in $bfd_back_ms ms"
+else
+    fail "bird-bfd: withdrawn $bfd_ms ms (want <= 1000, by BFD: $why), back $bfd_back_ms ms"
+fi
+
+# Back to empty include files and no TAP: fiberlbd takes over.
+for i in 0 1; do
+    tap_release "$i"
+    vips_conf "${NDIR[$i]}/fiberlb-vips.conf" check-link
+    reconfigure "${NDIR[$i]}"
+done
+ip -n "${NODE_NS[0]}" tuntap del fiberlb0 mode tap 2>/dev/null
+wait_nexthops "$VIP_TUN" 0 5 || fail "bird-reset: the VIP is still routed: $(ip -n "$NS_R" route show "$VIP_TUN/32")"
+
+if [ -n "$BIRD_ONLY" ]; then
+    echo "RESULT seconds=$(($(date +%s) - T0))"
+    e2e_finish
+    exit
+fi
