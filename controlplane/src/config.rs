@@ -29,6 +29,16 @@
 //! token = "s3cret-acme-web"
 //! org_id = "acme"
 //! project_id = "web"
+//!
+//! [bgp]                                     # announce VIPs through a local BIRD (see bgp.rs)
+//! enabled = true
+//! include_path = "/etc/bird/fiberlb.conf"   # BIRD's config includes this file
+//! socket = "/run/bird/bird.ctl"
+//! vips = "all"                              # or ["10.10.0.1", "fd00:10::1"]
+//! liveness_interface = "fiberlb0"           # TAP device that lives as long as fiberlbd
+//! communities = ["65000:100"]
+//! med = 50
+//! dataplane_timeout_ms = 500
 //! ```
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -160,6 +170,7 @@ pub struct Config {
     pub health_defaults: HealthDefaults,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    pub bgp: Option<crate::bgp::BgpConfig>,
 }
 
 fn default_listen() -> PathBuf {
@@ -187,6 +198,7 @@ impl Default for Config {
             tunnel: TunnelConfig::default(),
             health_defaults: HealthDefaults::default(),
             tokens: Vec::new(),
+            bgp: None,
         }
     }
 }
@@ -250,6 +262,9 @@ impl Config {
             Scope::new(&t.org_id, &t.project_id)
                 .validate()
                 .map_err(|e| invalid(format!("tokens[{i}].{e}")))?;
+        }
+        if let Some(b) = &c.bgp {
+            b.validate().map_err(|e| invalid(format!("bgp.{e}")))?;
         }
         if c.tunnel.gue_port == 0 {
             return Err(invalid("tunnel.gue_port must be 1-65535".into()));

@@ -165,6 +165,7 @@ async fn scrape_reports_counters_health_and_programmer_state() {
         region: region_rx.clone(),
         health: Some(health_rx),
         program: Some(program_rx),
+        node: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop = stop_rx.clone();

@@ -14,6 +14,7 @@ use crate::pb::dataplane_service_client::DataplaneServiceClient;
 use crate::pb::health_check_service_client::HealthCheckServiceClient;
 use crate::pb::listener_service_client::ListenerServiceClient;
 use crate::pb::load_balancer_service_client::LoadBalancerServiceClient;
+use crate::pb::node_service_client::NodeServiceClient;
 use crate::pb::pool_service_client::PoolServiceClient;
 
 /// Why fiberlbd could not be reached.
@@ -54,6 +55,7 @@ pub struct Clients {
     pub backends: BackendServiceClient<Svc>,
     pub health_checks: HealthCheckServiceClient<Svc>,
     pub dataplane: DataplaneServiceClient<Svc>,
+    pub node: NodeServiceClient<Svc>,
 }
 
 /// Connects to `server`: a Unix socket path (`/run/fiberlb/fiberlbd.sock`, or `unix:PATH`), or
@@ -117,7 +119,8 @@ pub async fn connect(
         pools: PoolServiceClient::with_interceptor(channel.clone(), i.clone()),
         backends: BackendServiceClient::with_interceptor(channel.clone(), i.clone()),
         health_checks: HealthCheckServiceClient::with_interceptor(channel.clone(), i.clone()),
-        dataplane: DataplaneServiceClient::with_interceptor(channel, i),
+        dataplane: DataplaneServiceClient::with_interceptor(channel.clone(), i.clone()),
+        node: NodeServiceClient::with_interceptor(channel, i),
     })
 }
 

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod auth;
 pub mod client;
 pub mod convert;
+pub mod node;
 pub mod server;
 pub mod service;
 
@@ -144,6 +145,8 @@ pub struct Shared {
     pub health_defaults: HealthDefaults,
     pub health: Arc<dyn HealthSource>,
     pub dataplane: Arc<dyn DataplaneView>,
+    /// Drain mark and BGP announcement status.
+    pub node: Arc<crate::bgp::Node>,
     /// Receives the generation after every committed change (fiberlbd reprograms on it).
     pub committed: watch::Sender<u64>,
 }
@@ -170,6 +173,10 @@ impl Shared {
             health_defaults: HealthDefaults::default(),
             health: Arc::new(NoHealth),
             dataplane: Arc::new(NoDataplane),
+            node: Arc::new(crate::bgp::Node::new(
+                None,
+                std::path::Path::new("/nonexistent/store"),
+            )),
             committed: watch::channel(generation).0,
         }
     }

@@ -21,6 +21,7 @@ use crate::pb::dataplane_service_server::DataplaneServiceServer;
 use crate::pb::health_check_service_server::HealthCheckServiceServer;
 use crate::pb::listener_service_server::ListenerServiceServer;
 use crate::pb::load_balancer_service_server::LoadBalancerServiceServer;
+use crate::pb::node_service_server::NodeServiceServer;
 use crate::pb::pool_service_server::PoolServiceServer;
 
 /// Why the API could not be served.
@@ -56,6 +57,7 @@ async fn router(
         .set_serving::<HealthCheckServiceServer<Api>>()
         .await;
     reporter.set_serving::<DataplaneServiceServer<Api>>().await;
+    reporter.set_serving::<NodeServiceServer<Api>>().await;
     // Both reflection versions: grpcurl and older clients (grpcio-reflection's descriptor
     // database, many IDE plugins) only speak v1alpha; newer ones prefer v1. Each describes both
     // reflection services, so `list` shows the same set whichever a client speaks.
@@ -82,7 +84,8 @@ async fn router(
         .add_service(PoolServiceServer::new(api.clone()))
         .add_service(BackendServiceServer::new(api.clone()))
         .add_service(HealthCheckServiceServer::new(api.clone()))
-        .add_service(DataplaneServiceServer::new(api)))
+        .add_service(DataplaneServiceServer::new(api.clone()))
+        .add_service(NodeServiceServer::new(api)))
 }
 
 /// Binds the Unix socket at `path` (replacing a stale one, creating the directory) with mode

@@ -37,6 +37,14 @@ impl Api {
         Api { shared, auth }
     }
 
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(super) fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     /// Commits `f` durably (on a blocking thread) and announces the new generation.
     async fn write<T: Send + 'static>(
         &self,

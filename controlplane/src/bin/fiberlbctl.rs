@@ -24,6 +24,9 @@ macro_rules! out {
     }};
 }
 
+#[path = "fiberlbctl/node.rs"]
+mod node;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fiberlbctl",
@@ -107,6 +110,9 @@ enum Command {
         #[arg(long, short = 'n')]
         count: Option<u64>,
     },
+    /// This node: BGP announcement of its VIPs (through BIRD) and drain.
+    #[command(subcommand)]
+    Node(node::NodeCmd),
     /// Which backend a new flow SRC:PORT -> DST:PORT/PROTO gets (Maglev answer).
     #[command(alias = "trace")]
     Lookup {
@@ -363,6 +369,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Pool(cmd) => pool_cmd(&mut c, scope, out, cmd).await,
         Command::Backend(cmd) => backend_cmd(&mut c, scope, out, cmd).await,
         Command::HealthCheck(cmd) => hc_cmd(&mut c, scope, out, cmd).await,
+        Command::Node(cmd) => node::node_cmd(&mut c, out, cmd).await,
         Command::Apply {
             file,
             dry_run,

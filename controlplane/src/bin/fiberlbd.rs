@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use fiberlb_controlplane::api::auth::Auth;
 use fiberlb_controlplane::api::{self, server, Shared};
+use fiberlb_controlplane::bgp::Node;
 use fiberlb_controlplane::config::Config;
 use fiberlb_controlplane::health::{self, CheckKind, CheckerOptions, HealthChecker, Target};
 use fiberlb_controlplane::metrics::{self, MetricsSource};
@@ -228,6 +229,21 @@ async fn run(config: Config) -> Result<()> {
             None
         }
     };
+    let node = Arc::new(Node::new(config.bgp.clone(), &config.store_path));
+    shared.node = node.clone();
+    if let Some(b) = config.bgp.as_ref().filter(|b| b.enabled) {
+        eprintln!(
+            "fiberlbd: announcing VIPs through BIRD ({}; include file {}){}",
+            b.socket.display(),
+            b.include_path.display(),
+            if node.status().drain_since_unix_ms > 0 {
+                "; this node is drained (fiberlbctl node resume)"
+            } else {
+                ""
+            }
+        );
+    }
+    let dataplane_view = shared.dataplane.clone();
     let shared = Arc::new(shared);
 
     // The desired set follows every committed change and every health flip.
@@ -272,6 +288,7 @@ async fn run(config: Config) -> Result<()> {
                 .map_or_else(|| watch::channel(None).1, |p| p.region()),
             health: Some(checker.subscribe()),
             program: programmer.as_ref().map(|p| p.status()),
+            node: Some(node.subscribe()),
         };
         let mut rx = stop_rx.clone();
         let (bound, _task) = metrics::bind(addr, source, async move {
@@ -280,6 +297,11 @@ async fn run(config: Config) -> Result<()> {
         .await?;
         eprintln!("fiberlbd: metrics on http://{bound}/metrics");
     }
+    let node_task = tokio::spawn(node.clone().run(
+        desired_rx.clone(),
+        dataplane_view,
+        stop_rx.clone(),
+    ));
     let programmer_task = programmer.map(|p| tokio::spawn(p.run(desired_rx, stop_rx.clone())));
 
     let stopped = move || {
@@ -327,6 +349,7 @@ async fn run(config: Config) -> Result<()> {
     while let Some(r) = tasks.join_next().await {
         r.context("server task panicked")??;
     }
+    let _ = node_task.await;
     if let Some(t) = programmer_task {
         let _ = t.await;
     }

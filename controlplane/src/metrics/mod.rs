@@ -151,6 +151,8 @@ pub struct MetricsSource {
     pub health: Option<watch::Receiver<Arc<HealthMap>>>,
     /// Programmer state ([`Programmer::status`](crate::program::Programmer::status)).
     pub program: Option<watch::Receiver<ProgramStatus>>,
+    /// BGP announcement and drain ([`Node::subscribe`](crate::bgp::Node::subscribe)).
+    pub node: Option<watch::Receiver<crate::bgp::NodeStatus>>,
 }
 
 /// Renders every metric now.
@@ -248,7 +250,66 @@ pub fn render(source: &MetricsSource) -> String {
             s.unresolved.len() as f64,
         );
     }
+    if let Some(n) = &source.node {
+        render_node(&mut e, &n.borrow());
+    }
     e.finish()
+}
+
+/// `fiberlb_bgp_*` and `fiberlb_node_*`: what this node announces, its BGP sessions (from
+/// BIRD), drain state.
+#[allow(clippy::cast_precision_loss)]
+fn render_node(e: &mut Encoder, n: &crate::bgp::NodeStatus) {
+    if !n.bgp_enabled {
+        return;
+    }
+    e.single(
+        "fiberlb_bgp_announced_vips",
+        Kind::Gauge,
+        "VIPs this node announces through BIRD now.",
+        n.announced.len() as f64,
+    );
+    e.family(
+        "fiberlb_bgp_vip_announced",
+        Kind::Gauge,
+        "1 when the VIP is announced, 0 when withheld (fiberlbctl node status says why).",
+    );
+    for v in &n.announced {
+        e.sample("fiberlb_bgp_vip_announced", &[("vip", &v.to_string())], 1.0);
+    }
+    for v in n.withheld.keys() {
+        e.sample("fiberlb_bgp_vip_announced", &[("vip", &v.to_string())], 0.0);
+    }
+    e.family(
+        "fiberlb_bgp_session_up",
+        Kind::Gauge,
+        "1 when the local BIRD's BGP protocol is Established.",
+    );
+    for s in &n.sessions {
+        e.sample(
+            "fiberlb_bgp_session_up",
+            &[("protocol", &s.name)],
+            if s.established() { 1.0 } else { 0.0 },
+        );
+    }
+    e.single(
+        "fiberlb_bgp_last_change_timestamp_seconds",
+        Kind::Gauge,
+        "Unix time of the last change of the announced set that BIRD took (0: none since start).",
+        n.last_change_unix_ms as f64 / 1000.0,
+    );
+    e.single(
+        "fiberlb_bgp_error",
+        Kind::Gauge,
+        "1 while the last call to BIRD failed (fiberlbctl node status shows the message).",
+        if n.last_error.is_empty() { 0.0 } else { 1.0 },
+    );
+    e.single(
+        "fiberlb_node_draining",
+        Kind::Gauge,
+        "1 while the node is drained (fiberlbctl node drain), 0 when serving.",
+        if n.drain_since_unix_ms > 0 { 1.0 } else { 0.0 },
+    );
 }
 
 fn render_dataplane(e: &mut Encoder, region: Option<&Region>) {
