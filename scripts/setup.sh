@@ -29,8 +29,10 @@ need_root
 #  valgrind               bench/instructions.sh (instructions per packet under callgrind)
 #  iputils-arping         tests/e2e/controlplane.sh (a moved backend's gratuitous ARP)
 #  hping3                 tests/e2e/synflood.sh (the SYN flood)
+#  bird2                  tests/e2e/cluster.sh (BGP/ECMP router and each node's BIRD) and the
+#                         bgp unit test that has `bird -p` parse fiberlbd's include file
 pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils
-    systemd procps python3-venv nftables iptables linux-perf git shfmt valgrind iputils-arping hping3)
+    systemd procps python3-venv nftables iptables linux-perf git shfmt valgrind iputils-arping hping3 bird2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,6 +42,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The tests run their own BIRDs inside namespaces; the packaged service (started by apt on a
+  # systemd machine, in the root namespace) is not one of them.
+  if [[ " ${missing[*]} " == *" bird2 "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now bird >/dev/null 2>&1 || true
+  fi
 fi
 # clang/llvm/libbpf for the XDP program; the system DPDK for the `dpdk` backend's tests.
 bash "$here/deps-afxdp.sh"
