@@ -109,6 +109,10 @@ for d in "$ROOT"/docs/*.md; do
     put 0644 "$d" "$docdir/$(basename "$d")"
 done
 put 0644 "$ROOT/examples/services.yaml" "$docdir/examples/services.yaml"
+# BGP announcement through BIRD: a node's bird.conf and fiberlbd's systemd drop-in (examples).
+for f in "$ROOT"/packaging/bird/*; do
+    put 0644 "$f" "$docdir/examples/bird/$(basename "$f")"
+done
 [ -f "$ROOT/packaging/fiberlb.nix" ] && put 0644 "$ROOT/packaging/fiberlb.nix" "$datadir/fiberlb.nix"
 
 install -d -m 0755 "$DESTDIR$datadir"

@@ -117,6 +117,13 @@ fn install_tree_units_and_uninstall() {
             want.insert(format!("/usr/share/doc/fiberlb/{name}"));
         }
     }
+    for e in std::fs::read_dir(workspace_root().join("packaging/bird"))
+        .unwrap()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        want.insert(format!("/usr/share/doc/fiberlb/examples/bird/{name}"));
+    }
     if workspace_root().join("packaging/fiberlb.nix").exists() {
         want.insert("/usr/share/fiberlb/fiberlb.nix".into());
     }

@@ -287,6 +287,28 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // The example node configuration shipped in packaging/bird parses with our file.
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/bird/bird.conf"),
+        )
+        .unwrap()
+        .replace(
+            "/etc/bird/fiberlb.d/vips.conf",
+            &dir.join("fiberlb.conf").display().to_string(),
+        );
+        let ex = dir.join("example.conf");
+        std::fs::write(&ex, example).unwrap();
+        let out = std::process::Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(&ex)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bird -p rejected packaging/bird/bird.conf: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // And rejects a broken file, so the check above can fail.
         let inc = dir.join("fiberlb.conf");
         std::fs::write(
