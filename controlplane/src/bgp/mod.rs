@@ -241,17 +241,19 @@ pub fn plan(
     draining: bool,
     unresolved: &[IpAddr],
 ) -> Plan {
+    // Pools with a backend that takes new flows: one pass over the backends.
+    let unresolved: BTreeSet<&IpAddr> = unresolved.iter().collect();
+    let live_pools: BTreeSet<_> = services
+        .backends
+        .iter()
+        .filter(|b| b.usability() == Usability::Active && !unresolved.contains(&b.address))
+        .map(|b| b.pool)
+        .collect();
     let mut vips: BTreeMap<IpAddr, bool> = BTreeMap::new();
     for l in &services.listeners {
-        if !selection.admits(&l.vip) {
-            continue;
+        if selection.admits(&l.vip) {
+            *vips.entry(l.vip).or_default() |= live_pools.contains(&l.pool);
         }
-        let usable = services.backends.iter().any(|b| {
-            b.pool == l.pool
-                && b.usability() == Usability::Active
-                && !unresolved.contains(&b.address)
-        });
-        *vips.entry(l.vip).or_default() |= usable;
     }
     if let VipSelection::Only(list) = selection {
         for v in list {
