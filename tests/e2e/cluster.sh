@@ -125,10 +125,14 @@ topo_up() {
         ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
     done
     for l in r0 rs ra rb; do ip -n "$NS_R" link set $l up; done
-    # L4 hash over the nexthops; the backends' replies come from the VIPs, which the router
-    # routes towards the nodes: no reverse-path filter.
-    ip netns exec "$NS_R" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 \
-        net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    # ECMP over the 5-tuple, as a hardware router hashes. Not policy 1 (L4): for a forwarded
+    # packet that carries a socket hash it uses that instead — veth keeps the client's TCP
+    # txhash, random per connection and changed on retransmission timeouts — so the path is
+    # neither predictable (`ip route get`) nor stable. Policy 3 with the fields src/dst
+    # address, protocol, src/dst port (0x37) hashes exactly those. The backends' replies come
+    # from the VIPs, which the router routes towards the nodes: no reverse-path filter.
+    ip netns exec "$NS_R" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=3 \
+        net.ipv4.fib_multipath_hash_fields=0x0037 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
     for l in r0 rs ra rb; do ip netns exec "$NS_R" sysctl -qw "net.ipv4.conf.$l.rp_filter=0"; done
     # backends
     for i in 0 1 2; do
@@ -485,3 +489,489 @@ if [ -n "$BIRD_ONLY" ]; then
     e2e_finish
     exit
 fi
+
+# ===== fiberlb on both nodes =====
+SEED=1311768467294899695 # not the default: both nodes and both fiberlbd must be given it
+CORE=${FCL_CORE:-1}
+
+services_file() {
+    local pool i
+    # (The file must name a tunnel source for its tunnel listener to be valid; fiberlbctl apply
+    # does not apply it: each node's own is [tunnel] in its controlplane.toml.)
+    echo "tunnel: {source_v4: ${NODE_BE[0]}}"
+    echo "loadbalancers:"
+    echo "  - {name: tun, vip: $VIP_TUN, listeners: [{port: 80, protocol: tcp, mode: tunnel, pool: tun-http}]}"
+    echo "  - {name: dsr, vip: $VIP_DSR, listeners: [{port: 80, protocol: tcp, mode: dsr, pool: dsr-http}]}"
+    echo "pools:"
+    for pool in tun-http dsr-http; do
+        echo "  - name: $pool"
+        echo "    backends:"
+        for i in 0 1 2; do
+            echo "      - {address: ${IP_B[$i]}, port: 80, mac: \"${MAC_B[$i]}\"}"
+        done
+    done
+}
+
+dataplane_toml() { # node index
+    cat <<TOML
+[forwarding]
+flow_capacity = 65536
+hash_seed = $SEED
+[[ports]]
+name = "uplink"
+interface = "u0"
+role = "client"
+gateway_mac = "${NODE_PEER_MAC[$1]}"
+[[ports]]
+name = "backend"
+interface = "n1"
+role = "backend"
+[workers]
+cores = [$CORE]
+idle_backoff = true
+[shm]
+path = "${SHMS[$1]}"
+[umem]
+frames = 4096
+chunk_size = 2048
+TOML
+}
+
+controlplane_toml() { # node index
+    local d=${NDIR[$1]}
+    cat <<TOML
+listen = "$d/fiberlbd.sock"
+store_path = "$d/store.redb"
+shm_path = "${SHMS[$1]}"
+hash_seed = $SEED
+[tunnel]
+source_v4 = "${NODE_BE[$1]}"
+[health_defaults]
+interval_ms = 500
+timeout_ms = 400
+rise = 2
+fall = 2
+[bgp]
+enabled = true
+include_path = "$d/fiberlb-vips.conf"
+socket = "$d/bird.ctl"
+birdc = "birdc"
+vips = "all"
+liveness_interface = "fiberlb0"
+dataplane_timeout_ms = 300
+TOML
+}
+
+# dp_start NODE-INDEX: the node's data plane (DP_PID), up to "forwarding on"; returns 1 if not.
+dp_start() {
+    local i=$1 log=${NDIR[$1]}/dp.out
+    echo "--- start $(date +%T.%N)" >>"$log"
+    ip netns exec "${NODE_NS[$i]}" "$LB" run --config "${NDIR[$i]}/dataplane.toml" >>"$log" 2>&1 &
+    DP_PID[i]=$!
+    for _ in $(seq 1 200); do
+        [ "$(grep -c "forwarding on" "$log")" -ge "$(grep -c "^--- start" "$log")" ] && return 0
+        kill -0 "${DP_PID[$i]}" 2>/dev/null || break
+        sleep 0.05
+    done
+    return 1
+}
+
+# dp_kill NODE-INDEX: kill -9 of the node's data plane.
+dp_kill() {
+    kill -9 "${DP_PID[$1]}" 2>/dev/null
+    wait "${DP_PID[$1]}" 2>/dev/null
+    DP_PID[$1]=
+}
+
+# fd_start NODE-INDEX: the node's fiberlbd (FD_PID), until its socket is there; returns 1 if not.
+fd_start() {
+    local i=$1 sock=${NDIR[$1]}/fiberlbd.sock
+    rm -f "$sock"
+    ip netns exec "${NODE_NS[$i]}" "$D" --config "${NDIR[$i]}/controlplane.toml" >>"${NDIR[$i]}/fiberlbd.out" 2>&1 &
+    FD_PID[i]=$!
+    for _ in $(seq 1 200); do
+        [ -S "$sock" ] && return 0
+        kill -0 "${FD_PID[$i]}" 2>/dev/null || break
+        sleep 0.05
+    done
+    return 1
+}
+
+ctl() { # node index, fiberlbctl arguments
+    FIBERLB_SERVER=${NDIR[$1]}/fiberlbd.sock FIBERLB_ORG=cluster FIBERLB_PROJECT=cluster "$CTL_BIN" "${@:2}"
+}
+jget() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
+
+# Backends: the same 4 MiB file everywhere, so a download is checkable whoever serves it.
+make_big_file 4
+for i in 0 1 2; do
+    start_backend "$i"
+    PIDS+=("$BACKEND_PID")
+done
+wait_listening 80 "${NS_B[@]}" || fail "setup: the backends do not listen"
+
+services_file >"$WORK/services.yaml"
+setup_ok=1
+for i in 0 1; do
+    dataplane_toml "$i" >"${NDIR[$i]}/dataplane.toml"
+    controlplane_toml "$i" >"${NDIR[$i]}/controlplane.toml"
+    if ! dp_start "$i"; then
+        echo "FAIL setup: node ${NODE[$i]}'s data plane did not start"
+        show_log "${NDIR[$i]}/dp.out" "dp-${NODE[$i]}"
+        exit 1
+    fi
+done
+for i in 0 1; do
+    if ! fd_start "$i"; then
+        echo "FAIL setup: node ${NODE[$i]}'s fiberlbd did not start"
+        show_log "${NDIR[$i]}/fiberlbd.out" "fiberlbd-${NODE[$i]}"
+        exit 1
+    fi
+done
+
+# The same services file on both nodes.
+for i in 0 1; do
+    if ! ctl "$i" apply -f "$WORK/services.yaml" >"${NDIR[$i]}/apply.out" 2>&1; then
+        setup_ok=
+        show_log "${NDIR[$i]}/apply.out" "apply-${NODE[$i]}"
+    fi
+done
+# programmed: the data plane applied the store's generation
+programmed() {
+    [ "$(ctl "$1" -o json status 2>/dev/null | jget "d.get('attached', False) and d.get('synced_store_generation') == d.get('store_generation')" 2>/dev/null)" = True ]
+}
+for i in 0 1; do
+    ok=
+    for _ in $(seq 1 100); do
+        if programmed "$i"; then
+            ok=1
+            break
+        fi
+        sleep 0.1
+    done
+    [ -n "$ok" ] || {
+        setup_ok=
+        echo "  node ${NODE[$i]} status: $(ctl "$i" status 2>&1 | tr '\n' ' ')"
+    }
+done
+now_ms
+T_FROM=$NOW
+if wait_nexthops "$VIP_TUN" 2 15 && wait_nexthops "$VIP_DSR" 2 5; then
+    announce_ms=$WAITED_MS
+else
+    announce_ms=never
+    setup_ok=
+fi
+T_FROM=
+result "setup announced_ms=$announce_ms"
+if [ -n "$setup_ok" ]; then
+    pass "setup: both nodes run fiberlb-dataplane and fiberlbd with the same services and hash seed, both VIPs announced by both ($announce_ms ms)"
+else
+    fail "setup: nexthops tun=$(nexthops "$VIP_TUN") dsr=$(nexthops "$VIP_DSR")"
+    for i in 0 1; do
+        show_log "${NDIR[$i]}/fiberlbd.out" "fiberlbd-${NODE[$i]}"
+        cat "${NDIR[$i]}/fiberlb-vips.conf"
+    done
+    exit 1
+fi
+
+# --- traffic helpers ---
+
+name_addr() { # b1..b3 -> address
+    local n=${1#b}
+    echo "${IP_B[$((n - 1))]}"
+}
+
+# node_stat NODE-INDEX EXPR: EXPR over `fiberlbctl -o json stats` of the node (d), -1 when
+# fiberlbd does not answer.
+node_stat() {
+    local out
+    out=$(ctl "$1" -o json stats 2>/dev/null) || {
+        echo -1
+        return
+    }
+    jget "$2" <<<"$out" 2>/dev/null || echo -1
+}
+NEW_FLOWS="sum(l.get('new_flows', 0) for l in d.get('listeners', []))"
+RX="d.get('rx_packets', 0)"
+
+# requests NAME VIP FIRST-PORT N: N requests from the client, a new connection each from its own
+# port; $WORK/NAME.curl gets "PORT ANSWER" lines (FAILED when none).
+requests() {
+    ip netns exec "$NS_C" bash -c "for p in \$(seq $3 $(($3 + $4 - 1))); do
+        echo \"\$p \$(curl -s --max-time 3 --local-port \$p http://$2/ || echo FAILED)\"; done" >"$WORK/$1.curl" 2>&1
+}
+answered() { awk '$2 ~ /^b[123]$/ {n++} END {print n + 0}' "$WORK/$1.curl"; }
+per_backend() { # NAME -> "b1=N b2=N b3=N"
+    awk '{c[$2]++} END {printf "b1=%d b2=%d b3=%d", c["b1"], c["b2"], c["b3"]}' "$WORK/$1.curl"
+}
+
+# A stream of new connections to both VIPs, one at a time (ephemeral client ports):
+# "OK|FAILED time_ms" lines in $WORK/NAME.stream. stream_start NAME / stream_stop.
+STREAM=
+stream_start() {
+    ip netns exec "$NS_C" bash -c "while :; do for v in $VIP_TUN $VIP_DSR; do
+        if curl -s --max-time 3 -o /dev/null http://\$v/; then r=OK; else r=FAILED; fi
+        echo \"\$r \$(date +%s%3N) \$v\"; sleep 0.03; done; done" >"$WORK/$1.stream" 2>&1 &
+    STREAM=$!
+    LOADS+=("$STREAM")
+}
+stream_stop() {
+    kill "$STREAM" 2>/dev/null
+    wait "$STREAM" 2>/dev/null
+    sleep 0.5 # (a curl in flight finishes its line... or not: count lines only)
+}
+stream_counts() { # NAME -> "requests=N failed=N"
+    echo "requests=$(grep -c '^[OF]' "$WORK/$1.stream") failed=$(grep -c '^FAILED' "$WORK/$1.stream")"
+}
+
+# Slow established connections (slow_reader.py: /big read slowly for SLOW seconds, then the
+# rest at full speed): readers_start NAME SLOW PORT... (even ports to the tunnel VIP, odd ports
+# to the dsr VIP); readers_wait NAME -> READ_OK, READ_N, and READ_BROKEN (the ports that broke).
+READERS=()
+readers_start() {
+    local name=$1 slow=$2 p vip
+    shift 2
+    READERS=()
+    for p in "$@"; do
+        vip=$VIP_TUN
+        [ $((p % 2)) = 1 ] && vip=$VIP_DSR
+        ip netns exec "$NS_C" "$PY" "$HERE/slow_reader.py" --host "$vip" --local-port "$p" \
+            --slow-seconds "$slow" --interval 0.3 >"$WORK/$name-$p.reader" 2>&1 &
+        READERS+=("$!")
+        LOADS+=("$!")
+    done
+}
+readers_wait() {
+    local name=$1 p f sha
+    for p in "${READERS[@]}"; do wait "$p" 2>/dev/null; done
+    READ_OK=0 READ_N=0 READ_BROKEN=
+    for f in "$WORK/$name"-*.reader; do
+        READ_N=$((READ_N + 1))
+        read -r _ sha _ <"$f"
+        if [ "$(cut -c1-2 "$f")" = OK ] && [ "$sha" = "$BIG_SHA" ]; then
+            READ_OK=$((READ_OK + 1))
+        else
+            p=${f##*-}
+            READ_BROKEN="$READ_BROKEN ${p%.reader}:$(head -c 60 "$f" | tr ' ' _)"
+        fi
+    done
+}
+
+# ===== spread: both nodes announce, both serve, every backend serves =====
+route_tun=$(ip -n "$NS_R" route show "$VIP_TUN/32" | tr -s '\n\t ' ' ')
+nf0=("$(node_stat 0 "$NEW_FLOWS")" "$(node_stat 1 "$NEW_FLOWS")")
+requests spread-tun "$VIP_TUN" 40000 300
+requests spread-dsr "$VIP_DSR" 41000 100
+sleep 0.3 # (the workers publish their counters every ~100 ms)
+nf1=("$(node_stat 0 "$NEW_FLOWS")" "$(node_stat 1 "$NEW_FLOWS")")
+dA=$((nf1[0] - nf0[0])) dB=$((nf1[1] - nf0[1]))
+# the router's own choice for each of those flows
+predA=0
+for p in $(seq 40000 40299); do [ "$(via_node "$p" "$VIP_TUN")" = A ] && predA=$((predA + 1)); done
+for p in $(seq 41000 41099); do [ "$(via_node "$p" "$VIP_DSR")" = A ] && predA=$((predA + 1)); done
+okt=$(answered spread-tun) okd=$(answered spread-dsr)
+cat "$WORK/spread-tun.curl" "$WORK/spread-dsr.curl" >"$WORK/spread.curl"
+pb=$(per_backend spread)
+result "spread requests=400 ok_tunnel=$okt/300 ok_dsr=$okd/100 node_a_new_flows=$dA node_b_new_flows=$dB router_predicted_a=$predA $pb"
+bad=
+[ "$okt" = 300 ] && [ "$okd" = 100 ] || bad="$bad only $okt/300 tunnel and $okd/100 dsr answered;"
+[ "$dA" -ge 60 ] && [ "$dB" -ge 60 ] || bad="$bad new flows per node A=$dA B=$dB (want >= 60 each);"
+[ "$dA" = "$predA" ] || bad="$bad A counted $dA new flows, the router's hash sent it $predA;"
+for c in $pb; do [ "${c#*=}" -ge 60 ] || bad="$bad ${c%%=*} served ${c#*=} (want >= 60);"; done
+[ "$(grep -o "nexthop via" <<<"$route_tun" | wc -l)" = 2 ] || bad="$bad route: $route_tun;"
+if [ -z "$bad" ]; then
+    pass "spread: two nexthops ($route_tun), 400/400 answered, node A $dA new flows (router: $predA), node B $dB, $pb"
+else
+    fail "spread:$bad"
+fi
+
+# ===== lookup: both nodes pick the same backend for 1000 flows; the real answers agree =====
+lookups() { # node index -> "port address" per line
+    local p
+    for p in $(seq 40000 40999); do
+        echo "$p $(ctl "$1" lookup "$CLIENT:$p" "$VIP_TUN:80/tcp" 2>&1 | awk '$1 == "backend:" {sub(/:[0-9]+$/, "", $3); print $3}')"
+    done
+}
+lookups 0 >"$WORK/lookup-a"
+lookups 1 >"$WORK/lookup-b"
+n_lk=$(awk '$2 ~ /^10\./ {n++} END {print n + 0}' "$WORK/lookup-a")
+same=$(paste -d' ' "$WORK/lookup-a" "$WORK/lookup-b" | awk '$2 ~ /^10\./ && $2 == $4 {n++} END {print n + 0}')
+real_ok=0
+while read -r p ans; do
+    [ "$(awk -v p="$p" '$1 == p {print $2}' "$WORK/lookup-a")" = "$(name_addr "$ans")" ] && real_ok=$((real_ok + 1))
+done < <(awk '$2 ~ /^b[123]$/' "$WORK/spread-tun.curl")
+dist=$(awk '{c[$2]++} END {for (a in c) printf "%s=%d ", a, c[a]}' "$WORK/lookup-a")
+result "lookup flows=1000 answered=$n_lk same_on_both=$same real_requests_matching=$real_ok/$okt backends: $dist"
+if [ "$n_lk" = 1000 ] && [ "$same" = 1000 ] && [ "$real_ok" = "$okt" ] && [ "$okt" -gt 0 ]; then
+    pass "lookup: 1000/1000 flows get the same backend on A and B; $real_ok/$okt real requests were answered by that backend, whichever node took them"
+else
+    fail "lookup: $n_lk answered, $same the same on both nodes, $real_ok/$okt real answers match"
+fi
+
+# ===== failover: A's data plane killed under load =====
+# Flows the router sends to A now: the downloads' ports, and the probes that time the failover.
+pick_ports() { # VIP FIRST LAST N -> up to N ports the router sends to A
+    local p n=0
+    for p in $(seq "$2" "$3"); do
+        if [ "$(via_node "$p" "$1")" = A ]; then
+            echo "$p"
+            n=$((n + 1))
+            [ $n -ge "$4" ] && break
+        fi
+    done
+}
+DL_TUN=$(pick_ports "$VIP_TUN" 44500 44749 1)
+DL_DSR=$(pick_ports "$VIP_DSR" 44750 44999 1)
+mapfile -t PROBES < <(pick_ports "$VIP_TUN" 45000 45999 150)
+slow_ports=$(seq 44000 44049)
+readers_via_a=0
+for p in $slow_ports; do
+    v=$VIP_TUN
+    [ $((p % 2)) = 1 ] && v=$VIP_DSR
+    [ "$(via_node "$p" "$v")" = A ] && readers_via_a=$((readers_via_a + 1))
+done
+# shellcheck disable=SC2086 # (ports)
+readers_start failover 12 $slow_ports
+sleep 1
+download_bg() { # name VIP port: a rate-limited download (about 10 s for 4 MiB), its sha256
+    ip netns exec "$NS_C" bash -c "curl -s --max-time 60 --limit-rate 400K --local-port $3 http://$2/big | sha256sum" >"$WORK/$1.sha" 2>&1 &
+    LOADS+=("$!")
+    DL_PIDS+=("$!")
+}
+DL_PIDS=()
+download_bg dl-tun "$VIP_TUN" "$DL_TUN"
+download_bg dl-dsr "$VIP_DSR" "$DL_DSR"
+stream_start failover
+sleep 2.5
+now_ms
+t_kill=$NOW
+dp_kill 0
+# probes: a new connection at a time, each from a port the router sent to A, until one answers
+ip netns exec "$NS_C" bash -c "for p in ${PROBES[*]}; do
+    if curl -s --connect-timeout 0.3 --max-time 1 -o /dev/null --local-port \$p http://$VIP_TUN/; then date +%s%3N; exit; fi; done; echo never" >"$WORK/probe.out" 2>&1 &
+probe=$!
+LOADS+=("$probe")
+T_FROM=$t_kill
+if wait_nexthops "$VIP_TUN" 1 10 && wait_nexthops "$VIP_DSR" 1 5; then route_ms=$WAITED_MS; else route_ms=never; fi
+T_FROM=
+wait "$probe"
+first=$(cat "$WORK/probe.out")
+if [ "$first" = never ]; then failover_ms=never; else failover_ms=$((first - t_kill)); fi
+withheld=$(ctl 0 -o json node status 2>/dev/null | jget "'; '.join('%s: %s' % (v['address'], v['reason']) for v in d['vips'] if not v['announced'])")
+for p in "${DL_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+readers_wait failover
+stream_stop
+sc=$(stream_counts failover)
+sha_tun=$(cut -d' ' -f1 <"$WORK/dl-tun.sha") sha_dsr=$(cut -d' ' -f1 <"$WORK/dl-dsr.sha")
+dl_ok=0
+[ "$sha_tun" = "$BIG_SHA" ] && dl_ok=$((dl_ok + 1))
+[ "$sha_dsr" = "$BIG_SHA" ] && dl_ok=$((dl_ok + 1))
+result "failover failover_ms=$failover_ms route_ms=$route_ms downloads_ok=$dl_ok/2 established_survived=$READ_OK/$READ_N established_via_a=$readers_via_a new_$sc"
+result "failover a_withheld=\"$withheld\""
+failed_new=$(grep -c '^FAILED' "$WORK/failover.stream")
+if [ $dl_ok = 2 ] && [ "$READ_OK" = "$READ_N" ] && [ "$route_ms" != never ] && [ "$route_ms" -le 2000 ] &&
+    [ "$failover_ms" != never ] && [ "$failover_ms" -le 3000 ] && [ "$failed_new" -le 3 ]; then
+    pass "failover: A's data plane killed; route down to B in $route_ms ms, first new connection via B $failover_ms ms after the kill; both downloads (tunnel, dsr) byte-exact, $READ_OK/$READ_N established connections survived ($readers_via_a were on A), new connections: $sc"
+else
+    fail "failover: route $route_ms ms, first answer $failover_ms ms, downloads ok $dl_ok/2 (tun $sha_tun dsr $sha_dsr), established $READ_OK/$READ_N (broken:$READ_BROKEN), new $sc"
+fi
+
+# ===== rejoin: A's data plane back while connections established over B run =====
+# shellcheck disable=SC2046 # (ports)
+readers_start rejoin 6 $(seq 46000 46029)
+stream_start rejoin
+sleep 1.5
+now_ms
+T_FROM=$NOW
+if ! dp_start 0; then
+    fail "rejoin: A's data plane did not start again"
+    show_log "${NDIR[0]}/dp.out" dp-A
+fi
+if wait_nexthops "$VIP_TUN" 2 10 && wait_nexthops "$VIP_DSR" 2 5; then rejoin_ms=$WAITED_MS; else rejoin_ms=never; fi
+T_FROM=
+moved=0
+for p in $(seq 46000 46029); do
+    v=$VIP_TUN
+    [ $((p % 2)) = 1 ] && v=$VIP_DSR
+    [ "$(via_node "$p" "$v")" = A ] && moved=$((moved + 1))
+done
+readers_wait rejoin
+stream_stop
+sc=$(stream_counts rejoin)
+failed_new=$(grep -c '^FAILED' "$WORK/rejoin.stream")
+nfa0=$(node_stat 0 "$NEW_FLOWS")
+requests rejoin-new "$VIP_TUN" 46500 40
+sleep 0.3
+nfa1=$(node_stat 0 "$NEW_FLOWS")
+result "rejoin announced_ms=$rejoin_ms established_survived=$READ_OK/$READ_N moved_to_a=$moved new_$sc after_a_new_flows=$((nfa1 - nfa0)) after_ok=$(answered rejoin-new)/40"
+if [ "$rejoin_ms" != never ] && [ "$READ_OK" = "$READ_N" ] && [ "$failed_new" = 0 ] && [ $((nfa1 - nfa0)) -gt 0 ] &&
+    [ "$(answered rejoin-new)" = 40 ]; then
+    pass "rejoin: A announced again $rejoin_ms ms after its data plane started; $READ_OK/$READ_N connections established over B survived ($moved of them moved to A), new connections: $sc; A takes new flows again"
+else
+    fail "rejoin: announced $rejoin_ms ms, established $READ_OK/$READ_N (broken:$READ_BROKEN), new $sc, A new flows $((nfa1 - nfa0)), after $(answered rejoin-new)/40"
+fi
+
+# ===== drain: fiberlbctl node drain on A =====
+# shellcheck disable=SC2046 # (ports)
+readers_start drain 6 $(seq 47000 47019)
+stream_start drain
+sleep 1.5
+now_ms
+T_FROM=$NOW
+drain_out=$(ctl 0 node drain 2>&1) || fail "drain: fiberlbctl node drain: $drain_out"
+if wait_nexthops "$VIP_TUN" 1 10 && wait_nexthops "$VIP_DSR" 1 5; then drain_ms=$WAITED_MS; else drain_ms=never; fi
+T_FROM=
+sleep 1
+rx0=$(node_stat 0 "$RX")
+requests drain-new "$VIP_TUN" 48000 100
+readers_wait drain
+stream_stop
+sleep 0.3
+rx1=$(node_stat 0 "$RX")
+sc=$(stream_counts drain)
+failed_new=$(grep -c '^FAILED' "$WORK/drain.stream")
+state=$(ctl 0 -o json node status | jget "d['drain_state']")
+result "drain withdrawn_ms=$drain_ms established_survived=$READ_OK/$READ_N new_$sc requests_ok=$(answered drain-new)/100 a_rx_packets_after=$((rx1 - rx0)) drain_state=$state"
+if [ "$drain_ms" != never ] && [ "$READ_OK" = "$READ_N" ] && [ "$failed_new" = 0 ] && [ "$(answered drain-new)" = 100 ] &&
+    [ "$rx0" -ge 0 ] && [ "$rx1" = "$rx0" ]; then
+    pass "drain: A withdrawn $drain_ms ms after node drain, no connection failed ($READ_OK/$READ_N established, new $sc, 100/100 requests), A's data plane received nothing more (rx $rx0 -> $rx1), state $state"
+else
+    fail "drain: withdrawn $drain_ms ms, established $READ_OK/$READ_N (broken:$READ_BROKEN), new $sc, requests $(answered drain-new)/100, A rx $rx0 -> $rx1, state $state"
+fi
+now_ms
+T_FROM=$NOW
+ctl 0 node resume >/dev/null 2>&1 || fail "drain: fiberlbctl node resume failed"
+if wait_nexthops "$VIP_TUN" 2 10 && wait_nexthops "$VIP_DSR" 2 5; then resume_ms=$WAITED_MS; else resume_ms=never; fi
+T_FROM=
+result "resume announced_ms=$resume_ms"
+if [ "$resume_ms" != never ]; then pass "resume: A announced again $resume_ms ms after node resume"; else fail "resume: A not announced again: $(ctl 0 node status 2>&1 | tr '\n' ' ')"; fi
+
+# ===== node-death: A goes silent (iptables) and all its processes die; BFD withdraws it =====
+sleep 1
+stream_start death
+sleep 1
+now_ms
+T_FROM=$NOW
+silence 0 on
+dp_kill 0
+kill -9 "${FD_PID[0]}" 2>/dev/null
+wait "${FD_PID[0]}" 2>/dev/null
+FD_PID[0]=
+bird_kill "${NDIR[0]}" KILL
+if wait_nexthops "$VIP_TUN" 1 10 && wait_nexthops "$VIP_DSR" 1 5; then death_ms=$WAITED_MS; else death_ms=never; fi
+T_FROM=
+why=$(birdc_ "$RDIR" show protocols node_a | awk 'NR > 2' | tr -s ' ' | cut -c1-120)
+sleep 3
+stream_stop
+sc=$(stream_counts death)
+failed_new=$(grep -c '^FAILED' "$WORK/death.stream")
+result "node-death withdrawn_ms=$death_ms new_$sc"
+if [ "$death_ms" != never ] && [ "$death_ms" -le 1000 ] && grep -q "BFD session down" <<<"$why" && [ "$failed_new" -le 3 ]; then
+    pass "node-death: A silenced and its processes killed: withdrawn by BFD in $death_ms ms ($why); new connections: $sc"
+else
+    fail "node-death: withdrawn $death_ms ms ($why), new connections $sc"
+fi
+
+echo "RESULT seconds=$(($(date +%s) - T0))"
+e2e_finish

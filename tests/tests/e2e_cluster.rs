@@ -1,0 +1,78 @@
+//! A two-node fiberlb tier behind a BGP/ECMP router: runs `tests/e2e/cluster.sh` (real BIRD 2
+//! on the router and on both nodes with eBGP and BFD, the router's kernel spreading the VIPs
+//! over both nodes; fiberlb-dataplane on AF_XDP and fiberlbd with `[bgp]` on each node; tunnel
+//! (IPIP) and dsr listeners, three real HTTP backends) and asserts its checks: both nodes
+//! announce and serve, both pick the same backend for every flow, a killed data plane is
+//! withdrawn and its connections carry on over the other node byte-exact, the node rejoins,
+//! `fiberlbctl node drain` moves traffic away without a failed connection, and a silent node
+//! is withdrawn by BFD. Root only: prints why and passes when not root.
+
+use fiberlb_tests::{run_e2e_script, E2eScript, ScriptReport};
+
+/// A number from a `RESULT` line (`never` and absent fields are failures).
+fn ms(report: &ScriptReport, check: &str, key: &str) -> u64 {
+    let v = report.result_field(check, key);
+    v.and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("RESULT {check} {key}: {v:?} is not a number of ms"))
+}
+
+/// `a/b` fields whose two numbers are equal (everything survived).
+fn all_of(report: &ScriptReport, check: &str, key: &str) {
+    let v = report.result_field(check, key);
+    let ok = v
+        .and_then(|v| v.split_once('/'))
+        .is_some_and(|(a, b)| a == b && !b.is_empty() && b != "0");
+    assert!(ok, "RESULT {check} {key}={v:?}: want N/N");
+}
+
+#[test]
+fn cluster_bgp_ecmp_failover_drain() {
+    if !fiberlb_tests::is_root() {
+        eprintln!("skipping e2e_cluster: needs root (network namespaces, XDP, AF_XDP, BIRD)");
+        return;
+    }
+    let report = run_e2e_script(&E2eScript {
+        script: "cluster.sh",
+        bin_dir: &fiberlb_tests::bin_dir(&["fiberlb-dataplane", "fiberlbd", "fiberlbctl"]),
+        prefix_var: "FCL_PREFIX",
+        prefix_tag: "fclt",
+        env: &[],
+        required: &[
+            "PASS setup: BIRD",
+            "PASS bird-ecmp",
+            "PASS bird-checklink",
+            "PASS bird-configure",
+            "PASS bird-kill",
+            "PASS bird-bfd",
+            "PASS setup: both nodes",
+            "PASS spread",
+            "PASS lookup",
+            "PASS failover",
+            "PASS rejoin",
+            "PASS drain",
+            "PASS resume",
+            "PASS node-death",
+        ],
+    });
+    assert_eq!(
+        report.result_field("lookup", "same_on_both"),
+        Some("1000"),
+        "both nodes name the same backend for every flow"
+    );
+    all_of(&report, "lookup", "real_requests_matching");
+    all_of(&report, "failover", "downloads_ok");
+    all_of(&report, "failover", "established_survived");
+    all_of(&report, "rejoin", "established_survived");
+    all_of(&report, "drain", "established_survived");
+    assert_eq!(
+        report.result_field("drain", "a_rx_packets_after"),
+        Some("0"),
+        "a drained node receives nothing new"
+    );
+    // Withdrawal times: a dead data plane within its heartbeat limit (300 ms) plus BIRD and
+    // BGP; a silent node within BFD's 300 ms (both bounded generously: a shared 2-core VM).
+    assert!(ms(&report, "failover", "route_ms") <= 2000);
+    assert!(ms(&report, "failover", "failover_ms") <= 3000);
+    assert!(ms(&report, "bird-bfd", "withdrawn_ms") <= 1000);
+    assert!(ms(&report, "node-death", "withdrawn_ms") <= 1000);
+}
