@@ -36,6 +36,8 @@
 #               established meanwhile do not break;
 #   drain       `fiberlbctl node drain` on A: one nexthop, no connection fails, A's data plane
 #               receives nothing new; `node resume` brings it back;
+#   fiberlbd-kill  A's fiberlbd killed (kill -9): BIRD withdraws A (the TAP vanished) while its
+#               data plane lives on, no connection fails; fiberlbd restarted: announced again;
 #   node-death  every process of A killed and A's uplink silenced (iptables): BFD withdraws it.
 #
 # On this 2-core VM: a dead data plane is withdrawn ~310 ms after the kill (fiberlbd's
@@ -951,6 +953,38 @@ if wait_nexthops "$VIP_TUN" 2 10 && wait_nexthops "$VIP_DSR" 2 5; then resume_ms
 T_FROM=
 result "resume announced_ms=$resume_ms"
 if [ "$resume_ms" != never ]; then pass "resume: A announced again $resume_ms ms after node resume"; else fail "resume: A not announced again: $(ctl 0 node status 2>&1 | tr '\n' ' ')"; fi
+
+# ===== fiberlbd-kill: A's fiberlbd killed (kill -9): its TAP goes, BIRD withdraws by itself =====
+# shellcheck disable=SC2046 # (ports)
+readers_start fdkill 6 $(seq 48500 48519)
+stream_start fdkill
+sleep 1.5
+now_ms
+T_FROM=$NOW
+kill -9 "${FD_PID[0]}" 2>/dev/null
+wait "${FD_PID[0]}" 2>/dev/null
+FD_PID[0]=
+if wait_nexthops "$VIP_TUN" 1 5 && wait_nexthops "$VIP_DSR" 1 5; then fdkill_ms=$WAITED_MS; else fdkill_ms=never; fi
+T_FROM=
+dp_alive=no
+[ -n "${DP_PID[0]}" ] && kill -0 "${DP_PID[0]}" 2>/dev/null && dp_alive=yes
+sleep 0.5
+now_ms
+T_FROM=$NOW
+fd_start 0 || fail "fiberlbd-kill: A's fiberlbd did not start again"
+if wait_nexthops "$VIP_TUN" 2 10 && wait_nexthops "$VIP_DSR" 2 5; then fdback_ms=$WAITED_MS; else fdback_ms=never; fi
+T_FROM=
+readers_wait fdkill
+stream_stop
+sc=$(stream_counts fdkill)
+failed_new=$(grep -c '^FAILED' "$WORK/fdkill.stream")
+result "fiberlbd-kill withdrawn_ms=$fdkill_ms restarted_to_announced_ms=$fdback_ms dataplane_alive=$dp_alive established_survived=$READ_OK/$READ_N new_$sc"
+if [ "$fdkill_ms" != never ] && [ "$fdback_ms" != never ] && [ "$dp_alive" = yes ] &&
+    [ "$READ_OK" = "$READ_N" ] && [ "$failed_new" = 0 ]; then
+    pass "fiberlbd-kill: A's fiberlbd killed -> withdrawn in $fdkill_ms ms (its TAP vanished), restarted -> announced in $fdback_ms ms; $READ_OK/$READ_N established connections survived, new connections: $sc"
+else
+    fail "fiberlbd-kill: withdrawn $fdkill_ms ms, back $fdback_ms ms, data plane alive $dp_alive, established $READ_OK/$READ_N (broken:$READ_BROKEN), new $sc"
+fi
 
 # ===== node-death: A goes silent (iptables) and all its processes die; BFD withdraws it =====
 sleep 1

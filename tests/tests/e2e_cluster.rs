@@ -51,6 +51,7 @@ fn cluster_bgp_ecmp_failover_drain() {
             "PASS rejoin",
             "PASS drain",
             "PASS resume",
+            "PASS fiberlbd-kill",
             "PASS node-death",
         ],
     });
@@ -64,6 +65,7 @@ fn cluster_bgp_ecmp_failover_drain() {
     all_of(&report, "failover", "established_survived");
     all_of(&report, "rejoin", "established_survived");
     all_of(&report, "drain", "established_survived");
+    all_of(&report, "fiberlbd-kill", "established_survived");
     assert_eq!(
         report.result_field("drain", "a_rx_packets_after"),
         Some("0"),
@@ -74,5 +76,6 @@ fn cluster_bgp_ecmp_failover_drain() {
     assert!(ms(&report, "failover", "route_ms") <= 2000);
     assert!(ms(&report, "failover", "failover_ms") <= 3000);
     assert!(ms(&report, "bird-bfd", "withdrawn_ms") <= 1000);
+    assert!(ms(&report, "fiberlbd-kill", "withdrawn_ms") <= 1000);
     assert!(ms(&report, "node-death", "withdrawn_ms") <= 1000);
 }
