@@ -167,12 +167,13 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-const SERVICES: [&str; 9] = [
+const SERVICES: [&str; 10] = [
     "fiberlb.v1.BackendService",
     "fiberlb.v1.DataplaneService",
     "fiberlb.v1.HealthCheckService",
     "fiberlb.v1.ListenerService",
     "fiberlb.v1.LoadBalancerService",
+    "fiberlb.v1.NodeService",
     "fiberlb.v1.PoolService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
