@@ -9,6 +9,8 @@
 #
 # What goes where ($D = DESTDIR, $P = prefix):
 #   $D$P/bin/{fiberlb-dataplane,fiberlbd,fiberlbctl}
+#   $D$P/share/{bash-completion,zsh,fish}/...                fiberlbctl's shell completions
+#   $D$P/share/man/man1/fiberlbctl.1                        fiberlbctl's manual page
 #   $D/etc/fiberlb/{dataplane.toml,controlplane.toml}   commented examples; an existing file is
 #                                                       kept and the new one written as *.dist
 #   $D$P/lib/systemd/system/{fiberlb-dataplane.service,fiberlbd.service,fiberlb-bpffs.service}
@@ -103,6 +105,18 @@ for u in fiberlb-dataplane.service fiberlbd.service fiberlb-bpffs.service; do
 done
 put 0644 "$ROOT/packaging/sysctl.d/90-fiberlb-hugepages.conf" "$PREFIX/lib/sysctl.d/90-fiberlb-hugepages.conf"
 put 0644 "$ROOT/packaging/sysusers.d/fiberlb.conf" "$PREFIX/lib/sysusers.d/fiberlb.conf"
+
+# fiberlbctl's shell completions and manual page, generated from its clap definitions.
+gen=$(mktemp -d)
+"$BIN_DIR/fiberlbctl" completions bash >"$gen/fiberlbctl.bash"
+"$BIN_DIR/fiberlbctl" completions zsh >"$gen/_fiberlbctl"
+"$BIN_DIR/fiberlbctl" completions fish >"$gen/fiberlbctl.fish"
+"$BIN_DIR/fiberlbctl" man >"$gen/fiberlbctl.1"
+put 0644 "$gen/fiberlbctl.bash" "$PREFIX/share/bash-completion/completions/fiberlbctl"
+put 0644 "$gen/_fiberlbctl" "$PREFIX/share/zsh/vendor-completions/_fiberlbctl"
+put 0644 "$gen/fiberlbctl.fish" "$PREFIX/share/fish/vendor_completions.d/fiberlbctl.fish"
+put 0644 "$gen/fiberlbctl.1" "$PREFIX/share/man/man1/fiberlbctl.1"
+rm -rf "$gen"
 
 put 0644 "$ROOT/README.md" "$docdir/README.md"
 for d in "$ROOT"/docs/*.md; do

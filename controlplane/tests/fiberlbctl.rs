@@ -116,6 +116,22 @@ fn apply_twice_changes_nothing_the_second_time() {
         );
     let edited = dir.path().join("edited.yaml");
     std::fs::write(&edited, text).unwrap();
+    // diff: exit 0 and nothing printed when the file matches, 1 and the changes when not, 2 on
+    // an error (kubectl's convention, for users' CI pipelines).
+    let same = ctl(&d, &["diff", "-f", example]);
+    assert_eq!(same.status.code(), Some(0), "{same:?}");
+    assert!(same.stdout.is_empty(), "{same:?}");
+    let differs = ctl(&d, &["diff", "-f", edited.to_str().unwrap()]);
+    assert_eq!(differs.status.code(), Some(1), "{differs:?}");
+    assert_eq!(String::from_utf8_lossy(&differs.stdout).lines().count(), 3);
+    let json = ctl(&d, &["-o", "json", "diff", "-f", edited.to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["differences"], true);
+    assert_eq!(v["changes"].as_array().unwrap().len(), 3);
+    let missing = ctl(&d, &["diff", "-f", "/nonexistent.yaml"]);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
     let third = stdout(&ctl(&d, &["apply", "-f", edited.to_str().unwrap()]));
     let mut lines: Vec<&str> = third.lines().collect();
     lines.sort_unstable();
@@ -277,4 +293,64 @@ async fn kill_9_fiberlbd_mid_burst_loses_nothing_acknowledged() {
         "{} acknowledged writes, all present after restart",
         acked.len()
     );
+}
+
+/// Logs: JSON lines with `FIBERLB_LOG_FORMAT=json` (level, target, message), filtered by
+/// `FIBERLB_LOG`; a filter that does not parse stops fiberlbd with the variable named.
+#[test]
+fn logs_as_json_lines_and_filter_errors_name_the_variable() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("controlplane.toml");
+    let socket = dir.path().join("d.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = {:?}\nstore_path = {:?}\n",
+            socket,
+            dir.path().join("store.redb")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fiberlbd"))
+        .arg("--config")
+        .arg(&config)
+        .env("FIBERLB_LOG_FORMAT", "json")
+        .env("FIBERLB_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let msg = v["message"].as_str().unwrap_or_default().to_string();
+        assert_eq!(v["level"], "INFO", "{line}");
+        assert_eq!(v["target"], "fiberlbd", "{line}");
+        assert!(v["timestamp"].is_string(), "{line}");
+        seen.push(msg.clone());
+        if msg.starts_with("serving on unix:") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter().any(|m| m.starts_with("store ")),
+        "no store line in {seen:?}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fiberlbd"))
+        .arg("--config")
+        .arg(&config)
+        .env("FIBERLB_LOG", "info,bgp=loud")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FIBERLB_LOG=\"info,bgp=loud\""), "{err}");
 }

@@ -103,6 +103,10 @@ fn install_tree_units_and_uninstall() {
         "/usr/lib/sysusers.d/fiberlb.conf",
         "/usr/share/doc/fiberlb/README.md",
         "/usr/share/doc/fiberlb/examples/services.yaml",
+        "/usr/share/bash-completion/completions/fiberlbctl",
+        "/usr/share/zsh/vendor-completions/_fiberlbctl",
+        "/usr/share/fish/vendor_completions.d/fiberlbctl.fish",
+        "/usr/share/man/man1/fiberlbctl.1",
         "/usr/share/fiberlb/install-manifest",
     ]
     .iter()
@@ -129,6 +133,17 @@ fn install_tree_units_and_uninstall() {
     }
     let got = files_under(&d);
     assert_eq!(got, want, "installed tree differs");
+    // Completions and the manual page come from fiberlbctl's clap definitions: every command.
+    let bash = read(&d.join("usr/share/bash-completion/completions/fiberlbctl"));
+    for word in ["apply", "diff", "node", "drain", "lookup"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let man = read(&d.join("usr/share/man/man1/fiberlbctl.1"));
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH fiberlbctl"),
+        "{man}"
+    );
+    assert!(man.contains("diff") && man.contains("node"), "{man}");
 
     // Binaries executable, the same bytes as the build; configs and units not executable.
     for b in ["fiberlb-dataplane", "fiberlbd", "fiberlbctl"] {

@@ -91,6 +91,20 @@ enum Command {
         #[arg(long)]
         no_prune: bool,
     },
+    /// What `apply -f FILE` would change, kubectl-style: exit 0 when nothing, 1 when there are
+    /// differences, 2 on an error (for CI pipelines).
+    Diff {
+        /// The services YAML file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Do not count objects the file does not mention as differences.
+        #[arg(long)]
+        no_prune: bool,
+    },
+    /// Shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// The manual page (roff) on stdout: `fiberlbctl man | man -l -`.
+    Man,
     /// The attached data plane and the configuration generation.
     Status,
     /// Data plane counters of this org/project.
@@ -335,18 +349,81 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let is_diff = matches!(cli.command, Command::Diff { .. });
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(1),
         Err(Failure(m)) => {
             eprintln!("error: {m}");
-            ExitCode::FAILURE
+            // diff: 1 means "differences", so an error is 2 (as kubectl diff).
+            if is_diff {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+/// `fiberlbctl completions SHELL` / `fiberlbctl man`: no server needed.
+fn generated(command: &Command) -> Option<Result<(), Failure>> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cmd, "fiberlbctl", &mut std::io::stdout());
+            Some(Ok(()))
+        }
+        Command::Man => Some(
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure(format!("cannot write the manual page: {e}"))),
+        ),
+        _ => None,
+    }
+}
+
+/// `fiberlbctl diff`: `Ok(true)` when the file differs from the running configuration.
+async fn diff_cmd(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    file: &std::path::Path,
+    prune: bool,
+) -> Result<bool, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
+    let (desired, _) =
+        apply::desired_from_yaml(&text).map_err(|e| Failure(format!("{}: {e}", file.display())))?;
+    let current = apply::current(c, &scope).await?;
+    let changes = apply::plan(&desired, &current, prune).map_err(|e| Failure(e.to_string()))?;
+    let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    if out == Output::Json {
+        print_json(&DiffReport {
+            differences: !lines.is_empty(),
+            changes: lines.clone(),
+        })?;
+    } else {
+        for l in &lines {
+            out!("{l}");
+        }
+    }
+    Ok(!lines.is_empty())
+}
+
+#[derive(Serialize)]
+struct DiffReport {
+    differences: bool,
+    changes: Vec<String>,
+}
+
+/// Runs `cli`; `Ok(true)` means "differences found" (`diff`'s exit code 1).
+async fn run(cli: Cli) -> Result<bool, Failure> {
+    if let Some(r) = generated(&cli.command) {
+        return r.map(|()| false);
+    }
     // Local parse errors before connecting.
-    if let Command::Apply { file, .. } = &cli.command {
+    if let Command::Apply { file, .. } | Command::Diff { file, .. } = &cli.command {
         let text = std::fs::read_to_string(file)
             .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
         apply::desired_from_yaml(&text).map_err(|e| Failure(format!("{}: {e}", file.display())))?;
@@ -363,18 +440,35 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         })
     };
     let out = cli.output;
-    match cli.command {
-        Command::LoadBalancer(cmd) => lb_cmd(&mut c, scope, out, cmd).await,
-        Command::Listener(cmd) => listener_cmd(&mut c, scope, out, cmd).await,
-        Command::Pool(cmd) => pool_cmd(&mut c, scope, out, cmd).await,
-        Command::Backend(cmd) => backend_cmd(&mut c, scope, out, cmd).await,
-        Command::HealthCheck(cmd) => hc_cmd(&mut c, scope, out, cmd).await,
-        Command::Node(cmd) => node::node_cmd(&mut c, out, cmd).await,
+    if let Command::Diff { file, no_prune } = &cli.command {
+        return diff_cmd(&mut c, scope, out, file, !no_prune).await;
+    }
+    run_command(&mut c, scope, out, cli.command)
+        .await
+        .map(|()| false)
+}
+
+async fn run_command(
+    c: &mut Clients,
+    scope: Option<pb::Scope>,
+    out: Output,
+    command: Command,
+) -> Result<(), Failure> {
+    match command {
+        Command::Diff { .. } | Command::Completions { .. } | Command::Man => Err(Failure(
+            "internal: this command is handled before connecting".into(),
+        )),
+        Command::LoadBalancer(cmd) => lb_cmd(c, scope, out, cmd).await,
+        Command::Listener(cmd) => listener_cmd(c, scope, out, cmd).await,
+        Command::Pool(cmd) => pool_cmd(c, scope, out, cmd).await,
+        Command::Backend(cmd) => backend_cmd(c, scope, out, cmd).await,
+        Command::HealthCheck(cmd) => hc_cmd(c, scope, out, cmd).await,
+        Command::Node(cmd) => node::node_cmd(c, out, cmd).await,
         Command::Apply {
             file,
             dry_run,
             no_prune,
-        } => apply_cmd(&mut c, scope, out, &file, dry_run, !no_prune).await,
+        } => apply_cmd(c, scope, out, &file, dry_run, !no_prune).await,
         Command::Status => {
             let s = c.dataplane.status(pb::StatusRequest {}).await?.into_inner();
             if out == Output::Json {
@@ -525,7 +619,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 )));
             }
             let frames = if once { Some(1) } else { count };
-            top(&mut c, scope, out, interval, frames).await
+            top(c, scope, out, interval, frames).await
         }
         Command::Lookup { src, dst } => {
             let (src_address, src_port) = parse_endpoint(&src, "SRC")?;
