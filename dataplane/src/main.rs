@@ -102,7 +102,10 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    run_cmd::init_logging();
+    if let Err(e) = fiberlb_shared::logging::init() {
+        eprintln!("fiberlb-dataplane: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -279,32 +282,6 @@ mod run_cmd {
     use fiberlb_shared::shm::region::Region;
 
     use crate::runtime;
-
-    /// A logger for the `log` crate's messages (AF_XDP setup: attach mode, page kind) on stderr.
-    struct StderrLog;
-
-    impl log::Log for StderrLog {
-        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.level() <= log::Level::Info
-        }
-        fn log(&self, r: &log::Record<'_>) {
-            if self.enabled(r.metadata()) {
-                eprintln!(
-                    "fiberlb-dataplane: {}: {}",
-                    r.level().as_str().to_lowercase(),
-                    r.args()
-                );
-            }
-        }
-        fn flush(&self) {}
-    }
-
-    pub fn init_logging() {
-        static LOG: StderrLog = StderrLog;
-        if log::set_logger(&LOG).is_ok() {
-            log::set_max_level(log::LevelFilter::Info);
-        }
-    }
 
     /// `MemAvailable`, `HugePages_Free` (pages) and `Hugepagesize` (bytes) from /proc/meminfo.
     fn meminfo() -> (Option<u64>, u64, u64) {

@@ -11,6 +11,8 @@
 //! No tokio and no I/O here: this crate is linked into the data plane's workers.
 
 pub mod flow_hash;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod maglev;
 pub mod model;
 pub mod port_stats;

@@ -34,27 +34,8 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-/// Library modules log through `log`; fiberlbd prints it on stderr (journald adds timestamps).
-struct StderrLog;
-
-impl log::Log for StderrLog {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            eprintln!("fiberlbd: {}: {}", r.level(), r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
-static LOGGER: StderrLog = StderrLog;
-
 fn main() -> Result<()> {
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
+    fiberlb_shared::logging::init().map_err(anyhow::Error::msg)?;
     let args = Args::parse();
     let config = match &args.config {
         Some(p) => Config::load(p)?,
@@ -200,8 +181,8 @@ async fn run(config: Config) -> Result<()> {
         .collect();
 
     let snap = store.snapshot();
-    eprintln!(
-        "fiberlbd: store {} at generation {} ({} load balancers, {} listeners, {} pools, {} backends)",
+    log::info!(
+        "store {} at generation {} ({} load balancers, {} listeners, {} pools, {} backends)",
         config.store_path.display(),
         snap.generation,
         snap.state.load_balancers.len(),
@@ -221,19 +202,19 @@ async fn run(config: Config) -> Result<()> {
                 status: p.status(),
                 region: p.region(),
             });
-            eprintln!("fiberlbd: programming the data plane at {}", path.display());
+            log::info!("programming the data plane at {}", path.display());
             Some(p)
         }
         None => {
-            eprintln!("fiberlbd: no shm_path configured: running without a data plane");
+            log::info!("no shm_path configured: running without a data plane");
             None
         }
     };
     let node = Arc::new(Node::new(config.bgp.clone(), &config.store_path));
     shared.node = node.clone();
     if let Some(b) = config.bgp.as_ref().filter(|b| b.enabled) {
-        eprintln!(
-            "fiberlbd: announcing VIPs through BIRD ({}; include file {}){}",
+        log::info!(
+            "announcing VIPs through BIRD ({}; include file {}){}",
             b.socket.display(),
             b.include_path.display(),
             if node.status().drain_since_unix_ms > 0 {
@@ -261,7 +242,7 @@ async fn run(config: Config) -> Result<()> {
                         }
                         let generation = *committed.borrow_and_update();
                         checker.set_targets(health_targets(&store.snapshot().state));
-                        eprintln!("fiberlbd: configuration generation {generation} committed");
+                        log::info!("configuration generation {generation} committed");
                     }
                     r = health_rx.changed() => {
                         if r.is_err() {
@@ -295,7 +276,7 @@ async fn run(config: Config) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         })
         .await?;
-        eprintln!("fiberlbd: metrics on http://{bound}/metrics");
+        log::info!("metrics on http://{bound}/metrics");
     }
     let node_task = tokio::spawn(node.clone().run(
         desired_rx.clone(),
@@ -312,10 +293,7 @@ async fn run(config: Config) -> Result<()> {
     };
 
     let unix = server::bind_unix(&config.listen)?;
-    eprintln!(
-        "fiberlbd: serving on unix:{} (mode 0600)",
-        config.listen.display()
-    );
+    log::info!("serving on unix:{} (mode 0600)", config.listen.display());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(server::serve_unix(
         unix,
@@ -331,7 +309,7 @@ async fn run(config: Config) -> Result<()> {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("fiberlbd: serving on https://{addr} (tokens required)");
+        log::info!("serving on https://{addr} (tokens required)");
         tasks.spawn(async move {
             server::serve_tls(l, &cert, &key, shared, Auth::new(tokens, false), stopped()).await
         });
@@ -339,7 +317,7 @@ async fn run(config: Config) -> Result<()> {
 
     tokio::select! {
         _ = shutdown_signal() => {
-            eprintln!("fiberlbd: shutting down");
+            log::info!("shutting down");
             let _ = stop_tx.send(true);
         }
         Some(r) = tasks.join_next() => {
