@@ -165,7 +165,7 @@ async fn scrape_reports_counters_health_and_programmer_state() {
         region: region_rx.clone(),
         health: Some(health_rx),
         program: Some(program_rx),
-        node: None,
+        node: Some(watch::channel(node_status()).1),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop = stop_rx.clone();
@@ -309,6 +309,20 @@ async fn scrape_reports_counters_health_and_programmer_state() {
     );
     assert_eq!(v("fiberlb_controlplane_synced_generation"), 12.0);
     assert_eq!(v("fiberlb_controlplane_last_apply_seconds"), 0.002);
+    // BGP announcement and drain.
+    assert_eq!(v("fiberlb_bgp_announced_vips"), 1.0);
+    assert_eq!(v("fiberlb_bgp_vip_announced{vip=\"192.0.2.1\"}"), 1.0);
+    assert_eq!(v("fiberlb_bgp_vip_announced{vip=\"192.0.2.2\"}"), 0.0);
+    assert_eq!(v("fiberlb_bgp_session_up{protocol=\"tor1\"}"), 1.0);
+    assert_eq!(v("fiberlb_bgp_session_up{protocol=\"tor2\"}"), 0.0);
+    assert_eq!(
+        v("fiberlb_bgp_last_change_timestamp_seconds"),
+        1_700_000_000.5
+    );
+    assert_eq!(v("fiberlb_bgp_error"), 0.0);
+    assert_eq!(v("fiberlb_node_draining"), 0.0);
+    // Every query of the Grafana dashboard names metrics (and labels) this scrape has.
+    check_dashboard(&body);
     // Every family is declared once, before its samples.
     assert_eq!(
         body.matches("# TYPE fiberlb_drops_total counter").count(),
@@ -406,4 +420,98 @@ async fn scrape_reports_counters_health_and_programmer_state() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+fn node_status() -> fiberlb_controlplane::bgp::NodeStatus {
+    use fiberlb_controlplane::bgp::{NodeStatus, Session};
+    NodeStatus {
+        bgp_enabled: true,
+        announced: ["192.0.2.1".parse().unwrap()].into(),
+        withheld: [("192.0.2.2".parse().unwrap(), "no backend".to_string())].into(),
+        sessions: vec![
+            Session {
+                name: "tor1".into(),
+                state: "up".into(),
+                since: "09:00:00".into(),
+                info: "Established".into(),
+            },
+            Session {
+                name: "tor2".into(),
+                state: "start".into(),
+                since: "09:00:00".into(),
+                info: "Active".into(),
+            },
+        ],
+        last_change_unix_ms: 1_700_000_000_500,
+        ..NodeStatus::default()
+    }
+}
+
+/// packaging/grafana/fiberlb.json: every metric its queries name is in `body`, and every label
+/// it groups by (`by (...)`) or shows (`{{label}}`) is on that metric's samples.
+fn check_dashboard(body: &str) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/grafana/fiberlb.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            queries.push((
+                t["expr"].as_str().unwrap().to_string(),
+                t["legendFormat"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    let word = |s: &str, i: usize| {
+        s[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<String>()
+    };
+    let mut checked = 0;
+    for (expr, legend) in &queries {
+        let mut metrics = Vec::new();
+        let mut i = 0;
+        while let Some(j) = expr[i..].find("fiberlb_") {
+            let m = word(expr, i + j);
+            i += j + m.len();
+            metrics.push(m);
+        }
+        assert!(!metrics.is_empty(), "no metric in {expr}");
+        let mut labels: Vec<String> = Vec::new();
+        if let Some(k) = expr.find("by (") {
+            let end = expr[k..].find(')').unwrap() + k;
+            labels.extend(expr[k + 4..end].split(',').map(|l| l.trim().to_string()));
+        }
+        let mut rest = legend.as_str();
+        while let Some(k) = rest.find("{{") {
+            let end = rest[k..].find("}}").unwrap() + k;
+            labels.push(rest[k + 2..end].to_string());
+            rest = &rest[end + 2..];
+        }
+        labels.retain(|l| l != "instance" && l != "job");
+        for m in &metrics {
+            let samples: Vec<&str> = body
+                .lines()
+                .filter(|l| {
+                    l.starts_with(m.as_str())
+                        && matches!(l.as_bytes().get(m.len()), Some(b'{' | b' '))
+                })
+                .collect();
+            assert!(
+                !samples.is_empty(),
+                "dashboard query {expr:?}: no {m} in the scrape"
+            );
+            for l in &labels {
+                assert!(
+                    samples.iter().any(|s| s.contains(&format!("{l}=\""))),
+                    "dashboard query {expr:?} uses label {l}, which {m} does not have"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "{checked}");
 }
