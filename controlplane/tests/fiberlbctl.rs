@@ -105,6 +105,23 @@ fn apply_twice_changes_nothing_the_second_time() {
     let second = stdout(&ctl(&d, &["apply", "-f", example]));
     assert_eq!(second.trim(), "no changes");
 
+    // export: the running configuration as a file that apply takes back unchanged.
+    let exported = stdout(&ctl(&d, &["export"]));
+    let exported_path = dir.path().join("exported.yaml");
+    std::fs::write(&exported_path, &exported).unwrap();
+    let exported_path = exported_path.to_str().unwrap();
+    assert_eq!(
+        stdout(&ctl(&d, &["apply", "-f", exported_path])).trim(),
+        "no changes",
+        "{exported}"
+    );
+    assert_eq!(
+        ctl(&d, &["diff", "-f", exported_path]).status.code(),
+        Some(0)
+    );
+    assert!(exported.contains("state: drained"), "{exported}");
+    assert!(exported.contains("encap: gue"), "{exported}");
+
     // Edit the file: one weight changes, one backend goes, one listener goes.
     let text = std::fs::read_to_string(example)
         .unwrap()
@@ -353,4 +370,149 @@ fn logs_as_json_lines_and_filter_errors_name_the_variable() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("FIBERLB_LOG=\"info,bgp=loud\""), "{err}");
+}
+
+/// A configuration built with the CLI (IPv6 VIP, source-IP Maglev, table size, MAC, drained
+/// and disabled backends, a GUE tunnel listener) exports to a file that recreates it on another
+/// node: the second node's export is the same file.
+#[test]
+fn export_recreates_a_cli_built_configuration_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    let a = start(&dir.path().join("a"));
+    let run = |d: &Daemon, args: &[&str]| stdout(&ctl(d, args));
+    run(
+        &a,
+        &["lb", "create", "--name", "api", "--vip", "fd00:10::100"],
+    );
+    run(&a, &["lb", "create", "--name", "web", "--vip", "10.10.0.7"]);
+    run(
+        &a,
+        &[
+            "pool",
+            "create",
+            "--name",
+            "api",
+            "--algorithm",
+            "maglev-source-ip",
+            "--table-size",
+            "251",
+        ],
+    );
+    run(&a, &["pool", "create", "--name", "web"]);
+    run(
+        &a,
+        &[
+            "backend",
+            "create",
+            "--pool",
+            "1",
+            "--address",
+            "fd00:20::1",
+            "--port",
+            "443",
+            "--weight",
+            "7",
+        ],
+    );
+    run(
+        &a,
+        &[
+            "backend",
+            "create",
+            "--pool",
+            "2",
+            "--address",
+            "10.10.1.1",
+            "--port",
+            "8080",
+            "--mac",
+            "02:00:00:00:01:01",
+        ],
+    );
+    run(
+        &a,
+        &[
+            "backend",
+            "create",
+            "--pool",
+            "2",
+            "--address",
+            "10.10.1.2",
+            "--port",
+            "8080",
+            "--state",
+            "drained",
+        ],
+    );
+    run(
+        &a,
+        &[
+            "backend",
+            "create",
+            "--pool",
+            "2",
+            "--address",
+            "10.10.1.3",
+            "--port",
+            "8080",
+            "--state",
+            "disabled",
+        ],
+    );
+    run(
+        &a,
+        &[
+            "listener", "create", "--lb", "1", "--port", "443", "--mode", "tunnel", "--encap",
+            "gue", "--pool", "1",
+        ],
+    );
+    run(
+        &a,
+        &[
+            "listener", "create", "--lb", "2", "--port", "80", "--mode", "nat", "--pool", "2",
+        ],
+    );
+    run(
+        &a,
+        &[
+            "listener",
+            "create",
+            "--lb",
+            "2",
+            "--port",
+            "53",
+            "--protocol",
+            "udp",
+            "--mode",
+            "dsr",
+            "--pool",
+            "2",
+        ],
+    );
+    let first = run(&a, &["export"]);
+    for want in [
+        "fd00:10::100",
+        "maglev-source-ip",
+        "table_size: 251",
+        "weight: 7",
+        "02:00:00:00:01:01",
+        "state: drained",
+        "state: disabled",
+        "encap: gue",
+        "protocol: udp",
+    ] {
+        assert!(first.contains(want), "{want} missing in\n{first}");
+    }
+    let file = dir.path().join("a.yaml");
+    std::fs::write(&file, &first).unwrap();
+    let b = start(&dir.path().join("b"));
+    let applied = run(&b, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(applied.contains("+ listener api/443/tcp"), "{applied}");
+    assert_eq!(run(&b, &["export"]), first);
+    assert_eq!(
+        run(&a, &["apply", "-f", file.to_str().unwrap()]).trim(),
+        "no changes"
+    );
 }

@@ -170,6 +170,24 @@ pub fn parse_services(text: &str) -> Result<ServiceSet, ServicesError> {
     conv.finish()
 }
 
+/// [`parse_services`] for a file applied to a control plane (`fiberlbctl apply -f`): the
+/// file's `tunnel` section is node-wide and not applied there (each node's fiberlbd has its own
+/// `[tunnel]`), so tunnel listeners are accepted without one; everything else is checked alike.
+///
+/// # Errors
+/// As [`parse_services`], without [`ModelError::MissingTunnelSource`].
+pub fn parse_services_without_node_settings(text: &str) -> Result<ServiceSet, ServicesError> {
+    let root = build_tree(text)?;
+    let mut conv = Converter {
+        node_settings_optional: true,
+        ..Converter::default()
+    };
+    if let Some(root) = &root {
+        conv.document(root)?;
+    }
+    conv.finish()
+}
+
 /// Reads, parses and validates a services file.
 ///
 /// # Errors
@@ -803,6 +821,8 @@ struct Converter {
     pools: Vec<PoolPos>,
     backends: Vec<BackendPos>,
     backend_keys: HashMap<(PoolId, IpAddr, u16), Mark>,
+    /// Validate as if tunnel sources were set ([`parse_services_without_node_settings`]).
+    node_settings_optional: bool,
 }
 
 impl Default for Converter {
@@ -816,6 +836,7 @@ impl Default for Converter {
             pools: Vec::new(),
             backends: Vec::new(),
             backend_keys: HashMap::new(),
+            node_settings_optional: false,
         }
     }
 }
@@ -1278,7 +1299,20 @@ impl Converter {
         }
         self.set.listeners = listeners;
         assign_ids(&mut self.set);
-        match self.set.validate() {
+        let checked = if self.node_settings_optional {
+            let mut probe = self.set.clone();
+            probe.tunnel.source_v4 = probe
+                .tunnel
+                .source_v4
+                .or(Some(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+            probe.tunnel.source_v6 = probe.tunnel.source_v6.or(Some(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 0, 0, 0, 0, 0, 1,
+            )));
+            probe.validate()
+        } else {
+            self.set.validate()
+        };
+        match checked {
             Ok(()) => Ok(self.set),
             Err(e) => Err(ServicesError::at(self.locate(&e), e.to_string())),
         }
@@ -1631,6 +1665,21 @@ mod tests {
     const GOLDEN_L: u32 = 80_741_074;
     const GOLDEN_P: u32 = 2_527_494_331;
     const GOLDEN_B: u32 = 1_207_596_537;
+
+    #[test]
+    fn tunnel_section_is_optional_for_the_control_plane() {
+        let text = "loadbalancers:\n  - name: t\n    vip: 10.0.0.1\n    listeners:\n      \
+                    - {port: 80, protocol: tcp, mode: tunnel, pool: p}\npools:\n  - name: p\n    \
+                    backends:\n      - {address: 10.1.0.1, port: 80}\n";
+        let e = parse_services(text).unwrap_err();
+        assert!(e.to_string().contains("source"), "{e}");
+        let set = parse_services_without_node_settings(text).unwrap();
+        assert_eq!(set.tunnel.source_v4, None);
+        assert_eq!(set.listeners.len(), 1);
+        // Everything else is still checked.
+        let bad = text.replace("port: 80, protocol", "port: 0, protocol");
+        assert!(parse_services_without_node_settings(&bad).is_err());
+    }
 
     #[test]
     fn syntax_errors_at_the_end_of_a_file_point_into_it() {

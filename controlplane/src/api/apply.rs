@@ -1,6 +1,7 @@
 //! `fiberlbctl apply -f services.yaml`: make the caller's org/project match a services file.
 //!
-//! The file is parsed and validated by [`fiberlb_shared::services::parse_services`] (so errors
+//! The file is parsed and validated by
+//! [`fiberlb_shared::services::parse_services_without_node_settings`] (so errors
 //! carry line numbers), then mapped onto objects by name: load balancers by name, pools by name,
 //! backends by (pool, address, port), listeners by (load balancer, port, protocol). The plan
 //! creates what is missing, updates what differs and — the file being the whole desired
@@ -16,7 +17,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use fiberlb_shared::model::ServiceSet;
-use fiberlb_shared::services::parse_services;
+use fiberlb_shared::services::parse_services_without_node_settings;
 
 use super::client::Clients;
 use crate::model::{admin_state_name, algorithm_name, encap_name, format_mac};
@@ -60,7 +61,8 @@ pub struct Desired {
 /// # Errors
 /// [`ApplyError::File`] with the line and column of the problem.
 pub fn desired_from_yaml(text: &str) -> Result<(Desired, ServiceSet), ApplyError> {
-    let set = parse_services(text).map_err(|e| ApplyError::File(e.to_string()))?;
+    let set =
+        parse_services_without_node_settings(text).map_err(|e| ApplyError::File(e.to_string()))?;
     // Load balancer names are not part of the flattened set: read them from the same text.
     let doc: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| ApplyError::File(e.to_string()))?;

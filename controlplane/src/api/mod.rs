@@ -13,6 +13,7 @@ pub mod apply;
 pub mod auth;
 pub mod client;
 pub mod convert;
+pub mod export;
 pub mod node;
 pub mod server;
 pub mod service;

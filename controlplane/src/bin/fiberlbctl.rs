@@ -101,6 +101,10 @@ enum Command {
         #[arg(long)]
         no_prune: bool,
     },
+    /// The running configuration of this org/project as a services file (what `apply -f`
+    /// takes back with "no changes"), on stdout.
+    #[command(alias = "get")]
+    Export,
     /// Shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout.
     Completions { shell: clap_complete::Shell },
     /// The manual page (roff) on stdout: `fiberlbctl man | man -l -`.
@@ -464,6 +468,22 @@ async fn run_command(
         Command::Backend(cmd) => backend_cmd(c, scope, out, cmd).await,
         Command::HealthCheck(cmd) => hc_cmd(c, scope, out, cmd).await,
         Command::Node(cmd) => node::node_cmd(c, out, cmd).await,
+        Command::Export => {
+            let current = apply::current(c, &scope).await?;
+            let origin = scope
+                .as_ref()
+                .map_or_else(String::new, |s| format!("{}/{}", s.org_id, s.project_id));
+            let text = fiberlb_controlplane::api::export::to_services_yaml(
+                &current,
+                if origin.is_empty() {
+                    "this token's scope"
+                } else {
+                    &origin
+                },
+            );
+            out!("{}", text.trim_end());
+            Ok(())
+        }
         Command::Apply {
             file,
             dry_run,
