@@ -35,7 +35,13 @@ fn start(dir: &Path) -> Daemon {
     )
     .unwrap();
     let _ = std::fs::remove_file(&socket);
-    let child = Command::new(env!("CARGO_BIN_EXE_fiberlbd"))
+    // In a network namespace of its own (no interfaces up): the services files applied here
+    // name health checks of addresses that are not ours, and no probe may leave this machine.
+    // Root: a plain network namespace; otherwise an unprivileged user+network namespace.
+    let userns = if is_root() { "-n" } else { "-rn" };
+    let child = Command::new("unshare")
+        .arg(userns)
+        .arg(env!("CARGO_BIN_EXE_fiberlbd"))
         .arg("--config")
         .arg(&config)
         .stderr(Stdio::null())
@@ -50,6 +56,17 @@ fn start(dir: &Path) -> Daemon {
         std::thread::sleep(Duration::from_millis(20));
     }
     Daemon { child, socket }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 fn ctl(d: &Daemon, args: &[&str]) -> Output {
@@ -94,7 +111,7 @@ fn apply_twice_changes_nothing_the_second_time() {
 
     let first = stdout(&ctl(&d, &["apply", "-f", example]));
     assert!(
-        first.contains("+ pool web (maglev, table 65537)"),
+        first.contains("+ pool web (maglev, table 65537, health check web-http)"),
         "{first}"
     );
     assert!(
@@ -120,6 +137,56 @@ fn apply_twice_changes_nothing_the_second_time() {
         Some(0)
     );
     assert!(exported.contains("state: drained"), "{exported}");
+    assert!(
+        exported.contains("health_check: \"web-http\""),
+        "{exported}"
+    );
+    assert!(exported.contains("kind: udp"), "{exported}");
+
+    // Health checks are applied, changed and pruned like the rest.
+    let hcs: serde_json::Value =
+        serde_json::from_str(&stdout(&ctl(&d, &["-o", "json", "health-check", "list"]))).unwrap();
+    assert_eq!(hcs["health_checks"].as_array().unwrap().len(), 3, "{hcs}");
+    let text = std::fs::read_to_string(example).unwrap();
+    let hc_changed = dir.path().join("hc.yaml");
+    std::fs::write(
+        &hc_changed,
+        text.replace(
+            "interval_ms: 2000, timeout_ms: 1000",
+            "interval_ms: 5000, timeout_ms: 1000",
+        )
+        .replace("    health_check: dns-udp\n", ""),
+    )
+    .unwrap();
+    let out = stdout(&ctl(&d, &["apply", "-f", hc_changed.to_str().unwrap()]));
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("~ health-check web-http: "), "{out}");
+    assert!(
+        lines[0].ends_with("every 5000 ms, timeout 1000 ms"),
+        "{out}"
+    );
+    assert!(lines[1].starts_with("~ pool dns: "), "{out}");
+    assert!(lines[1].contains("health check dns-udp -> "), "{out}");
+    let no_hc: String = text
+        .lines()
+        .filter(|l| !l.contains("health_check") && !l.contains("kind:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let no_hc_path = dir.path().join("nohc.yaml");
+    std::fs::write(&no_hc_path, no_hc).unwrap();
+    let out = stdout(&ctl(&d, &["apply", "-f", no_hc_path.to_str().unwrap()]));
+    assert_eq!(out.matches("- health-check ").count(), 3, "{out}");
+    assert_eq!(out.matches("~ pool ").count(), 2, "{out}");
+    assert_eq!(
+        stdout(&ctl(&d, &["apply", "-f", example])).lines().count(),
+        6
+    );
+    assert_eq!(
+        stdout(&ctl(&d, &["apply", "-f", example])).trim(),
+        "no changes"
+    );
     assert!(exported.contains("encap: gue"), "{exported}");
 
     // Edit the file: one weight changes, one backend goes, one listener goes.

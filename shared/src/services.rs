@@ -83,7 +83,7 @@
 //! Scalars follow YAML 1.2: `yes`/`no` are not booleans, and a number in quotes (`"80"`) is a
 //! string, refused where a number is expected. Unquoted MACs and IPv6 addresses are fine.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -176,7 +176,7 @@ pub fn parse_services(text: &str) -> Result<ServiceSet, ServicesError> {
 ///
 /// # Errors
 /// As [`parse_services`], without [`ModelError::MissingTunnelSource`].
-pub fn parse_services_without_node_settings(text: &str) -> Result<ServiceSet, ServicesError> {
+pub fn parse_services_without_node_settings(text: &str) -> Result<ServicesDocument, ServicesError> {
     let root = build_tree(text)?;
     let mut conv = Converter {
         node_settings_optional: true,
@@ -185,7 +185,55 @@ pub fn parse_services_without_node_settings(text: &str) -> Result<ServiceSet, Se
     if let Some(root) = &root {
         conv.document(root)?;
     }
-    conv.finish()
+    let mut pool_health_checks = BTreeMap::new();
+    for (pool, hc, mark) in std::mem::take(&mut conv.pool_checks) {
+        if !conv.health_check_names.contains_key(&hc) {
+            return Err(ServicesError::at(
+                mark,
+                format!(
+                    "pool {pool:?} names health check {hc:?}, which health_checks does not define"
+                ),
+            ));
+        }
+        pool_health_checks.insert(pool, hc);
+    }
+    let health_checks = std::mem::take(&mut conv.health_checks);
+    Ok(ServicesDocument {
+        set: conv.finish()?,
+        health_checks,
+        pool_health_checks,
+    })
+}
+
+/// A services file as the control plane reads it: the service set plus the health checks
+/// (which the data plane does not use: it ignores them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicesDocument {
+    pub set: ServiceSet,
+    pub health_checks: Vec<HealthCheckSpec>,
+    /// Pool name → health check name.
+    pub pool_health_checks: BTreeMap<String, String>,
+}
+
+/// A `health_checks:` entry. Numbers left out are 0 and strings empty: the control plane's
+/// defaults (`[health_defaults]`) apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckSpec {
+    pub name: String,
+    /// tcp | http | https | udp
+    pub kind: String,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    pub rise: u32,
+    pub fall: u32,
+    /// http/https: the path requested.
+    pub http_path: String,
+    /// http/https: accepted status range.
+    pub expected_status: Option<(u32, u32)>,
+    /// udp: the datagram sent.
+    pub udp_send: String,
+    /// udp: the reply expected (empty: any).
+    pub udp_expect: String,
 }
 
 /// Reads, parses and validates a services file.
@@ -756,11 +804,35 @@ fn name(node: &Node, what: &str, rule: NameRule) -> Result<String, ServicesError
 // ---------------------------------------------------------------------------------------------
 // Tree -> ServiceSet.
 
-const TOP_FIELDS: &[&str] = &["tunnel", "loadbalancers", "pools"];
+const TOP_FIELDS: &[&str] = &["tunnel", "loadbalancers", "pools", "health_checks"];
 const TUNNEL_FIELDS: &[&str] = &["source_v4", "source_v6", "gue_port"];
 const LB_FIELDS: &[&str] = &["name", "vip", "listeners"];
 const LISTENER_FIELDS: &[&str] = &["port", "protocol", "mode", "pool", "encap", "name"];
-const POOL_FIELDS: &[&str] = &["name", "algorithm", "table_size", "backends"];
+const POOL_FIELDS: &[&str] = &[
+    "name",
+    "algorithm",
+    "table_size",
+    "health_check",
+    "backends",
+];
+const HEALTH_CHECK_FIELDS: &[&str] = &[
+    "name",
+    "kind",
+    "interval_ms",
+    "timeout_ms",
+    "rise",
+    "fall",
+    "path",
+    "expect_status",
+    "send",
+    "expect",
+];
+const HEALTH_KINDS: &[(&str, &str)] = &[
+    ("tcp", "tcp"),
+    ("http", "http"),
+    ("https", "https"),
+    ("udp", "udp"),
+];
 const BACKEND_FIELDS: &[&str] = &["address", "port", "weight", "mac", "state", "healthy"];
 
 const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
@@ -823,6 +895,10 @@ struct Converter {
     backend_keys: HashMap<(PoolId, IpAddr, u16), Mark>,
     /// Validate as if tunnel sources were set ([`parse_services_without_node_settings`]).
     node_settings_optional: bool,
+    health_checks: Vec<HealthCheckSpec>,
+    health_check_names: HashMap<String, Mark>,
+    /// (pool, health check, where the pool names it)
+    pool_checks: Vec<(String, String, Mark)>,
 }
 
 impl Default for Converter {
@@ -837,6 +913,9 @@ impl Default for Converter {
             backends: Vec::new(),
             backend_keys: HashMap::new(),
             node_settings_optional: false,
+            health_checks: Vec::new(),
+            health_check_names: HashMap::new(),
+            pool_checks: Vec::new(),
         }
     }
 }
@@ -1017,6 +1096,11 @@ impl Converter {
                         self.loadbalancer(lb)?;
                     }
                 }
+                "health_checks" => {
+                    for hc in list(Some(value), "health_checks")? {
+                        self.health_check(hc)?;
+                    }
+                }
                 _ => {
                     for pool in list(Some(value), "pools")? {
                         self.pool(pool)?;
@@ -1024,6 +1108,126 @@ impl Converter {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn health_check(&mut self, node: &Node) -> Result<(), ServicesError> {
+        let f = fields(node, "health check", HEALTH_CHECK_FIELDS, false)?;
+        let name_node = f.required("name")?;
+        let hc_name = name(name_node, "health check name", NameRule::Word)?;
+        if let Some(first) = self.health_check_names.get(&hc_name) {
+            return Err(ServicesError::at(
+                name_node.mark,
+                format!(
+                    "duplicate health check name {hc_name:?} (first used on line {})",
+                    first.line
+                ),
+            ));
+        }
+        self.health_check_names
+            .insert(hc_name.clone(), name_node.mark);
+        let kind = choice(f.required("kind")?, "kind", HEALTH_KINDS)?;
+        let num = |field: &str, hi: u64| -> Result<u32, ServicesError> {
+            match f.get(field) {
+                None => Ok(0),
+                Some(n) => Ok(u32::try_from(integer(n, field, 1, hi)?).unwrap_or(u32::MAX)),
+            }
+        };
+        let web = matches!(kind, "http" | "https");
+        let only = |field: &str, ok: bool, what: &str| -> Result<(), ServicesError> {
+            match f.get(field) {
+                Some(n) if !ok => Err(ServicesError::at(
+                    n.mark,
+                    format!("{field} applies only to {what} health checks; this one is {kind}"),
+                )),
+                _ => Ok(()),
+            }
+        };
+        only("path", web, "http/https")?;
+        only("expect_status", web, "http/https")?;
+        only("send", kind == "udp", "udp")?;
+        only("expect", kind == "udp", "udp")?;
+        let http_path = match f.get("path") {
+            Some(n) => {
+                let p = string(n, "path")?;
+                if !p.starts_with('/') || p.contains(char::is_whitespace) {
+                    return Err(ServicesError::at(
+                        n.mark,
+                        format!("path {p:?} must start with '/' and hold no spaces"),
+                    ));
+                }
+                p.to_string()
+            }
+            None => String::new(),
+        };
+        let expected_status = match f.get("expect_status") {
+            None => None,
+            Some(n) => {
+                let text = match &n.kind {
+                    Kind::Scalar { text, .. } => text.to_string(),
+                    _ => String::new(),
+                };
+                let (lo, hi) = text.split_once('-').unwrap_or((&text, &text));
+                match (lo.trim().parse::<u32>(), hi.trim().parse::<u32>()) {
+                    (Ok(lo), Ok(hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {
+                        Some((lo, hi))
+                    }
+                    _ => {
+                        return Err(ServicesError::at(
+                            n.mark,
+                            format!(
+                                "expect_status {text:?}: a status (200) or a range (200-399) \
+                                 within 100-599"
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        let text_field = |field: &str| -> Result<String, ServicesError> {
+            match f.get(field) {
+                None => Ok(String::new()),
+                Some(n) => {
+                    let t = string(n, field)?;
+                    if t.is_empty() || t.len() > 1400 {
+                        return Err(ServicesError::at(
+                            n.mark,
+                            format!("{field} must hold 1-1400 bytes"),
+                        ));
+                    }
+                    Ok(t.to_string())
+                }
+            }
+        };
+        let udp_send = text_field("send")?;
+        if kind == "udp" && udp_send.is_empty() {
+            return Err(ServicesError::at(
+                node.mark,
+                "a udp health check needs `send`: the datagram sent to each backend",
+            ));
+        }
+        let spec = HealthCheckSpec {
+            name: hc_name,
+            kind: kind.to_string(),
+            interval_ms: num("interval_ms", 3_600_000)?,
+            timeout_ms: num("timeout_ms", 3_600_000)?,
+            rise: num("rise", 100)?,
+            fall: num("fall", 100)?,
+            http_path,
+            expected_status,
+            udp_send,
+            udp_expect: text_field("expect")?,
+        };
+        if spec.timeout_ms != 0 && spec.interval_ms != 0 && spec.timeout_ms > spec.interval_ms {
+            return Err(ServicesError::at(
+                f.mark_of("timeout_ms"),
+                format!(
+                    "timeout_ms {} is longer than interval_ms {}",
+                    spec.timeout_ms, spec.interval_ms
+                ),
+            ));
+        }
+        self.health_checks.push(spec);
         Ok(())
     }
 
@@ -1184,6 +1388,10 @@ impl Converter {
             name: name_node.mark,
             table_size: f.mark_of("table_size"),
         });
+        if let Some(n) = f.get("health_check") {
+            let hc = string(n, "health_check")?.to_string();
+            self.pool_checks.push((pool_name.clone(), hc, n.mark));
+        }
         for b in list(f.get("backends"), "backends")? {
             self.backend(b, id, &pool_name)?;
         }
@@ -1667,13 +1875,55 @@ mod tests {
     const GOLDEN_B: u32 = 1_207_596_537;
 
     #[test]
+    fn health_checks_parse_and_refuse_with_lines() {
+        let text = "health_checks:\n  - {name: h, kind: http, path: /hz, expect_status: 200-299, interval_ms: 500}\n\
+                    pools:\n  - name: p\n    health_check: h\n    backends: []\n";
+        let d = parse_services_without_node_settings(text).unwrap();
+        assert_eq!(d.health_checks.len(), 1);
+        assert_eq!(d.health_checks[0].expected_status, Some((200, 299)));
+        assert_eq!(d.health_checks[0].interval_ms, 500);
+        assert_eq!(d.health_checks[0].timeout_ms, 0);
+        assert_eq!(d.pool_health_checks.get("p").map(String::as_str), Some("h"));
+        // The data plane reads the same file and ignores the section.
+        assert_eq!(parse_services(text).unwrap().pools.len(), 1);
+        for (bad, line, what) in [
+            (
+                text.replace("health_check: h", "health_check: x"),
+                5,
+                "which health_checks does not define",
+            ),
+            (text.replace("kind: http", "kind: icmp"), 2, "kind"),
+            (
+                text.replace("path: /hz", "send: x"),
+                2,
+                "applies only to udp",
+            ),
+            (text.replace("200-299", "200-999"), 2, "expect_status"),
+            (
+                text.replace("interval_ms: 500", "interval_ms: 500, timeout_ms: 900"),
+                2,
+                "longer than",
+            ),
+            (
+                text.replace("kind: http, path: /hz, expect_status: 200-299", "kind: udp"),
+                2,
+                "needs `send`",
+            ),
+        ] {
+            let e = parse_services_without_node_settings(&bad).unwrap_err();
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(e.message.contains(what), "{e}");
+        }
+    }
+
+    #[test]
     fn tunnel_section_is_optional_for_the_control_plane() {
         let text = "loadbalancers:\n  - name: t\n    vip: 10.0.0.1\n    listeners:\n      \
                     - {port: 80, protocol: tcp, mode: tunnel, pool: p}\npools:\n  - name: p\n    \
                     backends:\n      - {address: 10.1.0.1, port: 80}\n";
         let e = parse_services(text).unwrap_err();
         assert!(e.to_string().contains("source"), "{e}");
-        let set = parse_services_without_node_settings(text).unwrap();
+        let set = parse_services_without_node_settings(text).unwrap().set;
         assert_eq!(set.tunnel.source_v4, None);
         assert_eq!(set.listeners.len(), 1);
         // Everything else is still checked.

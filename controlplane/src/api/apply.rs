@@ -10,14 +10,15 @@
 //!
 //! Not carried over: the file's `tunnel` section (node-wide: fiberlbd's `[tunnel]` config), a
 //! backend's `healthy` flag (health checks decide), and custom listener names (listeners are
-//! named `<org>/<project>/<lb>/<port>/<protocol>`). A pool's health check is left as it is.
+//! named `<org>/<project>/<lb>/<port>/<protocol>`). Health checks are applied by name, before the
+//! pools that use them, and deleted (prune) after the pools stop using them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
 use fiberlb_shared::model::ServiceSet;
-use fiberlb_shared::services::parse_services_without_node_settings;
+use fiberlb_shared::services::{parse_services_without_node_settings, HealthCheckSpec};
 
 use super::client::Clients;
 use crate::model::{admin_state_name, algorithm_name, encap_name, format_mac};
@@ -54,6 +55,10 @@ pub struct Desired {
     backends: BTreeMap<(String, IpAddr, u16), (u32, String, String)>,
     /// (lb, port, protocol) → (mode, encap, pool)
     listeners: BTreeMap<(String, u16, String), (String, String, String)>,
+    /// name → the file's health check
+    health_checks: BTreeMap<String, HealthCheckSpec>,
+    /// pool → health check name (a pool not listed has none)
+    pool_checks: BTreeMap<String, String>,
 }
 
 /// Parses a services file into the desired objects.
@@ -61,8 +66,9 @@ pub struct Desired {
 /// # Errors
 /// [`ApplyError::File`] with the line and column of the problem.
 pub fn desired_from_yaml(text: &str) -> Result<(Desired, ServiceSet), ApplyError> {
-    let set =
+    let parsed =
         parse_services_without_node_settings(text).map_err(|e| ApplyError::File(e.to_string()))?;
+    let set = parsed.set;
     // Load balancer names are not part of the flattened set: read them from the same text.
     let doc: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| ApplyError::File(e.to_string()))?;
@@ -79,7 +85,15 @@ pub fn desired_from_yaml(text: &str) -> Result<(Desired, ServiceSet), ApplyError
             }
         }
     }
-    let mut d = Desired::default();
+    let mut d = Desired {
+        health_checks: parsed
+            .health_checks
+            .into_iter()
+            .map(|h| (h.name.clone(), h))
+            .collect(),
+        pool_checks: parsed.pool_health_checks,
+        ..Desired::default()
+    };
     let mut by_vip = HashMap::new();
     for lb in &want_lbs {
         if let Some(other) = by_vip.insert(lb.vip, lb.name.clone()) {
@@ -148,6 +162,7 @@ fn value_str(v: &serde_yaml::Value) -> Option<String> {
 /// What the scope holds now (from the List calls).
 #[derive(Clone, Debug, Default)]
 pub struct Current {
+    pub health_checks: Vec<pb::HealthCheck>,
     pub load_balancers: Vec<pb::LoadBalancer>,
     pub listeners: Vec<pb::Listener>,
     pub pools: Vec<pb::Pool>,
@@ -161,16 +176,30 @@ pub enum Change {
         id: u32,
         key: String,
     },
+    CreateHealthCheck {
+        spec: HealthCheckSpec,
+    },
+    UpdateHealthCheck {
+        id: u32,
+        spec: HealthCheckSpec,
+        was: String,
+    },
+    DeleteHealthCheck {
+        id: u32,
+        name: String,
+    },
     CreatePool {
         name: String,
         algorithm: String,
         table_size: u32,
+        health_check: Option<String>,
     },
     UpdatePool {
         id: u32,
         name: String,
         algorithm: String,
         table_size: u32,
+        health_check: Option<String>,
         was: String,
     },
     DeleteBackend {
@@ -227,21 +256,43 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::DeleteListener { key, .. } => write!(f, "- listener {key}"),
+            Change::CreateHealthCheck { spec } => {
+                write!(f, "+ health-check {} ({})", spec.name, hc_summary(spec))
+            }
+            Change::UpdateHealthCheck { spec, was, .. } => {
+                write!(
+                    f,
+                    "~ health-check {}: {was} -> {}",
+                    spec.name,
+                    hc_summary(spec)
+                )
+            }
+            Change::DeleteHealthCheck { name, .. } => write!(f, "- health-check {name}"),
             Change::CreatePool {
                 name,
                 algorithm,
                 table_size,
+                health_check,
             } => {
-                write!(f, "+ pool {name} ({algorithm}, table {table_size})")
+                write!(
+                    f,
+                    "+ pool {name} ({algorithm}, table {table_size}{})",
+                    hc_suffix(health_check.as_deref())
+                )
             }
             Change::UpdatePool {
                 name,
                 algorithm,
                 table_size,
+                health_check,
                 was,
                 ..
             } => {
-                write!(f, "~ pool {name}: {was} -> {algorithm}, table {table_size}")
+                write!(
+                    f,
+                    "~ pool {name}: {was} -> {algorithm}, table {table_size}{}",
+                    hc_suffix(health_check.as_deref())
+                )
             }
             Change::DeleteBackend { key, .. } => write!(f, "- backend {key}"),
             Change::CreateBackend {
@@ -301,6 +352,97 @@ impl fmt::Display for Change {
     }
 }
 
+fn hc_suffix(hc: Option<&str>) -> String {
+    hc.map_or_else(String::new, |h| format!(", health check {h}"))
+}
+
+/// `http, /healthz, every 2000 ms` (what is set; the rest is the node's default).
+fn hc_summary(h: &HealthCheckSpec) -> String {
+    let mut parts = vec![h.kind.clone()];
+    if !h.http_path.is_empty() {
+        parts.push(h.http_path.clone());
+    }
+    if let Some((lo, hi)) = h.expected_status {
+        parts.push(format!("status {lo}-{hi}"));
+    }
+    for (what, v, unit) in [
+        ("every", h.interval_ms, " ms"),
+        ("timeout", h.timeout_ms, " ms"),
+        ("rise", h.rise, ""),
+        ("fall", h.fall, ""),
+    ] {
+        if v != 0 {
+            parts.push(format!("{what} {v}{unit}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// The file form of a stored health check (every field explicit).
+pub fn spec_of(h: &pb::HealthCheck) -> HealthCheckSpec {
+    let web = h.kind == "http" || h.kind == "https";
+    HealthCheckSpec {
+        name: h.name.clone(),
+        kind: h.kind.clone(),
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        rise: h.rise,
+        fall: h.fall,
+        http_path: if web {
+            h.http_path.clone()
+        } else {
+            String::new()
+        },
+        expected_status: web.then_some((h.expected_status_min, h.expected_status_max)),
+        udp_send: String::from_utf8_lossy(&h.udp_payload).into_owned(),
+        udp_expect: String::from_utf8_lossy(&h.udp_expected_reply).into_owned(),
+    }
+}
+
+/// Whether the stored check differs from what the file asks. Numbers the file leaves out are
+/// the node's `[health_defaults]` and are not compared; a left-out path is "/", a left-out
+/// status range 200-399 (the API's defaults).
+fn hc_differs(want: &HealthCheckSpec, cur: &pb::HealthCheck) -> bool {
+    let num = |w: u32, c: u32| w != 0 && w != c;
+    let web = want.kind == "http" || want.kind == "https";
+    let path = if want.http_path.is_empty() {
+        "/"
+    } else {
+        want.http_path.as_str()
+    };
+    want.kind != cur.kind
+        || num(want.interval_ms, cur.interval_ms)
+        || num(want.timeout_ms, cur.timeout_ms)
+        || num(want.rise, cur.rise)
+        || num(want.fall, cur.fall)
+        || (web && path != cur.http_path)
+        || (web
+            && want.expected_status.unwrap_or((200, 399))
+                != (cur.expected_status_min, cur.expected_status_max))
+        || (want.kind == "udp"
+            && (want.udp_send.as_bytes() != cur.udp_payload.as_slice()
+                || want.udp_expect.as_bytes() != cur.udp_expected_reply.as_slice()))
+}
+
+fn hc_message(spec: &HealthCheckSpec, id: u32) -> pb::HealthCheck {
+    let (lo, hi) = spec.expected_status.unwrap_or((0, 0));
+    pb::HealthCheck {
+        id,
+        name: spec.name.clone(),
+        kind: spec.kind.clone(),
+        interval_ms: spec.interval_ms,
+        timeout_ms: spec.timeout_ms,
+        rise: spec.rise,
+        fall: spec.fall,
+        http_path: spec.http_path.clone(),
+        expected_status_min: lo,
+        expected_status_max: hi,
+        udp_payload: spec.udp_send.clone().into_bytes(),
+        udp_expected_reply: spec.udp_expect.clone().into_bytes(),
+        ..Default::default()
+    }
+}
+
 fn fmt_addr(a: IpAddr, port: u16) -> String {
     match a {
         IpAddr::V4(_) => format!("{a}:{port}"),
@@ -356,24 +498,55 @@ pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Vec<Cha
             });
         }
     }
-    // 2. Pools.
+    // 2. Health checks (before the pools that name them), then pools.
+    let hc_by_name: HashMap<&str, &pb::HealthCheck> = current
+        .health_checks
+        .iter()
+        .map(|h| (h.name.as_str(), h))
+        .collect();
+    let hc_name_of: HashMap<u32, &str> = current
+        .health_checks
+        .iter()
+        .map(|h| (h.id, h.name.as_str()))
+        .collect();
+    for (name, spec) in &desired.health_checks {
+        match hc_by_name.get(name.as_str()) {
+            None => out.push(Change::CreateHealthCheck { spec: spec.clone() }),
+            Some(h) if hc_differs(spec, h) => out.push(Change::UpdateHealthCheck {
+                id: h.id,
+                spec: spec.clone(),
+                was: hc_summary(&spec_of(h)),
+            }),
+            Some(_) => {}
+        }
+    }
     for (name, (algorithm, table_size)) in &desired.pools {
+        let want_hc = desired.pool_checks.get(name).cloned();
         match pool_by_name.get(name.as_str()) {
             None => out.push(Change::CreatePool {
                 name: name.clone(),
                 algorithm: algorithm.clone(),
                 table_size: *table_size,
+                health_check: want_hc,
             }),
-            Some(p) if p.algorithm != *algorithm || p.table_size != *table_size => {
-                out.push(Change::UpdatePool {
-                    id: p.id,
-                    name: name.clone(),
-                    algorithm: algorithm.clone(),
-                    table_size: *table_size,
-                    was: format!("{}, table {}", p.algorithm, p.table_size),
-                })
+            Some(p) => {
+                let cur_hc = hc_name_of.get(&p.health_check_id).map(|s| (*s).to_string());
+                if p.algorithm != *algorithm || p.table_size != *table_size || cur_hc != want_hc {
+                    out.push(Change::UpdatePool {
+                        id: p.id,
+                        name: name.clone(),
+                        algorithm: algorithm.clone(),
+                        table_size: *table_size,
+                        health_check: want_hc,
+                        was: format!(
+                            "{}, table {}{}",
+                            p.algorithm,
+                            p.table_size,
+                            hc_suffix(cur_hc.as_deref())
+                        ),
+                    });
+                }
             }
-            Some(_) => {}
         }
     }
     // 3. Backends.
@@ -483,6 +656,15 @@ pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Vec<Cha
                 });
             }
         }
+        // After the pools that used them changed or went.
+        for h in &current.health_checks {
+            if !desired.health_checks.contains_key(&h.name) {
+                out.push(Change::DeleteHealthCheck {
+                    id: h.id,
+                    name: h.name.clone(),
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -497,6 +679,12 @@ pub async fn current(c: &mut Clients, scope: &Option<pb::Scope>) -> Result<Curre
         ..Default::default()
     };
     Ok(Current {
+        health_checks: c
+            .health_checks
+            .list(req())
+            .await?
+            .into_inner()
+            .health_checks,
         load_balancers: c
             .load_balancers
             .list(req())
@@ -530,6 +718,11 @@ pub async fn execute(
         .iter()
         .map(|p| (p.name.clone(), p.id))
         .collect();
+    let mut hc_ids: HashMap<String, u32> = current
+        .health_checks
+        .iter()
+        .map(|h| (h.name.clone(), h.id))
+        .collect();
     let sc = || scope.clone();
     for ch in changes {
         let api = |status: tonic::Status| ApplyError::Api {
@@ -537,7 +730,42 @@ pub async fn execute(
             status: Box::new(status),
         };
         let pool_id = |name: &str| pool_ids.get(name).copied().unwrap_or(0);
+        let hc_id = |name: &Option<String>| {
+            name.as_ref()
+                .and_then(|n| hc_ids.get(n).copied())
+                .unwrap_or(0)
+        };
         match ch {
+            Change::CreateHealthCheck { spec } => {
+                let h = c
+                    .health_checks
+                    .create(pb::CreateHealthCheckRequest {
+                        scope: sc(),
+                        health_check: Some(hc_message(spec, 0)),
+                    })
+                    .await
+                    .map_err(api)?
+                    .into_inner();
+                hc_ids.insert(spec.name.clone(), h.health_check.map_or(0, |h| h.id));
+            }
+            Change::UpdateHealthCheck { id, spec, .. } => {
+                c.health_checks
+                    .update(pb::UpdateHealthCheckRequest {
+                        scope: sc(),
+                        health_check: Some(hc_message(spec, *id)),
+                    })
+                    .await
+                    .map_err(api)?;
+            }
+            Change::DeleteHealthCheck { id, .. } => {
+                c.health_checks
+                    .delete(pb::DeleteRequest {
+                        scope: sc(),
+                        id: *id,
+                    })
+                    .await
+                    .map_err(api)?;
+            }
             Change::DeleteListener { id, .. } => {
                 c.listeners
                     .delete(pb::DeleteRequest {
@@ -551,6 +779,7 @@ pub async fn execute(
                 name,
                 algorithm,
                 table_size,
+                health_check,
             } => {
                 let p = c
                     .pools
@@ -559,7 +788,7 @@ pub async fn execute(
                         name: name.clone(),
                         algorithm: algorithm.clone(),
                         table_size: *table_size,
-                        health_check_id: 0,
+                        health_check_id: hc_id(health_check),
                     })
                     .await
                     .map_err(api)?
@@ -570,6 +799,7 @@ pub async fn execute(
                 id,
                 algorithm,
                 table_size,
+                health_check,
                 ..
             } => {
                 c.pools
@@ -578,6 +808,7 @@ pub async fn execute(
                         id: *id,
                         algorithm: Some(algorithm.clone()),
                         table_size: Some(*table_size),
+                        health_check_id: Some(hc_id(health_check)),
                         ..Default::default()
                     })
                     .await
@@ -746,6 +977,7 @@ pools:
             ]
         );
         let cur = Current {
+            health_checks: Vec::new(),
             load_balancers: vec![pb::LoadBalancer {
                 id: 1,
                 name: "web".into(),

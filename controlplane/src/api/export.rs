@@ -4,13 +4,13 @@
 //!
 //! Written: load balancers (name, VIP) with their listeners (port, protocol, mode, encap, pool),
 //! pools (name, algorithm, table size) with their backends (address, port, weight, MAC, admin
-//! state). Not written, as `apply` does not carry them: the node-wide `tunnel` section, health
-//! results, health checks (separate objects today).
+//! state), health checks (every field explicit) and which pool uses which. Not written, as
+//! `apply` does not carry them: the node-wide `tunnel` section and health results.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::apply::Current;
+use super::apply::{spec_of, Current};
 
 /// A YAML double-quoted scalar (JSON string syntax is valid YAML).
 fn q(s: &str) -> String {
@@ -57,6 +57,41 @@ pub fn to_services_yaml(c: &Current, origin: &str) -> String {
             let _ = writeln!(out, ", pool: {}}}", q(pool));
         }
     }
+    let hc_names: HashMap<u32, &str> = c
+        .health_checks
+        .iter()
+        .map(|h| (h.id, h.name.as_str()))
+        .collect();
+    let mut hcs: Vec<_> = c.health_checks.iter().map(spec_of).collect();
+    hcs.sort_by(|a, b| a.name.cmp(&b.name));
+    if !hcs.is_empty() {
+        out.push_str("\nhealth_checks:\n");
+    }
+    for h in hcs {
+        let _ = write!(
+            out,
+            "  - {{name: {}, kind: {}, interval_ms: {}, timeout_ms: {}, rise: {}, fall: {}",
+            q(&h.name),
+            h.kind,
+            h.interval_ms,
+            h.timeout_ms,
+            h.rise,
+            h.fall
+        );
+        if !h.http_path.is_empty() {
+            let _ = write!(out, ", path: {}", q(&h.http_path));
+        }
+        if let Some((lo, hi)) = h.expected_status {
+            let _ = write!(out, ", expect_status: \"{lo}-{hi}\"");
+        }
+        if !h.udp_send.is_empty() {
+            let _ = write!(out, ", send: {}", q(&h.udp_send));
+        }
+        if !h.udp_expect.is_empty() {
+            let _ = write!(out, ", expect: {}", q(&h.udp_expect));
+        }
+        out.push_str("}\n");
+    }
     let mut pools: Vec<_> = c.pools.iter().collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     if pools.is_empty() {
@@ -71,6 +106,9 @@ pub fn to_services_yaml(c: &Current, origin: &str) -> String {
         }
         if p.table_size != 0 {
             let _ = writeln!(out, "    table_size: {}", p.table_size);
+        }
+        if let Some(h) = hc_names.get(&p.health_check_id) {
+            let _ = writeln!(out, "    health_check: {}", q(h));
         }
         let mut bs: Vec<_> = c.backends.iter().filter(|b| b.pool_id == p.id).collect();
         bs.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
