@@ -3,7 +3,7 @@
 # both nodes (eBGP + BFD), the router's kernel spreading the VIPs over both nodes (one ECMP
 # route, 5-tuple hash), fiberlb-dataplane (AF_XDP) and fiberlbd on each node, a real client (curl)
 # and three real HTTP backends (tunnel mode: IPIP, decapsulated by an XDP program on each
-# backend; dsr) — in network namespaces this script creates and always removes.
+# backend; dsr; nat) — in network namespaces this script creates and always removes.
 #
 #   client ${P}c           router ${P}r (BIRD, AS 65000)         node ${P}na (AS 65001)
 #   [c0 10.92.1.2] ── [r0 10.92.1.1]  [ra 10.92.10.1] ──── [u0 10.92.10.2] fiberlb [n1 10.92.2.1] ─┐
@@ -19,23 +19,48 @@
 # services file (`fiberlbctl apply -f`) and hash seed, so either picks the same backend for a
 # flow: a flow moved from one node to the other by the router keeps its backend.
 #
+# VIPs: 10.92.100.1 tcp/80 tunnel, 10.92.100.2 tcp/80 dsr (both to the backends' :80) and
+# 10.92.100.3 tcp/80 nat (DNAT to the backends' :8080, a second backend.py on each). A nat
+# reply must pass through a node, whose data plane translates it back to VIP:80 statelessly
+# (its `nat_return` map: backend address:port -> listener; no flow state). Each backend
+# policy-routes its nat replies (from its address, tcp sport 8080, to the client net
+# 10.92.1.0/24: table 100) to node B's backend-side address 10.92.2.2, so the replies of flows
+# that entered through A are translated back by B, which never saw those flows' other packets:
+# the asymmetric path proves that the reverse mapping works across nodes. The nat-return check
+# counts it: what the backends sent (iptables), what B's data plane forwarded beyond the
+# requests it took (tx - listener packets), what A's did (nothing), and that neither node's
+# kernel saw a reply (a raw PREROUTING counter on n1: the XDP program redirects them first).
+#
+# Limitation (nat): the replies follow the backends' static route, not node liveness. If B
+# (the node that carries them) dies, nat replies are lost until the backends' return route
+# changes, whatever the router does with the requests; A's failure costs nat nothing more than
+# tunnel or dsr. A real deployment needs the backends' route to the clients to follow node
+# liveness (e.g. a multipath route whose dead next hops are removed, or a VRRP address on the
+# nodes), or tunnel/dsr. This script never kills B.
+#
 # Checks, "PASS name ..." / "FAIL name ..." and "RESULT name k=v ..." lines:
 #   bird-*      BIRD alone (fiberlbd's include file written by hand, its TAP held open by a
 #               stand-in): ECMP with two nexthops, `check link` on a TAP, a route removed by
 #               `birdc configure`, a killed bird (TCP close), a silent node (BFD) — each timed;
 #   spread      both nodes announce (two nexthops), requests from many client ports reach both
-#               nodes and every backend;
+#               nodes and every backend (tunnel, dsr; nat: entered through A and B by the
+#               router's hash, every reply through B);
+#   nat-return  100 nat requests from ports the router sends to A: all answered, every reply
+#               the backends sent was forwarded by B's data plane, none by A's, B forwarded no
+#               request, neither node's kernel saw a reply;
 #   lookup      1000 flows: both nodes' `fiberlbctl lookup` name the same backend, and the 300
-#               real requests were answered by the backend lookup names;
-#   failover    node A's data plane killed (kill -9) under two rate-limited downloads through A
-#               (tunnel and dsr VIP), 50 slow established connections and a stream of new
-#               connections: the downloads complete byte-exact over B, established connections
-#               survive, at most 3 new connections fail; failover_ms (kill to the first answer
-#               to a flow the router had sent to A), route_ms (kill to one nexthop);
+#               real requests were answered by the backend lookup names (and the nat ones by
+#               the backend B's lookup names, though A took half of them);
+#   failover    node A's data plane killed (kill -9) under three rate-limited downloads through A
+#               (tunnel, dsr and nat VIP), 50 slow established connections (a third each) and a
+#               stream of new connections (all three VIPs): the downloads complete byte-exact over
+#               B, established connections survive, at most 3 new connections fail; failover_ms
+#               (kill to the first answer to a flow the router had sent to A), route_ms (kill to
+#               one nexthop for every VIP);
 #   rejoin      A's data plane started again: A announced again (two nexthops), connections
 #               established meanwhile do not break;
-#   drain       `fiberlbctl node drain` on A: one nexthop, no connection fails, A's data plane
-#               receives nothing new; `node resume` brings it back;
+#   drain       `fiberlbctl node drain` on A: one nexthop, no connection fails (tunnel, dsr,
+#               nat), A's data plane receives nothing new; `node resume` brings it back;
 #   fiberlbd-kill  A's fiberlbd killed (kill -9): BIRD withdraws A (the TAP vanished) while its
 #               data plane lives on, no connection fails; fiberlbd restarted: announced again;
 #   node-death  every process of A killed and A's uplink silenced (iptables): BFD withdraws it.
@@ -81,8 +106,9 @@ NS_B=("${P}b1" "${P}b2" "${P}b3")
 IP_B=(10.92.2.11 10.92.2.12 10.92.2.13)
 MAC_B=(02:e9:02:00:00:11 02:e9:02:00:00:12 02:e9:02:00:00:13)
 MAC_C0=02:e9:01:00:00:02 MAC_R0=02:e9:01:00:00:01 MAC_RS=02:e9:02:00:00:fe
-VIP_TUN=10.92.100.1 VIP_DSR=10.92.100.2
-CLIENT=10.92.1.2
+VIP_TUN=10.92.100.1 VIP_DSR=10.92.100.2 VIP_NAT=10.92.100.3
+NAT_PORT=8080 # the nat pool's backend port (a second backend.py on each backend)
+CLIENT=10.92.1.2 CLIENT_NET=10.92.1.0/24
 
 topo_down() { # (e2e_cleanup)
     local ns
@@ -130,6 +156,8 @@ topo_up() {
         ip -n "$ns" link set u0 up
         ip -n "$ns" link set n1 up
         ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+        # a nat reply that reached the node's kernel (the XDP program should take them all)
+        ip netns exec "$ns" iptables -t raw -A PREROUTING -i n1 -d $CLIENT_NET -p tcp --sport $NAT_PORT
     done
     for l in r0 rs ra rb; do ip -n "$NS_R" link set $l up; done
     # ECMP over the 5-tuple, as a hardware router hashes. Not policy 1 (L4): for a forwarded
@@ -154,6 +182,11 @@ topo_up() {
             net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
         ip -n "$ns" link set e0 up
         ip -n "$ns" route add default via 10.92.2.254
+        # nat replies (from :NAT_PORT to the clients) go back through node B's data plane
+        ip -n "$ns" rule add from "${IP_B[$i]}" to $CLIENT_NET ipproto tcp sport $NAT_PORT lookup 100 pref 100
+        ip -n "$ns" route add $CLIENT_NET via "${NODE_BE[1]}" dev e0 table 100
+        # counts them (a rule without a target: counts, changes nothing)
+        ip netns exec "$ns" iptables -A OUTPUT -s "${IP_B[$i]}" -d $CLIENT_NET -p tcp --sport $NAT_PORT
         ip netns exec "$ns" ethtool -K e0 tx off >/dev/null
         # IPIP decapsulation (the kernel here has no ipip module): the XDP program strips the
         # outer header and the inner packet, to the VIP on lo, goes up the stack.
@@ -201,6 +234,12 @@ wait_nexthops() {
         [ "$NOW" -lt $deadline ] || return 1
         sleep 0.01
     done
+}
+
+# wait_vips N SECONDS: wait_nexthops for the three VIPs (SECONDS for the first, 5 for the
+# others); WAITED_MS is the last one's.
+wait_vips() {
+    wait_nexthops "$VIP_TUN" "$1" "$2" && wait_nexthops "$VIP_DSR" "$1" 5 && wait_nexthops "$VIP_NAT" "$1" 5
 }
 
 # via_node PORT [VIP]: which node (A, B, or ?) the router sends the client's TCP flow from PORT
@@ -509,12 +548,13 @@ services_file() {
     echo "loadbalancers:"
     echo "  - {name: tun, vip: $VIP_TUN, listeners: [{port: 80, protocol: tcp, mode: tunnel, pool: tun-http}]}"
     echo "  - {name: dsr, vip: $VIP_DSR, listeners: [{port: 80, protocol: tcp, mode: dsr, pool: dsr-http}]}"
+    echo "  - {name: nat, vip: $VIP_NAT, listeners: [{port: 80, protocol: tcp, mode: nat, pool: nat-http}]}"
     echo "pools:"
-    for pool in tun-http dsr-http; do
-        echo "  - name: $pool"
+    for pool in tun-http:80 dsr-http:80 nat-http:$NAT_PORT; do
+        echo "  - name: ${pool%%:*}"
         echo "    backends:"
         for i in 0 1 2; do
-            echo "      - {address: ${IP_B[$i]}, port: 80, mac: \"${MAC_B[$i]}\"}"
+            echo "      - {address: ${IP_B[$i]}, port: ${pool##*:}, mac: \"${MAC_B[$i]}\"}"
         done
     done
 }
@@ -609,13 +649,17 @@ ctl() { # node index, fiberlbctl arguments
 }
 jget() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
 
-# Backends: the same 4 MiB file everywhere, so a download is checkable whoever serves it.
+# Backends: the same 4 MiB file everywhere, so a download is checkable whoever serves it; :80
+# (tunnel, dsr) and :NAT_PORT (nat), the same name and files.
 make_big_file 4
 for i in 0 1 2; do
     start_backend "$i"
     PIDS+=("$BACKEND_PID")
+    start_backend "$i" --port $NAT_PORT
+    PIDS+=("$BACKEND_PID")
 done
-wait_listening 80 "${NS_B[@]}" || fail "setup: the backends do not listen"
+wait_listening 80 "${NS_B[@]}" || fail "setup: the backends do not listen on 80"
+wait_listening $NAT_PORT "${NS_B[@]}" || fail "setup: the backends do not listen on $NAT_PORT"
 
 services_file >"$WORK/services.yaml"
 setup_ok=1
@@ -663,7 +707,7 @@ for i in 0 1; do
 done
 now_ms
 T_FROM=$NOW
-if wait_nexthops "$VIP_TUN" 2 15 && wait_nexthops "$VIP_DSR" 2 5; then
+if wait_vips 2 15; then
     announce_ms=$WAITED_MS
 else
     announce_ms=never
@@ -672,9 +716,9 @@ fi
 T_FROM=
 result "setup announced_ms=$announce_ms"
 if [ -n "$setup_ok" ]; then
-    pass "setup: both nodes run fiberlb-dataplane and fiberlbd with the same services and hash seed, both VIPs announced by both ($announce_ms ms)"
+    pass "setup: both nodes run fiberlb-dataplane and fiberlbd with the same services and hash seed, the three VIPs announced by both ($announce_ms ms)"
 else
-    fail "setup: nexthops tun=$(nexthops "$VIP_TUN") dsr=$(nexthops "$VIP_DSR")"
+    fail "setup: nexthops tun=$(nexthops "$VIP_TUN") dsr=$(nexthops "$VIP_DSR") nat=$(nexthops "$VIP_NAT")"
     for i in 0 1; do
         show_log "${NDIR[$i]}/fiberlbd.out" "fiberlbd-${NODE[$i]}"
         cat "${NDIR[$i]}/fiberlb-vips.conf"
@@ -701,23 +745,89 @@ node_stat() {
 }
 NEW_FLOWS="sum(l.get('new_flows', 0) for l in d.get('listeners', []))"
 RX="d.get('rx_packets', 0)"
+# packets sent, packets forwarded to backends (the listeners' count), drops
+TX_REQ_DROPS="'%d %d %d' % (d.get('tx_packets', 0), sum(l.get('packets', 0) for l in d.get('listeners', [])), d.get('drops', 0))"
 
-# requests NAME VIP FIRST-PORT N: N requests from the client, a new connection each from its own
-# port; $WORK/NAME.curl gets "PORT ANSWER" lines (FAILED when none).
+# what a node dropped and where (drops by reason, the ports' missed packets), for a failure
+DIAG="'drops: %s; ports: %s' % (' '.join('%s=%s' % (x['reason'], x['packets']) for x in d.get('drops_by_reason', [])), ' '.join('%s rx=%s tx=%s rx_missed=%s' % (p.get('name'), p.get('rx_packets'), p.get('tx_packets'), p.get('rx_missed')) for p in d.get('ports', [])))"
+
+# ipt_count NS TABLE CHAIN: the packets the chain's rules counted (summed).
+ipt_count() {
+    ip netns exec "$1" iptables -t "$2" -L "$3" -v -x -n 2>/dev/null | awk 'NR > 2 {s += $1} END {print s + 0}'
+}
+
+# nat_snap: one line, "SENT" (the nat replies the backends sent: their OUTPUT counters) then,
+# for A and B, "TX REQ DROPS KERNEL" (the data plane's TX_REQ_DROPS, -1s when fiberlbd does not
+# answer, and the nat replies that reached the node's kernel: its raw PREROUTING counter).
+nat_snap() {
+    local i n=0 c out
+    for i in 0 1 2; do n=$((n + $(ipt_count "${NS_B[$i]}" filter OUTPUT))); done
+    out=$n
+    for i in 0 1; do
+        c=$(node_stat "$i" "$TX_REQ_DROPS")
+        [ "$c" = -1 ] && c="-1 -1 -1"
+        out="$out $c $(ipt_count "${NODE_NS[$i]}" raw PREROUTING)"
+    done
+    echo "$out"
+}
+
+# nat_delta BEFORE AFTER (nat_snap lines): NAT_SENT (nat replies the backends sent between the
+# two), and per node (A, B): NAT_REQ (packets it forwarded to backends), NAT_FWD (the packets it
+# sent beyond those: the nat replies it translated back to the client), NAT_DROPS, NAT_KERNEL
+# (nat replies its kernel saw).
+NAT_REQ=(0 0) NAT_FWD=(0 0) NAT_DROPS=(0 0) NAT_KERNEL=(0 0) NAT_SENT=0
+nat_delta() {
+    local -a b a
+    local i o
+    read -r -a b <<<"$1"
+    read -r -a a <<<"$2"
+    NAT_SENT=$((a[0] - b[0]))
+    for i in 0 1; do
+        o=$((1 + i * 4))
+        NAT_REQ[i]=$((a[o + 1] - b[o + 1]))
+        NAT_FWD[i]=$((a[o] - b[o] - NAT_REQ[i]))
+        NAT_DROPS[i]=$((a[o + 2] - b[o + 2]))
+        NAT_KERNEL[i]=$((a[o + 3] - b[o + 3]))
+    done
+}
+nat_fields() { # the nat_delta figures as RESULT fields
+    echo "replies_sent_by_backends=$NAT_SENT translated_by_b=${NAT_FWD[1]} translated_by_a=${NAT_FWD[0]} requests_via_a=${NAT_REQ[0]} requests_via_b=${NAT_REQ[1]} drops_a=${NAT_DROPS[0]} drops_b=${NAT_DROPS[1]} kernel_saw_a=${NAT_KERNEL[0]} kernel_saw_b=${NAT_KERNEL[1]}"
+}
+# nat_bad: why the nat_delta figures are wrong (empty: every reply the backends sent was
+# translated by B, none by A, no drop, neither kernel saw one).
+nat_bad() {
+    local bad=
+    [ "$NAT_SENT" -gt 0 ] || bad="$bad the backends sent no nat reply;"
+    [ "${NAT_FWD[1]}" = "$NAT_SENT" ] || bad="$bad B translated ${NAT_FWD[1]} of the $NAT_SENT nat replies;"
+    [ "${NAT_FWD[0]}" = 0 ] || bad="$bad A sent ${NAT_FWD[0]} packets beyond its requests;"
+    [ "${NAT_DROPS[0]}" = 0 ] && [ "${NAT_DROPS[1]}" = 0 ] || bad="$bad drops A=${NAT_DROPS[0]} B=${NAT_DROPS[1]};"
+    [ "${NAT_KERNEL[0]}" = 0 ] && [ "${NAT_KERNEL[1]}" = 0 ] || bad="$bad nat replies in the kernel of A: ${NAT_KERNEL[0]}, B: ${NAT_KERNEL[1]};"
+    echo "$bad"
+}
+
+# requests_from NAME VIP PORT...: a request from the client from each PORT, a new connection
+# each; $WORK/NAME.curl gets "PORT ANSWER" lines (FAILED when none).
+requests_from() {
+    local name=$1 vip=$2
+    shift 2
+    ip netns exec "$NS_C" bash -c "for p in $*; do
+        echo \"\$p \$(curl -s --max-time 3 --local-port \$p http://$vip/ || echo FAILED)\"; done" >"$WORK/$name.curl" 2>&1
+}
+# requests NAME VIP FIRST-PORT N: requests_from the N ports from FIRST-PORT on.
 requests() {
-    ip netns exec "$NS_C" bash -c "for p in \$(seq $3 $(($3 + $4 - 1))); do
-        echo \"\$p \$(curl -s --max-time 3 --local-port \$p http://$2/ || echo FAILED)\"; done" >"$WORK/$1.curl" 2>&1
+    # shellcheck disable=SC2046 # (ports)
+    requests_from "$1" "$2" $(seq "$3" $(($3 + $4 - 1)))
 }
 answered() { awk '$2 ~ /^b[123]$/ {n++} END {print n + 0}' "$WORK/$1.curl"; }
 per_backend() { # NAME -> "b1=N b2=N b3=N"
     awk '{c[$2]++} END {printf "b1=%d b2=%d b3=%d", c["b1"], c["b2"], c["b3"]}' "$WORK/$1.curl"
 }
 
-# A stream of new connections to both VIPs, one at a time (ephemeral client ports):
-# "OK|FAILED time_ms" lines in $WORK/NAME.stream. stream_start NAME / stream_stop.
+# A stream of new connections to the three VIPs, one at a time (ephemeral client ports):
+# "OK|FAILED time_ms VIP" lines in $WORK/NAME.stream. stream_start NAME / stream_stop.
 STREAM=
 stream_start() {
-    ip netns exec "$NS_C" bash -c "while :; do for v in $VIP_TUN $VIP_DSR; do
+    ip netns exec "$NS_C" bash -c "while :; do for v in $VIP_TUN $VIP_DSR $VIP_NAT; do
         if curl -s --max-time 3 -o /dev/null http://\$v/; then r=OK; else r=FAILED; fi
         echo \"\$r \$(date +%s%3N) \$v\"; sleep 0.03; done; done" >"$WORK/$1.stream" 2>&1 &
     STREAM=$!
@@ -728,21 +838,43 @@ stream_stop() {
     wait "$STREAM" 2>/dev/null
     sleep 0.5 # (a curl in flight finishes its line... or not: count lines only)
 }
-stream_counts() { # NAME -> "requests=N failed=N"
-    echo "requests=$(grep -c '^[OF]' "$WORK/$1.stream") failed=$(grep -c '^FAILED' "$WORK/$1.stream")"
+stream_counts() { # NAME -> "requests=N failed=N nat_requests=N nat_failed=N"
+    local f=$WORK/$1.stream
+    echo "requests=$(grep -c '^[OF]' "$f") failed=$(grep -c '^FAILED' "$f")" \
+        "nat_requests=$(grep -c "^[OF].* $VIP_NAT\$" "$f") nat_failed=$(grep -c "^FAILED .* $VIP_NAT\$" "$f")"
+}
+
+pick_ports() { # VIP FIRST LAST N -> up to N ports the router sends to A (via_node)
+    local p n=0
+    for p in $(seq "$2" "$3"); do
+        if [ "$(via_node "$p" "$1")" = A ]; then
+            echo "$p"
+            n=$((n + 1))
+            [ $n -ge "$4" ] && break
+        fi
+    done
+}
+
+# reader_vip PORT: the VIP of a slow connection from PORT (PORT mod 3: 0 tunnel, 1 dsr, 2 nat).
+reader_vip() {
+    case $(($1 % 3)) in
+    0) echo "$VIP_TUN" ;;
+    1) echo "$VIP_DSR" ;;
+    *) echo "$VIP_NAT" ;;
+    esac
 }
 
 # Slow established connections (slow_reader.py: /big read slowly for SLOW seconds, then the
-# rest at full speed): readers_start NAME SLOW PORT... (even ports to the tunnel VIP, odd ports
-# to the dsr VIP); readers_wait NAME -> READ_OK, READ_N, and READ_BROKEN (the ports that broke).
+# rest at full speed): readers_start NAME SLOW PORT... (to the VIP reader_vip names);
+# readers_wait NAME -> READ_OK, READ_N, READ_NAT_OK, READ_NAT_N (those to the nat VIP), and
+# READ_BROKEN (the ports that broke).
 READERS=()
 readers_start() {
     local name=$1 slow=$2 p vip
     shift 2
     READERS=()
     for p in "$@"; do
-        vip=$VIP_TUN
-        [ $((p % 2)) = 1 ] && vip=$VIP_DSR
+        vip=$(reader_vip "$p")
         ip netns exec "$NS_C" "$PY" "$HERE/slow_reader.py" --host "$vip" --local-port "$p" \
             --slow-seconds "$slow" --interval 0.3 >"$WORK/$name-$p.reader" 2>&1 &
         READERS+=("$!")
@@ -750,17 +882,22 @@ readers_start() {
     done
 }
 readers_wait() {
-    local name=$1 p f sha
+    local name=$1 p f sha nat
     for p in "${READERS[@]}"; do wait "$p" 2>/dev/null; done
-    READ_OK=0 READ_N=0 READ_BROKEN=
+    READ_OK=0 READ_N=0 READ_NAT_OK=0 READ_NAT_N=0 READ_BROKEN=
     for f in "$WORK/$name"-*.reader; do
+        p=${f##*-}
+        p=${p%.reader}
+        nat=
+        [ "$(reader_vip "$p")" = "$VIP_NAT" ] && nat=1
         READ_N=$((READ_N + 1))
+        [ -n "$nat" ] && READ_NAT_N=$((READ_NAT_N + 1))
         read -r _ sha _ <"$f"
         if [ "$(cut -c1-2 "$f")" = OK ] && [ "$sha" = "$BIG_SHA" ]; then
             READ_OK=$((READ_OK + 1))
+            [ -n "$nat" ] && READ_NAT_OK=$((READ_NAT_OK + 1))
         else
-            p=${f##*-}
-            READ_BROKEN="$READ_BROKEN ${p%.reader}:$(head -c 60 "$f" | tr ' ' _)"
+            READ_BROKEN="$READ_BROKEN $p${nat:+(nat)}:$(head -c 60 "$f" | tr ' ' _)"
         fi
     done
 }
@@ -773,24 +910,60 @@ requests spread-dsr "$VIP_DSR" 41000 100
 sleep 0.3 # (the workers publish their counters every ~100 ms)
 nf1=("$(node_stat 0 "$NEW_FLOWS")" "$(node_stat 1 "$NEW_FLOWS")")
 dA=$((nf1[0] - nf0[0])) dB=$((nf1[1] - nf0[1]))
+# nat: nothing else runs meanwhile, so the counters' differences are the nat flows'
+ns0=$(nat_snap)
+requests spread-nat "$VIP_NAT" 41200 200
+sleep 0.5 # (the workers' counters; the last connections' last ACKs)
+ns1=$(nat_snap)
+nf2=("$(node_stat 0 "$NEW_FLOWS")" "$(node_stat 1 "$NEW_FLOWS")")
+nat_delta "$ns0" "$ns1"
+nA=$((nf2[0] - nf1[0])) nB=$((nf2[1] - nf1[1]))
 # the router's own choice for each of those flows
-predA=0
+predA=0 predNA=0
 for p in $(seq 40000 40299); do [ "$(via_node "$p" "$VIP_TUN")" = A ] && predA=$((predA + 1)); done
 for p in $(seq 41000 41099); do [ "$(via_node "$p" "$VIP_DSR")" = A ] && predA=$((predA + 1)); done
-okt=$(answered spread-tun) okd=$(answered spread-dsr)
+for p in $(seq 41200 41399); do [ "$(via_node "$p" "$VIP_NAT")" = A ] && predNA=$((predNA + 1)); done
+okt=$(answered spread-tun) okd=$(answered spread-dsr) okn=$(answered spread-nat)
 cat "$WORK/spread-tun.curl" "$WORK/spread-dsr.curl" >"$WORK/spread.curl"
-pb=$(per_backend spread)
-result "spread requests=400 ok_tunnel=$okt/300 ok_dsr=$okd/100 node_a_new_flows=$dA node_b_new_flows=$dB router_predicted_a=$predA $pb"
+pb=$(per_backend spread) pbn=$(per_backend spread-nat)
+result "spread requests=600 ok_tunnel=$okt/300 ok_dsr=$okd/100 ok_nat=$okn/200 node_a_new_flows=$dA node_b_new_flows=$dB router_predicted_a=$predA $pb nat_node_a_new_flows=$nA nat_node_b_new_flows=$nB nat_router_predicted_a=$predNA nat_replies_translated_by_b=${NAT_FWD[1]}/$NAT_SENT nat_${pbn// / nat_}"
+result "spread-nat $(nat_fields)"
 bad=
 [ "$okt" = 300 ] && [ "$okd" = 100 ] || bad="$bad only $okt/300 tunnel and $okd/100 dsr answered;"
 [ "$dA" -ge 60 ] && [ "$dB" -ge 60 ] || bad="$bad new flows per node A=$dA B=$dB (want >= 60 each);"
 [ "$dA" = "$predA" ] || bad="$bad A counted $dA new flows, the router's hash sent it $predA;"
 for c in $pb; do [ "${c#*=}" -ge 60 ] || bad="$bad ${c%%=*} served ${c#*=} (want >= 60);"; done
 [ "$(grep -o "nexthop via" <<<"$route_tun" | wc -l)" = 2 ] || bad="$bad route: $route_tun;"
+# nat: entered through both nodes as the router hashed them, every reply through B
+[ "$okn" = 200 ] || bad="$bad only $okn/200 nat answered;"
+[ "$nA" -ge 30 ] && [ "$nB" -ge 30 ] || bad="$bad nat new flows per node A=$nA B=$nB (want >= 30 each);"
+[ "$nA" = "$predNA" ] || bad="$bad A counted $nA new nat flows, the router's hash sent it $predNA;"
+for c in $pbn; do [ "${c#*=}" -ge 30 ] || bad="$bad nat: ${c%%=*} served ${c#*=} (want >= 30);"; done
+bad="$bad$(nat_bad)"
 if [ -z "$bad" ]; then
-    pass "spread: two nexthops ($route_tun), 400/400 answered, node A $dA new flows (router: $predA), node B $dB, $pb"
+    pass "spread: two nexthops ($route_tun), 600/600 answered; tunnel+dsr: node A $dA new flows (router: $predA), node B $dB, $pb; nat: node A $nA new flows (router: $predNA), node B $nB, $pbn, all $NAT_SENT replies translated by B (A: ${NAT_FWD[0]}, kernels: ${NAT_KERNEL[0]}/${NAT_KERNEL[1]})"
 else
     fail "spread:$bad"
+fi
+
+# ===== nat-return: replies of flows B never saw (the router sent them to A) translated by B =====
+mapfile -t NAT_A_PORTS < <(pick_ports "$VIP_NAT" 41400 41999 100)
+nr=${#NAT_A_PORTS[@]}
+ns0=$(nat_snap)
+requests_from nat-return "$VIP_NAT" "${NAT_A_PORTS[@]}"
+sleep 0.5
+ns1=$(nat_snap)
+nat_delta "$ns0" "$ns1"
+okr=$(answered nat-return)
+result "nat-return requests=$nr ok=$okr/$nr $(nat_fields) $(per_backend nat-return)"
+bad=$(nat_bad)
+[ "$nr" = 100 ] || bad="$bad only $nr of the ports 41400-41999 go to A;"
+[ "$okr" = "$nr" ] || bad="$bad only $okr/$nr answered;"
+[ "${NAT_REQ[0]}" -gt 0 ] && [ "${NAT_REQ[1]}" = 0 ] || bad="$bad request packets forwarded A=${NAT_REQ[0]} B=${NAT_REQ[1]} (want all on A);"
+if [ -z "$bad" ]; then
+    pass "nat-return: $okr/$nr nat requests through A answered; B's data plane, which forwarded none of their ${NAT_REQ[0]} request packets, translated all $NAT_SENT replies the backends sent (A none, neither kernel saw one)"
+else
+    fail "nat-return:$bad"
 fi
 
 # ===== lookup: both nodes pick the same backend for 1000 flows; the real answers agree =====
@@ -808,35 +981,36 @@ real_ok=0
 while read -r p ans; do
     [ "$(awk -v p="$p" '$1 == p {print $2}' "$WORK/lookup-a")" = "$(name_addr "$ans")" ] && real_ok=$((real_ok + 1))
 done < <(awk '$2 ~ /^b[123]$/' "$WORK/spread-tun.curl")
+# the nat requests of spread: B's lookup names the backend that answered, whichever node took
+# the request (B never saw half of them)
+nat_real_ok=0
+while read -r p ans; do
+    [ "$(ctl 1 lookup "$CLIENT:$p" "$VIP_NAT:80/tcp" 2>&1 | awk '$1 == "backend:" {sub(/:[0-9]+$/, "", $3); print $3}')" = "$(name_addr "$ans")" ] &&
+        nat_real_ok=$((nat_real_ok + 1))
+done < <(awk '$2 ~ /^b[123]$/' "$WORK/spread-nat.curl")
 dist=$(awk '{c[$2]++} END {for (a in c) printf "%s=%d ", a, c[a]}' "$WORK/lookup-a")
-result "lookup flows=1000 answered=$n_lk same_on_both=$same real_requests_matching=$real_ok/$okt backends: $dist"
-if [ "$n_lk" = 1000 ] && [ "$same" = 1000 ] && [ "$real_ok" = "$okt" ] && [ "$okt" -gt 0 ]; then
-    pass "lookup: 1000/1000 flows get the same backend on A and B; $real_ok/$okt real requests were answered by that backend, whichever node took them"
+result "lookup flows=1000 answered=$n_lk same_on_both=$same real_requests_matching=$real_ok/$okt nat_real_requests_matching=$nat_real_ok/$okn backends: $dist"
+if [ "$n_lk" = 1000 ] && [ "$same" = 1000 ] && [ "$real_ok" = "$okt" ] && [ "$okt" -gt 0 ] &&
+    [ "$nat_real_ok" = "$okn" ] && [ "$okn" -gt 0 ]; then
+    pass "lookup: 1000/1000 flows get the same backend on A and B; $real_ok/$okt real requests were answered by that backend, whichever node took them; nat: $nat_real_ok/$okn"
 else
-    fail "lookup: $n_lk answered, $same the same on both nodes, $real_ok/$okt real answers match"
+    fail "lookup: $n_lk answered, $same the same on both nodes, $real_ok/$okt real answers match, nat $nat_real_ok/$okn"
 fi
 
 # ===== failover: A's data plane killed under load =====
 # Flows the router sends to A now: the downloads' ports, and the probes that time the failover.
-pick_ports() { # VIP FIRST LAST N -> up to N ports the router sends to A
-    local p n=0
-    for p in $(seq "$2" "$3"); do
-        if [ "$(via_node "$p" "$1")" = A ]; then
-            echo "$p"
-            n=$((n + 1))
-            [ $n -ge "$4" ] && break
-        fi
-    done
-}
 DL_TUN=$(pick_ports "$VIP_TUN" 44500 44749 1)
 DL_DSR=$(pick_ports "$VIP_DSR" 44750 44999 1)
+DL_NAT=$(pick_ports "$VIP_NAT" 44250 44499 1)
 mapfile -t PROBES < <(pick_ports "$VIP_TUN" 45000 45999 150)
 slow_ports=$(seq 44000 44049)
-readers_via_a=0
+readers_via_a=0 nat_readers_via_a=0
 for p in $slow_ports; do
-    v=$VIP_TUN
-    [ $((p % 2)) = 1 ] && v=$VIP_DSR
-    [ "$(via_node "$p" "$v")" = A ] && readers_via_a=$((readers_via_a + 1))
+    v=$(reader_vip "$p")
+    if [ "$(via_node "$p" "$v")" = A ]; then
+        readers_via_a=$((readers_via_a + 1))
+        [ "$v" = "$VIP_NAT" ] && nat_readers_via_a=$((nat_readers_via_a + 1))
+    fi
 done
 # shellcheck disable=SC2086 # (ports)
 readers_start failover 12 $slow_ports
@@ -849,6 +1023,7 @@ download_bg() { # name VIP port: a rate-limited download (about 10 s for 4 MiB),
 DL_PIDS=()
 download_bg dl-tun "$VIP_TUN" "$DL_TUN"
 download_bg dl-dsr "$VIP_DSR" "$DL_DSR"
+download_bg dl-nat "$VIP_NAT" "$DL_NAT"
 stream_start failover
 sleep 2.5
 now_ms
@@ -860,7 +1035,7 @@ ip netns exec "$NS_C" bash -c "for p in ${PROBES[*]}; do
 probe=$!
 LOADS+=("$probe")
 T_FROM=$t_kill
-if wait_nexthops "$VIP_TUN" 1 10 && wait_nexthops "$VIP_DSR" 1 5; then route_ms=$WAITED_MS; else route_ms=never; fi
+if wait_vips 1 10; then route_ms=$WAITED_MS; else route_ms=never; fi
 T_FROM=
 wait "$probe"
 first=$(cat "$WORK/probe.out")
@@ -871,17 +1046,19 @@ readers_wait failover
 stream_stop
 sc=$(stream_counts failover)
 sha_tun=$(cut -d' ' -f1 <"$WORK/dl-tun.sha") sha_dsr=$(cut -d' ' -f1 <"$WORK/dl-dsr.sha")
-dl_ok=0
+sha_nat=$(cut -d' ' -f1 <"$WORK/dl-nat.sha")
+dl_ok=0 nat_dl_ok=no
 [ "$sha_tun" = "$BIG_SHA" ] && dl_ok=$((dl_ok + 1))
 [ "$sha_dsr" = "$BIG_SHA" ] && dl_ok=$((dl_ok + 1))
-result "failover failover_ms=$failover_ms route_ms=$route_ms downloads_ok=$dl_ok/2 established_survived=$READ_OK/$READ_N established_via_a=$readers_via_a new_$sc"
+[ "$sha_nat" = "$BIG_SHA" ] && dl_ok=$((dl_ok + 1)) && nat_dl_ok=yes
+result "failover failover_ms=$failover_ms route_ms=$route_ms downloads_ok=$dl_ok/3 nat_download_ok=$nat_dl_ok established_survived=$READ_OK/$READ_N established_via_a=$readers_via_a nat_established_survived=$READ_NAT_OK/$READ_NAT_N nat_established_via_a=$nat_readers_via_a new_$sc"
 result "failover a_withheld=\"$withheld\""
 failed_new=$(grep -c '^FAILED' "$WORK/failover.stream")
-if [ $dl_ok = 2 ] && [ "$READ_OK" = "$READ_N" ] && [ "$route_ms" != never ] && [ "$route_ms" -le 2000 ] &&
-    [ "$failover_ms" != never ] && [ "$failover_ms" -le 3000 ] && [ "$failed_new" -le 3 ]; then
-    pass "failover: A's data plane killed; route down to B in $route_ms ms, first new connection via B $failover_ms ms after the kill; both downloads (tunnel, dsr) byte-exact, $READ_OK/$READ_N established connections survived ($readers_via_a were on A), new connections: $sc"
+if [ $dl_ok = 3 ] && [ "$READ_OK" = "$READ_N" ] && [ "$route_ms" != never ] && [ "$route_ms" -le 2000 ] &&
+    [ "$failover_ms" != never ] && [ "$failover_ms" -le 3000 ] && [ "$failed_new" -le 3 ] && [ "$READ_NAT_N" -gt 0 ]; then
+    pass "failover: A's data plane killed; route down to B in $route_ms ms, first new connection via B $failover_ms ms after the kill; the three downloads through A (tunnel, dsr, nat) byte-exact, $READ_OK/$READ_N established connections survived ($readers_via_a were on A; nat $READ_NAT_OK/$READ_NAT_N, $nat_readers_via_a on A), new connections: $sc"
 else
-    fail "failover: route $route_ms ms, first answer $failover_ms ms, downloads ok $dl_ok/2 (tun $sha_tun dsr $sha_dsr), established $READ_OK/$READ_N (broken:$READ_BROKEN), new $sc"
+    fail "failover: route $route_ms ms, first answer $failover_ms ms, downloads ok $dl_ok/3 (tun $sha_tun dsr $sha_dsr nat $sha_nat), established $READ_OK/$READ_N (nat $READ_NAT_OK/$READ_NAT_N; broken:$READ_BROKEN), new $sc"
 fi
 
 # ===== rejoin: A's data plane back while connections established over B run =====
@@ -895,13 +1072,11 @@ if ! dp_start 0; then
     fail "rejoin: A's data plane did not start again"
     show_log "${NDIR[0]}/dp.out" dp-A
 fi
-if wait_nexthops "$VIP_TUN" 2 10 && wait_nexthops "$VIP_DSR" 2 5; then rejoin_ms=$WAITED_MS; else rejoin_ms=never; fi
+if wait_vips 2 10; then rejoin_ms=$WAITED_MS; else rejoin_ms=never; fi
 T_FROM=
 moved=0
 for p in $(seq 46000 46029); do
-    v=$VIP_TUN
-    [ $((p % 2)) = 1 ] && v=$VIP_DSR
-    [ "$(via_node "$p" "$v")" = A ] && moved=$((moved + 1))
+    [ "$(via_node "$p" "$(reader_vip "$p")")" = A ] && moved=$((moved + 1))
 done
 readers_wait rejoin
 stream_stop
@@ -911,7 +1086,7 @@ nfa0=$(node_stat 0 "$NEW_FLOWS")
 requests rejoin-new "$VIP_TUN" 46500 40
 sleep 0.3
 nfa1=$(node_stat 0 "$NEW_FLOWS")
-result "rejoin announced_ms=$rejoin_ms established_survived=$READ_OK/$READ_N moved_to_a=$moved new_$sc after_a_new_flows=$((nfa1 - nfa0)) after_ok=$(answered rejoin-new)/40"
+result "rejoin announced_ms=$rejoin_ms established_survived=$READ_OK/$READ_N nat_established_survived=$READ_NAT_OK/$READ_NAT_N moved_to_a=$moved new_$sc after_a_new_flows=$((nfa1 - nfa0)) after_ok=$(answered rejoin-new)/40"
 if [ "$rejoin_ms" != never ] && [ "$READ_OK" = "$READ_N" ] && [ "$failed_new" = 0 ] && [ $((nfa1 - nfa0)) -gt 0 ] &&
     [ "$(answered rejoin-new)" = 40 ]; then
     pass "rejoin: A announced again $rejoin_ms ms after its data plane started; $READ_OK/$READ_N connections established over B survived ($moved of them moved to A), new connections: $sc; A takes new flows again"
@@ -927,11 +1102,13 @@ sleep 1.5
 now_ms
 T_FROM=$NOW
 drain_out=$(ctl 0 node drain 2>&1) || fail "drain: fiberlbctl node drain: $drain_out"
-if wait_nexthops "$VIP_TUN" 1 10 && wait_nexthops "$VIP_DSR" 1 5; then drain_ms=$WAITED_MS; else drain_ms=never; fi
+if wait_vips 1 10; then drain_ms=$WAITED_MS; else drain_ms=never; fi
+T_DRAIN_OUT=$((T_FROM + ${WAITED_MS:-0}))
 T_FROM=
 sleep 1
 rx0=$(node_stat 0 "$RX")
 requests drain-new "$VIP_TUN" 48000 100
+requests drain-nat "$VIP_NAT" 48200 50
 readers_wait drain
 stream_stop
 sleep 0.3
@@ -939,17 +1116,21 @@ rx1=$(node_stat 0 "$RX")
 sc=$(stream_counts drain)
 failed_new=$(grep -c '^FAILED' "$WORK/drain.stream")
 state=$(ctl 0 -o json node status | jget "d['drain_state']")
-result "drain withdrawn_ms=$drain_ms established_survived=$READ_OK/$READ_N new_$sc requests_ok=$(answered drain-new)/100 a_rx_packets_after=$((rx1 - rx0)) drain_state=$state"
+okdn=$(answered drain-nat)
+result "drain withdrawn_ms=$drain_ms established_survived=$READ_OK/$READ_N nat_established_survived=$READ_NAT_OK/$READ_NAT_N new_$sc requests_ok=$(answered drain-new)/100 nat_requests_ok=$okdn/50 a_rx_packets_after=$((rx1 - rx0)) drain_state=$state"
 if [ "$drain_ms" != never ] && [ "$READ_OK" = "$READ_N" ] && [ "$failed_new" = 0 ] && [ "$(answered drain-new)" = 100 ] &&
-    [ "$rx0" -ge 0 ] && [ "$rx1" = "$rx0" ]; then
-    pass "drain: A withdrawn $drain_ms ms after node drain, no connection failed ($READ_OK/$READ_N established, new $sc, 100/100 requests), A's data plane received nothing more (rx $rx0 -> $rx1), state $state"
+    [ "$okdn" = 50 ] && [ "$READ_NAT_N" -gt 0 ] && [ "$rx0" -ge 0 ] && [ "$rx1" = "$rx0" ]; then
+    pass "drain: A withdrawn $drain_ms ms after node drain, no connection failed ($READ_OK/$READ_N established, nat $READ_NAT_OK/$READ_NAT_N; new $sc; 100/100 requests, nat 50/50), A's data plane received nothing more (rx $rx0 -> $rx1), state $state"
 else
-    fail "drain: withdrawn $drain_ms ms, established $READ_OK/$READ_N (broken:$READ_BROKEN), new $sc, requests $(answered drain-new)/100, A rx $rx0 -> $rx1, state $state"
+    fail "drain: withdrawn $drain_ms ms, established $READ_OK/$READ_N (nat $READ_NAT_OK/$READ_NAT_N; broken:$READ_BROKEN), new $sc, requests $(answered drain-new)/100, nat $okdn/50, A rx $rx0 -> $rx1, state $state"
+    echo "  drain: withdrawn at $T_DRAIN_OUT (ms since the epoch); failed:"
+    grep -h FAILED "$WORK/drain.stream" "$WORK/drain-new.curl" "$WORK/drain-nat.curl" | sed 's/^/  drain: /'
+    echo "  drain: B: $(node_stat 1 "$DIAG")"
 fi
 now_ms
 T_FROM=$NOW
 ctl 0 node resume >/dev/null 2>&1 || fail "drain: fiberlbctl node resume failed"
-if wait_nexthops "$VIP_TUN" 2 10 && wait_nexthops "$VIP_DSR" 2 5; then resume_ms=$WAITED_MS; else resume_ms=never; fi
+if wait_vips 2 10; then resume_ms=$WAITED_MS; else resume_ms=never; fi
 T_FROM=
 result "resume announced_ms=$resume_ms"
 if [ "$resume_ms" != never ]; then pass "resume: A announced again $resume_ms ms after node resume"; else fail "resume: A not announced again: $(ctl 0 node status 2>&1 | tr '\n' ' ')"; fi
@@ -964,7 +1145,7 @@ T_FROM=$NOW
 kill -9 "${FD_PID[0]}" 2>/dev/null
 wait "${FD_PID[0]}" 2>/dev/null
 FD_PID[0]=
-if wait_nexthops "$VIP_TUN" 1 5 && wait_nexthops "$VIP_DSR" 1 5; then fdkill_ms=$WAITED_MS; else fdkill_ms=never; fi
+if wait_vips 1 5; then fdkill_ms=$WAITED_MS; else fdkill_ms=never; fi
 T_FROM=
 dp_alive=no
 [ -n "${DP_PID[0]}" ] && kill -0 "${DP_PID[0]}" 2>/dev/null && dp_alive=yes
@@ -972,13 +1153,13 @@ sleep 0.5
 now_ms
 T_FROM=$NOW
 fd_start 0 || fail "fiberlbd-kill: A's fiberlbd did not start again"
-if wait_nexthops "$VIP_TUN" 2 10 && wait_nexthops "$VIP_DSR" 2 5; then fdback_ms=$WAITED_MS; else fdback_ms=never; fi
+if wait_vips 2 10; then fdback_ms=$WAITED_MS; else fdback_ms=never; fi
 T_FROM=
 readers_wait fdkill
 stream_stop
 sc=$(stream_counts fdkill)
 failed_new=$(grep -c '^FAILED' "$WORK/fdkill.stream")
-result "fiberlbd-kill withdrawn_ms=$fdkill_ms restarted_to_announced_ms=$fdback_ms dataplane_alive=$dp_alive established_survived=$READ_OK/$READ_N new_$sc"
+result "fiberlbd-kill withdrawn_ms=$fdkill_ms restarted_to_announced_ms=$fdback_ms dataplane_alive=$dp_alive established_survived=$READ_OK/$READ_N nat_established_survived=$READ_NAT_OK/$READ_NAT_N new_$sc"
 if [ "$fdkill_ms" != never ] && [ "$fdback_ms" != never ] && [ "$dp_alive" = yes ] &&
     [ "$READ_OK" = "$READ_N" ] && [ "$failed_new" = 0 ]; then
     pass "fiberlbd-kill: A's fiberlbd killed -> withdrawn in $fdkill_ms ms (its TAP vanished), restarted -> announced in $fdback_ms ms; $READ_OK/$READ_N established connections survived, new connections: $sc"
@@ -998,7 +1179,7 @@ kill -9 "${FD_PID[0]}" 2>/dev/null
 wait "${FD_PID[0]}" 2>/dev/null
 FD_PID[0]=
 bird_kill "${NDIR[0]}" KILL
-if wait_nexthops "$VIP_TUN" 1 10 && wait_nexthops "$VIP_DSR" 1 5; then death_ms=$WAITED_MS; else death_ms=never; fi
+if wait_vips 1 10; then death_ms=$WAITED_MS; else death_ms=never; fi
 T_FROM=
 why=$(birdc_ "$RDIR" show protocols node_a | awk 'NR > 2' | tr -s ' ' | cut -c1-120)
 sleep 3

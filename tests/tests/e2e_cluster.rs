@@ -1,11 +1,14 @@
 //! A two-node fiberlb tier behind a BGP/ECMP router: runs `tests/e2e/cluster.sh` (real BIRD 2
 //! on the router and on both nodes with eBGP and BFD, the router's kernel spreading the VIPs
 //! over both nodes; fiberlb-dataplane on AF_XDP and fiberlbd with `[bgp]` on each node; tunnel
-//! (IPIP) and dsr listeners, three real HTTP backends) and asserts its checks: both nodes
+//! (IPIP), dsr and nat listeners, three real HTTP backends) and asserts its checks: both nodes
 //! announce and serve, both pick the same backend for every flow, a killed data plane is
 //! withdrawn and its connections carry on over the other node byte-exact, the node rejoins,
 //! `fiberlbctl node drain` moves traffic away without a failed connection, and a silent node
-//! is withdrawn by BFD. Root only: prints why and passes when not root.
+//! is withdrawn by BFD. The nat replies all go back through node B (the backends'
+//! policy route), so the replies of flows that entered through A are translated back by a node
+//! that never saw those flows: the reverse translation is stateless across nodes. Root only:
+//! prints why and passes when not root.
 
 use fiberlb_tests::{run_e2e_script, E2eScript, ScriptReport};
 
@@ -46,6 +49,7 @@ fn cluster_bgp_ecmp_failover_drain() {
             "PASS bird-bfd",
             "PASS setup: both nodes",
             "PASS spread",
+            "PASS nat-return",
             "PASS lookup",
             "PASS failover",
             "PASS rejoin",
@@ -66,6 +70,38 @@ fn cluster_bgp_ecmp_failover_drain() {
     all_of(&report, "rejoin", "established_survived");
     all_of(&report, "drain", "established_survived");
     all_of(&report, "fiberlbd-kill", "established_survived");
+    // nat: answered through either node, every reply translated back by B (A's included)
+    all_of(&report, "spread", "ok_nat");
+    all_of(&report, "spread", "nat_replies_translated_by_b");
+    all_of(&report, "lookup", "nat_real_requests_matching");
+    all_of(&report, "nat-return", "ok");
+    let sent = report.result_field("nat-return", "replies_sent_by_backends");
+    assert!(
+        sent.and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0),
+        "nat-return: the backends sent no nat reply ({sent:?})"
+    );
+    for (key, want) in [
+        ("translated_by_b", sent),
+        ("translated_by_a", Some("0")),
+        ("requests_via_b", Some("0")),
+        ("kernel_saw_a", Some("0")),
+        ("kernel_saw_b", Some("0")),
+    ] {
+        assert_eq!(
+            report.result_field("nat-return", key),
+            want,
+            "RESULT nat-return {key}"
+        );
+    }
+    assert_eq!(
+        report.result_field("failover", "nat_download_ok"),
+        Some("yes"),
+        "the nat download through A completes byte-exact over B"
+    );
+    all_of(&report, "failover", "nat_established_survived");
+    all_of(&report, "drain", "nat_established_survived");
+    all_of(&report, "drain", "nat_requests_ok");
     assert_eq!(
         report.result_field("drain", "a_rx_packets_after"),
         Some("0"),
