@@ -11,7 +11,7 @@
 //! Arbitrary bytes are fed through `String::from_utf8_lossy` so every input reaches the parser.
 #![no_main]
 
-use fiberlb_shared::services::{parse_services, to_yaml};
+use fiberlb_shared::services::{parse_services, parse_services_without_node_settings, to_yaml};
 use libfuzzer_sys::fuzz_target;
 
 /// The text's lines, split at `\n`, `\r\n` and `\r` (YAML's line breaks).
@@ -29,6 +29,9 @@ fn lines(text: &str) -> Vec<&str> {
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
+    // The control plane's reading (health checks, tunnel section optional) never panics, and
+    // when both readings accept the file they give the same service set.
+    let cp = parse_services_without_node_settings(&text);
     match parse_services(&text) {
         Err(e) => {
             let shown = e.to_string();
@@ -62,6 +65,9 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         Ok(set) => {
+            if let Ok(d) = &cp {
+                assert_eq!(d.set, set, "the two readings differ\n{text}");
+            }
             if let Err(e) = set.validate() {
                 panic!("parse_services accepted a set that fails validate: {e}\n{text}");
             }
