@@ -146,6 +146,17 @@ pub struct TokenConfig {
     pub project_id: String,
 }
 
+/// `store = ...`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded redb file at `store_path` (one node).
+    #[default]
+    Redb,
+    /// etcd (`[etcd]`): one configuration for several nodes.
+    Etcd,
+}
+
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -153,8 +164,15 @@ pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: PathBuf,
     pub listen_tcp: Option<SocketAddr>,
+    /// Where the configuration lives: "redb" (this node's file, the default) or "etcd" (shared
+    /// by every node of a tier; needs `[etcd]`).
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The redb file; with `store = "etcd"`, its directory still holds this node's own files
+    /// (drain mark, applied state, the etcd cache).
     #[serde(default = "default_store")]
     pub store_path: PathBuf,
+    pub etcd: Option<crate::store::etcd::EtcdConfig>,
     pub shm_path: Option<PathBuf>,
     #[serde(default = "default_seed")]
     pub hash_seed: u64,
@@ -188,7 +206,9 @@ impl Default for Config {
         Config {
             listen: default_listen(),
             listen_tcp: None,
+            store: StoreKind::Redb,
             store_path: default_store(),
+            etcd: None,
             shm_path: None,
             hash_seed: DEFAULT_SEED,
             vip_ranges: Vec::new(),
@@ -263,6 +283,22 @@ impl Config {
                 .validate()
                 .map_err(|e| invalid(format!("tokens[{i}].{e}")))?;
         }
+        match (c.store, &c.etcd) {
+            (StoreKind::Etcd, None) => {
+                return Err(invalid(
+                    "store = \"etcd\" needs an [etcd] section with endpoints".into(),
+                ))
+            }
+            (StoreKind::Redb, Some(_)) => {
+                return Err(invalid(
+                    "[etcd] is set but store = \"redb\" (the default); set store = \"etcd\" \
+                     to use it"
+                        .into(),
+                ))
+            }
+            (_, Some(e)) => e.validate().map_err(|m| invalid(format!("etcd.{m}")))?,
+            (_, None) => {}
+        }
         if let Some(b) = &c.bgp {
             b.validate().map_err(|e| invalid(format!("bgp.{e}")))?;
         }
@@ -270,6 +306,20 @@ impl Config {
             return Err(invalid("tunnel.gue_port must be 1-65535".into()));
         }
         Ok(c)
+    }
+
+    /// The `[etcd]` section with its defaults filled in (the cache beside `store_path`).
+    pub fn etcd_config(&self) -> Option<crate::store::etcd::EtcdConfig> {
+        let mut e = self.etcd.clone()?;
+        if e.cache_path.is_none() {
+            e.cache_path = Some(
+                self.store_path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("etcd-cache.json"),
+            );
+        }
+        Some(e)
     }
 
     /// The allocator over `vip_ranges`.
@@ -310,5 +360,26 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
         let c = Config::parse("", p).unwrap();
         assert_eq!(c, Config::default());
+        let e = Config::parse("store = \"etcd\"", p).unwrap_err();
+        assert!(e.to_string().contains("[etcd]"), "{e}");
+        let e = Config::parse(
+            "store = \"etcd\"\n[etcd]\nendpoints = [\"10.0.0.1:2379\"]",
+            p,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("etcd.endpoints[0]"), "{e}");
+        let e = Config::parse("store = \"zookeeper\"", p).unwrap_err();
+        assert!(e.to_string().contains("unknown variant"), "{e}");
+        let c = Config::parse(
+            "store = \"etcd\"\nstore_path = \"/var/lib/x/s.redb\"\n[etcd]\nendpoints = [\"http://10.0.0.1:2379\"]",
+            p,
+        )
+        .unwrap();
+        let e = c.etcd_config().unwrap();
+        assert_eq!(e.prefix, "/fiberlb");
+        assert_eq!(
+            e.cache_path.unwrap(),
+            Path::new("/var/lib/x/etcd-cache.json")
+        );
     }
 }

@@ -101,6 +101,19 @@ pub struct Backend {
     pub weight: u32,
     pub mac: Option<Mac>,
     pub admin_state: AdminState,
+    /// A registered backend: it exists while its lease is kept alive (`BackendService.Register`
+    /// / `KeepAlive`) and is deleted when the lease expires. `None`: a permanent backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// The lease of a registered backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The lease id (etcd's lease id with `store = "etcd"`, fiberlbd's own otherwise).
+    pub id: i64,
+    /// Time to live after the last keep-alive, in milliseconds.
+    pub ttl_ms: u64,
 }
 
 /// Kind of health check.
@@ -137,7 +150,7 @@ pub struct HealthCheck {
 }
 
 /// Every object of every tenant: what the store persists.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub load_balancers: BTreeMap<u32, LoadBalancer>,
     pub listeners: BTreeMap<u32, Listener>,
@@ -700,6 +713,7 @@ mod tests {
                     weight: 1,
                     mac: None,
                     admin_state: AdminState::Enabled,
+                    lease: None,
                 },
             );
         }

@@ -166,6 +166,16 @@ async fn scrape_reports_counters_health_and_programmer_state() {
         health: Some(health_rx),
         program: Some(program_rx),
         node: Some(watch::channel(node_status()).1),
+        store: Some(
+            watch::channel(fiberlb_controlplane::store::StoreHealth {
+                kind: "etcd",
+                location: "http://127.0.0.1:2379 prefix /fiberlb".into(),
+                reachable: false,
+                error: "connection refused".into(),
+                generation: 7,
+            })
+            .1,
+        ),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop = stop_rx.clone();
@@ -315,6 +325,8 @@ async fn scrape_reports_counters_health_and_programmer_state() {
     assert_eq!(v("fiberlb_bgp_vip_announced{vip=\"192.0.2.2\"}"), 0.0);
     assert_eq!(v("fiberlb_bgp_session_up{protocol=\"tor1\"}"), 1.0);
     assert_eq!(v("fiberlb_bgp_session_up{protocol=\"tor2\"}"), 0.0);
+    assert_eq!(v("fiberlb_store_up{store=\"etcd\"}"), 0.0);
+    assert_eq!(v("fiberlb_store_generation"), 7.0);
     assert_eq!(
         v("fiberlb_bgp_last_change_timestamp_seconds"),
         1_700_000_000.5

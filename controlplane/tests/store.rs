@@ -48,6 +48,7 @@ fn add_backend(store: &Store, pool: u32, n: u32) -> u32 {
                     weight: 1,
                     mac: None,
                     admin_state: AdminState::Enabled,
+                    lease: None,
                 },
             );
             Ok(id)

@@ -61,6 +61,8 @@ pub fn backend(b: &Backend, healthy: bool) -> pb::Backend {
         admin_state: admin_state_name(b.admin_state).to_string(),
         healthy,
         next_hop: String::new(),
+        lease_id: b.lease.map_or(0, |l| l.id),
+        lease_ttl_ms: b.lease.map_or(0, |l| l.ttl_ms),
     }
 }
 

@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use fiberlb_shared::flow_hash::FlowHasher;
 use fiberlb_shared::model::{BackendId, TunnelSettings};
-use tokio::sync::watch;
 
 use crate::config::HealthDefaults;
 use crate::model;
@@ -148,8 +147,6 @@ pub struct Shared {
     pub dataplane: Arc<dyn DataplaneView>,
     /// Drain mark and BGP announcement status.
     pub node: Arc<crate::bgp::Node>,
-    /// Receives the generation after every committed change (fiberlbd reprograms on it).
-    pub committed: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -165,7 +162,6 @@ impl Shared {
     /// Handlers over `store` with no health checks and no data plane; `committed` starts at
     /// the store's generation.
     pub fn new(store: Arc<Store>, vips: VipAllocator) -> Self {
-        let generation = store.snapshot().generation;
         Shared {
             store,
             vips,
@@ -178,7 +174,6 @@ impl Shared {
                 None,
                 std::path::Path::new("/nonexistent/store"),
             )),
-            committed: watch::channel(generation).0,
         }
     }
 }

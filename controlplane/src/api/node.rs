@@ -13,8 +13,8 @@ use crate::pb::node_service_server::NodeService;
 /// How long `Drain`/`Resume` wait for BIRD to take the change before answering.
 const SETTLE: Duration = Duration::from_secs(5);
 
-/// The reply for `s`.
-pub fn status_reply(s: &NodeStatus) -> pb::NodeStatusResponse {
+/// The reply for `s` and the store's state `st`.
+pub fn status_reply(s: &NodeStatus, st: &crate::store::StoreHealth) -> pb::NodeStatusResponse {
     let mut vips: Vec<pb::NodeVip> = s
         .announced
         .iter()
@@ -50,6 +50,11 @@ pub fn status_reply(s: &NodeStatus) -> pb::NodeStatusResponse {
         last_change_unix_ms: s.last_change_unix_ms,
         last_error: s.last_error.clone(),
         include_path: s.include_path.clone(),
+        store_kind: st.kind.to_string(),
+        store_location: st.location.clone(),
+        store_reachable: st.reachable,
+        store_error: st.error.clone(),
+        store_generation: st.generation,
     }
 }
 
@@ -74,7 +79,10 @@ impl Api {
                 s.last_error
             )));
         }
-        Ok(Response::new(status_reply(&s)))
+        Ok(Response::new(status_reply(
+            &s,
+            &self.shared().store.health().borrow(),
+        )))
     }
 }
 
@@ -85,7 +93,10 @@ impl NodeService for Api {
         req: Request<pb::NodeStatusRequest>,
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
         self.admin(&req)?;
-        Ok(Response::new(status_reply(&self.shared().node.status())))
+        Ok(Response::new(status_reply(
+            &self.shared().node.status(),
+            &self.shared().store.health().borrow(),
+        )))
     }
 
     async fn drain(

@@ -24,6 +24,9 @@ use crate::pb::load_balancer_service_server::LoadBalancerServiceServer;
 use crate::pb::node_service_server::NodeServiceServer;
 use crate::pb::pool_service_server::PoolServiceServer;
 
+/// The gRPC health service name that is NOT_SERVING while the store refuses writes.
+pub const WRITES_HEALTH: &str = "fiberlb.v1.Writes";
+
 /// Why the API could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -45,7 +48,7 @@ async fn router(
     shared: Arc<Shared>,
     auth: Auth,
 ) -> Result<Router, ServeError> {
-    let api = Api::new(shared, auth);
+    let api = Api::new(shared.clone(), auth);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<LoadBalancerServiceServer<Api>>()
@@ -58,6 +61,24 @@ async fn router(
         .await;
     reporter.set_serving::<DataplaneServiceServer<Api>>().await;
     reporter.set_serving::<NodeServiceServer<Api>>().await;
+    // `fiberlb.v1.Writes`: SERVING while the store takes writes (with etcd: while etcd answers).
+    // Reads and the data plane keep working either way, so the services above stay SERVING.
+    let mut store_health = shared.store.health();
+    let writes = |h: &crate::store::StoreHealth| {
+        if h.reachable {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        }
+    };
+    let first = writes(&store_health.borrow_and_update());
+    reporter.set_service_status(WRITES_HEALTH, first).await;
+    tokio::spawn(async move {
+        while store_health.changed().await.is_ok() {
+            let s = writes(&store_health.borrow_and_update());
+            reporter.set_service_status(WRITES_HEALTH, s).await;
+        }
+    });
     // Both reflection versions: grpcurl and older clients (grpcio-reflection's descriptor
     // database, many IDE plugins) only speak v1alpha; newer ones prefer v1. Each describes both
     // reflection services, so `list` shows the same set whichever a client speaks.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use fiberlb_shared::flow_hash::table_index;
 use fiberlb_shared::maglev::{self, MaglevBackend, EMPTY};
-use fiberlb_shared::model::{Algorithm, BackendId, Mode, Usability};
+use fiberlb_shared::model::{AdminState, Algorithm, BackendId, Mode, Usability};
 use fiberlb_shared::shm::counters::drop_reason_label;
 use tonic::{Request, Response, Status};
 
@@ -45,20 +45,15 @@ impl Api {
         &self.auth
     }
 
-    /// Commits `f` durably (on a blocking thread) and announces the new generation.
+    /// Commits `f` durably (on a blocking thread); the store announces the new generation.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Txn) -> Result<T, Error> + Send + 'static,
+        f: impl FnMut(&mut Txn) -> Result<T, Error> + Send + 'static,
     ) -> Result<(T, u64), Status> {
         let store = self.shared.store.clone();
         let (value, generation) = tokio::task::spawn_blocking(move || store.mutate(f))
             .await
             .map_err(|e| Status::internal(format!("store task failed: {e}")))??;
-        self.shared.committed.send_if_modified(|g| {
-            let changed = *g != generation;
-            *g = generation;
-            changed
-        });
         Ok((value, generation))
     }
 
@@ -77,6 +72,11 @@ impl Api {
             .copied()
             .unwrap_or(true)
     }
+}
+
+/// `10.0.0.1:80` / `[fd00::1]:80`.
+fn fmt_endpoint(a: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(a, port).to_string()
 }
 
 /// Objects that belong to a scope.
@@ -189,11 +189,11 @@ impl LoadBalancerService for Api {
                 let id = t.allocate_id(Kind::LoadBalancer)?;
                 let lb = m::LoadBalancer {
                     id,
-                    scope,
-                    name: r.name,
+                    scope: scope.clone(),
+                    name: r.name.clone(),
                     vip,
                     vip_allocated: allocated,
-                    description: r.description,
+                    description: r.description.clone(),
                 };
                 t.state.load_balancers.insert(id, lb.clone());
                 Ok(lb)
@@ -255,10 +255,10 @@ impl LoadBalancerService for Api {
         let (lb, generation) = self
             .write(move |t| {
                 let lb = owned_mut(&mut t.state.load_balancers, r.id, &scope, "load-balancer")?;
-                if let Some(n) = r.name {
+                if let Some(n) = r.name.clone() {
                     lb.name = n;
                 }
-                if let Some(d) = r.description {
+                if let Some(d) = r.description.clone() {
                     lb.description = d;
                 }
                 Ok(lb.clone())
@@ -325,7 +325,7 @@ impl ListenerService for Api {
                 let id = t.allocate_id(Kind::Listener)?;
                 let l = m::Listener {
                     id,
-                    scope,
+                    scope: scope.clone(),
                     load_balancer_id: r.load_balancer_id,
                     port,
                     protocol,
@@ -467,8 +467,8 @@ impl PoolService for Api {
                 let id = t.allocate_id(Kind::Pool)?;
                 let p = m::Pool {
                     id,
-                    scope,
-                    name: r.name,
+                    scope: scope.clone(),
+                    name: r.name.clone(),
                     algorithm,
                     table_size,
                     health_check_id: hc,
@@ -534,7 +534,7 @@ impl PoolService for Api {
                     owned(&t.state.health_checks, h, &scope, "health-check")?;
                 }
                 let p = owned_mut(&mut t.state.pools, r.id, &scope, "pool")?;
-                if let Some(v) = r.name {
+                if let Some(v) = r.name.clone() {
                     p.name = v;
                 }
                 if let Some(v) = algorithm {
@@ -607,13 +607,14 @@ impl BackendService for Api {
                 let id = t.allocate_id(Kind::Backend)?;
                 let b = m::Backend {
                     id,
-                    scope,
+                    scope: scope.clone(),
                     pool_id: r.pool_id,
                     address,
                     port,
                     weight,
                     mac,
                     admin_state,
+                    lease: None,
                 };
                 t.state.backends.insert(id, b.clone());
                 Ok(b)
@@ -716,6 +717,109 @@ impl BackendService for Api {
             .await?;
         Ok(Response::new(pb::DeleteResponse { generation }))
     }
+
+    async fn register(
+        &self,
+        req: Request<pb::RegisterBackendRequest>,
+    ) -> Result<Response<pb::RegisterBackendResponse>, Status> {
+        let scope = self.auth.scope(&req, req.get_ref().scope.as_ref())?;
+        let r = req.into_inner();
+        let address = m::parse_address("address", &r.address)?;
+        let port = m::parse_port("port", r.port)?;
+        let weight = m::parse_weight("weight", r.weight.unwrap_or(1))?;
+        let mac = m::parse_mac("mac", &r.mac)?;
+        if !(1000..=3_600_000).contains(&r.ttl_ms) {
+            return Err(Error::invalid("ttl_ms", "must be 1000-3600000 (1 s to 1 h)").into());
+        }
+        let pool_id = r.pool_id;
+        owned(
+            &self.shared.store.snapshot().state.pools,
+            pool_id,
+            &scope,
+            "pool",
+        )?;
+        let store = self.shared.store.clone();
+        let ttl_ms = r.ttl_ms;
+        let lease = tokio::task::spawn_blocking(move || store.grant_lease(ttl_ms))
+            .await
+            .map_err(|e| Status::internal(format!("store task failed: {e}")))??;
+        let (b, generation) = self
+            .write(move |t| {
+                owned(&t.state.pools, pool_id, &scope, "pool")?;
+                let existing = t
+                    .state
+                    .backends
+                    .values()
+                    .find(|b| b.pool_id == pool_id && b.address == address && b.port == port)
+                    .map(|b| (b.id, b.lease.is_some()));
+                let id = match existing {
+                    // Re-registration (an agent that restarted): same backend, new lease.
+                    Some((id, true)) => id,
+                    Some((id, false)) => {
+                        return Err(Error::AlreadyExists(format!(
+                            "backend {} of pool {pool_id} exists as a permanent backend (id \
+                             {id}); delete it first or register another address or port",
+                            fmt_endpoint(address, port)
+                        )))
+                    }
+                    None => t.allocate_id(Kind::Backend)?,
+                };
+                let b = m::Backend {
+                    id,
+                    scope: scope.clone(),
+                    pool_id,
+                    address,
+                    port,
+                    weight,
+                    mac,
+                    admin_state: AdminState::Enabled,
+                    lease: Some(lease),
+                };
+                t.state.backends.insert(id, b.clone());
+                t.attach_lease(lease.id, id);
+                Ok(b)
+            })
+            .await?;
+        Ok(Response::new(pb::RegisterBackendResponse {
+            backend: Some(self.backend_pb(&b, self.healthy(b.id))),
+            generation,
+            lease_id: lease.id,
+            ttl_ms: lease.ttl_ms,
+        }))
+    }
+
+    async fn keep_alive(
+        &self,
+        req: Request<pb::KeepAliveRequest>,
+    ) -> Result<Response<pb::KeepAliveResponse>, Status> {
+        let scope = self.auth.scope(&req, req.get_ref().scope.as_ref())?;
+        let id = req.get_ref().lease_id;
+        let expired = || {
+            Status::not_found(format!(
+                "lease {id} has expired (or was never granted); register the backend again"
+            ))
+        };
+        // Only the tenant whose backend holds the lease may renew it.
+        let held = self
+            .shared
+            .store
+            .snapshot()
+            .state
+            .backends
+            .values()
+            .any(|b| b.scope == scope && b.lease.is_some_and(|l| l.id == id));
+        if !held {
+            return Err(expired());
+        }
+        let store = self.shared.store.clone();
+        let ttl = tokio::task::spawn_blocking(move || store.keep_alive(id))
+            .await
+            .map_err(|e| Status::internal(format!("store task failed: {e}")))??;
+        match ttl {
+            Some(ttl_ms) => Ok(Response::new(pb::KeepAliveResponse { ttl_ms })),
+            None => Err(expired()),
+        }
+    }
 }
 
 impl Api {
@@ -778,7 +882,7 @@ impl HealthCheckService for Api {
         let hc = self.health_check_from(h, 0, scope)?;
         let (hc, generation) = self
             .write(move |t| {
-                let mut hc = hc;
+                let mut hc = hc.clone();
                 hc.id = t.allocate_id(Kind::HealthCheck)?;
                 t.state.health_checks.insert(hc.id, hc.clone());
                 Ok(hc)
@@ -839,7 +943,7 @@ impl HealthCheckService for Api {
             .write(move |t| {
                 let cur = owned_mut(&mut t.state.health_checks, hc.id, &scope, "health-check")?;
                 *cur = hc.clone();
-                Ok(hc)
+                Ok(hc.clone())
             })
             .await?;
         Ok(Response::new(pb::HealthCheckReply {

@@ -26,6 +26,8 @@ macro_rules! out {
 
 #[path = "fiberlbctl/node.rs"]
 mod node;
+#[path = "fiberlbctl/register.rs"]
+mod register;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -274,6 +276,32 @@ enum BackendCmd {
         state: Option<String>,
     },
     Delete(Id),
+    /// Register a dynamic backend with a lease: it is deleted when the lease is not renewed
+    /// within --ttl (an agent on a VM or container runs this with --keep-alive).
+    Register {
+        #[arg(long)]
+        pool: u32,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        port: u32,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long, default_value = "")]
+        mac: String,
+        /// Time to live after the last renewal: 10s, 1500ms, 2m (1 s to 1 h).
+        #[arg(long, value_parser = register::parse_ttl, default_value = "10s")]
+        ttl: u64,
+        /// Keep renewing (every ttl/3) until SIGINT/SIGTERM, then delete the backend.
+        #[arg(long)]
+        keep_alive: bool,
+    },
+    /// Renew a registered backend's lease once.
+    KeepAlive {
+        /// The lease id `register` printed.
+        #[arg(long)]
+        lease: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -1142,6 +1170,32 @@ async fn backend_cmd(
             })
             .await?
             .into_inner()),
+        BackendCmd::Register {
+            pool,
+            address,
+            port,
+            weight,
+            mac,
+            ttl,
+            keep_alive,
+        } => {
+            register::register(
+                c,
+                scope,
+                out,
+                register::Register {
+                    pool,
+                    address,
+                    port,
+                    weight,
+                    mac,
+                    ttl_ms: ttl,
+                    keep_alive,
+                },
+            )
+            .await
+        }
+        BackendCmd::KeepAlive { lease } => register::keep_alive(c, scope, out, lease).await,
         BackendCmd::Delete(Id { id }) => {
             let r = c
                 .backends

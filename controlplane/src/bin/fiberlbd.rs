@@ -13,7 +13,7 @@ use clap::Parser;
 use fiberlb_controlplane::api::auth::Auth;
 use fiberlb_controlplane::api::{self, server, Shared};
 use fiberlb_controlplane::bgp::Node;
-use fiberlb_controlplane::config::Config;
+use fiberlb_controlplane::config::{Config, StoreKind};
 use fiberlb_controlplane::health::{self, CheckKind, CheckerOptions, HealthChecker, Target};
 use fiberlb_controlplane::metrics::{self, MetricsSource};
 use fiberlb_controlplane::model::{self, HealthCheckKind, Scope, State};
@@ -163,9 +163,19 @@ impl api::DataplaneView for ProgrammedDataplane {
 
 async fn run(config: Config) -> Result<()> {
     let tunnel = config.tunnel.settings();
-    let store =
-        Store::open(&config.store_path)?.with_validator(api::dataplane_validator(tunnel.clone()));
+    let store = match config.store {
+        StoreKind::Redb => Store::open(&config.store_path)?,
+        StoreKind::Etcd => {
+            let etcd = config
+                .etcd_config()
+                .context("store = \"etcd\" needs [etcd]")?;
+            Store::open_etcd(&etcd).await?
+        }
+    }
+    .with_validator(api::dataplane_validator(tunnel.clone()));
     let store = Arc::new(store);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let store_task = tokio::spawn(store.clone().run(stop_rx.clone()));
     let mut shared = Shared::new(store.clone(), config.vip_allocator()?);
     shared.hasher = FlowHasher::new(config.hash_seed);
     shared.tunnel = tunnel;
@@ -173,7 +183,7 @@ async fn run(config: Config) -> Result<()> {
     let checker = Arc::new(HealthChecker::new(CheckerOptions::default()));
     checker.set_targets(health_targets(&store.snapshot().state));
     shared.health = Arc::new(CheckerHealth(checker.clone()));
-    let mut committed = shared.committed.subscribe();
+    let mut committed = store.subscribe();
     let tokens: Vec<(String, Scope)> = config
         .tokens
         .iter()
@@ -181,9 +191,16 @@ async fn run(config: Config) -> Result<()> {
         .collect();
 
     let snap = store.snapshot();
+    let store_health = store.health().borrow().clone();
     log::info!(
-        "store {} at generation {} ({} load balancers, {} listeners, {} pools, {} backends)",
-        config.store_path.display(),
+        "store {} {}{} at generation {} ({} load balancers, {} listeners, {} pools, {} backends)",
+        store_health.kind,
+        store_health.location,
+        if store_health.reachable {
+            String::new()
+        } else {
+            format!(" (unreachable: {})", store_health.error)
+        },
         snap.generation,
         snap.state.load_balancers.len(),
         snap.state.listeners.len(),
@@ -191,7 +208,6 @@ async fn run(config: Config) -> Result<()> {
         snap.state.backends.len()
     );
     // The data plane: programmed through its shm region when one is configured.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let programmer = match &config.shm_path {
         Some(path) => {
             let p = Programmer::new(
@@ -270,6 +286,7 @@ async fn run(config: Config) -> Result<()> {
             health: Some(checker.subscribe()),
             program: programmer.as_ref().map(|p| p.status()),
             node: Some(node.subscribe()),
+            store: Some(store.health()),
         };
         let mut rx = stop_rx.clone();
         let (bound, _task) = metrics::bind(addr, source, async move {
@@ -328,6 +345,7 @@ async fn run(config: Config) -> Result<()> {
         r.context("server task panicked")??;
     }
     let _ = node_task.await;
+    let _ = store_task.await;
     if let Some(t) = programmer_task {
         let _ = t.await;
     }

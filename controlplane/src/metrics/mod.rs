@@ -153,6 +153,8 @@ pub struct MetricsSource {
     pub program: Option<watch::Receiver<ProgramStatus>>,
     /// BGP announcement and drain ([`Node::subscribe`](crate::bgp::Node::subscribe)).
     pub node: Option<watch::Receiver<crate::bgp::NodeStatus>>,
+    /// The configuration store ([`Store::health`](crate::store::Store::health)).
+    pub store: Option<watch::Receiver<crate::store::StoreHealth>>,
 }
 
 /// Renders every metric now.
@@ -253,12 +255,34 @@ pub fn render(source: &MetricsSource) -> String {
     if let Some(n) = &source.node {
         render_node(&mut e, &n.borrow());
     }
+    if let Some(s) = &source.store {
+        render_store(&mut e, &s.borrow());
+    }
     e.finish()
 }
 
 /// `fiberlb_bgp_*` and `fiberlb_node_*`: what this node announces, its BGP sessions (from
 /// BIRD), drain state.
 #[allow(clippy::cast_precision_loss)]
+fn render_store(e: &mut Encoder, s: &crate::store::StoreHealth) {
+    e.family(
+        "fiberlb_store_up",
+        Kind::Gauge,
+        "1 while the configuration store takes writes (etcd answers), 0 while writes are refused.",
+    );
+    e.sample(
+        "fiberlb_store_up",
+        &[("store", s.kind)],
+        if s.reachable { 1.0 } else { 0.0 },
+    );
+    e.single(
+        "fiberlb_store_generation",
+        Kind::Gauge,
+        "The configuration generation this node holds (equal on every node of a tier when in sync).",
+        s.generation as f64,
+    );
+}
+
 fn render_node(e: &mut Encoder, n: &crate::bgp::NodeStatus) {
     if !n.bgp_enabled {
         return;

@@ -39,6 +39,20 @@ pub async fn node_cmd(c: &mut Clients, out: Output, cmd: NodeCmd) -> Result<(), 
     if out == Output::Json {
         return print_json(&s);
     }
+    out!(
+        "store:        {} {} at generation {}{}",
+        s.store_kind,
+        s.store_location,
+        s.store_generation,
+        if s.store_reachable {
+            String::new()
+        } else {
+            format!(
+                "; UNREACHABLE ({}): writes refused, forwarding the last configuration",
+                s.store_error
+            )
+        }
+    );
     if !s.bgp_enabled {
         out!("bgp:          not enabled ([bgp] in controlplane.toml): no VIP is announced by this node");
         return Ok(());
