@@ -166,6 +166,52 @@ fn unavailable(endpoints: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// An etcd client error as an operator reads it: the gRPC code and message, plus the
+/// connection failure behind a transport error (not tonic's whole debug chain).
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let debug = format!("{e:?}");
+            let cause = [
+                "ConnectionRefused",
+                "TimedOut",
+                "HostUnreachable",
+                "NetworkUnreachable",
+            ]
+            .into_iter()
+            .find(|c| debug.contains(c))
+            .map_or(String::new(), |c| format!(" ({c})"));
+            format!("{:?}: {}{cause}", s.code(), s.message())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether a request failed before reaching any etcd server (a member that is down): safe to
+/// send again, the balanced channel then picks another endpoint.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = format!("{e:?}");
+    text.contains("ConnectError") || text.contains("tcp connect error")
+}
+
+/// Runs `f` again while it fails with a connection error (a dead member among several
+/// endpoints), at most a few times.
+async fn resend<T, Fut>(mut f: impl FnMut() -> Fut) -> Result<T, etcd_client::Error>
+where
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if never_sent(&e) && attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 const TABLES: [&str; 5] = [
     "load_balancers",
     "listeners",
@@ -212,7 +258,7 @@ impl EtcdEngine {
         }
         let client = Client::connect(&config.endpoints, Some(opts))
             .await
-            .map_err(|e| unavailable(&endpoints, e))?;
+            .map_err(|e| unavailable(&endpoints, describe(&e)))?;
         let engine = EtcdEngine {
             client,
             prefix: config.prefix.clone(),
@@ -333,14 +379,14 @@ impl EtcdEngine {
 
     /// Reads the whole prefix: the state and the revision it was read at.
     pub(super) async fn load(&self) -> Result<(Loaded, i64), StoreError> {
-        let mut kv = self.client.kv_client();
-        let resp = kv
-            .get(
-                format!("{}/", self.prefix),
-                Some(GetOptions::new().with_prefix()),
-            )
-            .await
-            .map_err(|e| unavailable(&self.endpoints, e))?;
+        let kv = self.client.kv_client();
+        let resp = resend(|| {
+            let mut kv = kv.clone();
+            let key = format!("{}/", self.prefix);
+            async move { kv.get(key, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await
+        .map_err(|e| unavailable(&self.endpoints, describe(&e)))?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok((self.decode(resp.kvs())?, revision))
     }
@@ -436,20 +482,27 @@ impl EtcdEngine {
                 format!("{}/", self.prefix),
                 Some(GetOptions::new().with_prefix()),
             )]);
-        let mut kv = self.client.kv_client();
-        let resp = self.handle.block_on(kv.txn(txn)).map_err(|e| {
-            let text = e.to_string();
-            if text.contains("requested lease not found") {
-                StoreError::Model(model::Error::NotFound {
-                    kind: "lease",
-                    id: leases
-                        .first()
-                        .map_or(String::new(), |l| format!("{} (expired)", l.0)),
-                })
-            } else {
-                unavailable(&self.endpoints, text)
-            }
-        })?;
+        let kv = self.client.kv_client();
+        let resp = self
+            .handle
+            .block_on(resend(|| {
+                let mut kv = kv.clone();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            }))
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("requested lease not found") {
+                    StoreError::Model(model::Error::NotFound {
+                        kind: "lease",
+                        id: leases
+                            .first()
+                            .map_or(String::new(), |l| format!("{} (expired)", l.0)),
+                    })
+                } else {
+                    unavailable(&self.endpoints, describe(&e))
+                }
+            })?;
         if resp.succeeded() {
             return Ok(None);
         }
@@ -467,11 +520,15 @@ impl EtcdEngine {
     /// Grants a lease of `ttl_ms` (rounded up to whole seconds, at least 1). Blocking.
     pub(super) fn grant(&self, ttl_ms: u64) -> Result<model::Lease, StoreError> {
         let secs = ttl_ms.div_ceil(1000).max(1);
-        let mut c = self.client.lease_client();
+        let c = self.client.lease_client();
+        let ttl = i64::try_from(secs).unwrap_or(i64::MAX);
         let r = self
             .handle
-            .block_on(c.grant(i64::try_from(secs).unwrap_or(i64::MAX), None))
-            .map_err(|e| unavailable(&self.endpoints, e))?;
+            .block_on(resend(|| {
+                let mut c = c.clone();
+                async move { c.grant(ttl, None).await }
+            }))
+            .map_err(|e| unavailable(&self.endpoints, describe(&e)))?;
         Ok(model::Lease {
             id: r.id(),
             ttl_ms: u64::try_from(r.ttl()).unwrap_or(0) * 1000,
@@ -480,15 +537,18 @@ impl EtcdEngine {
 
     /// Renews lease `id` once; its TTL in ms, `None` when it expired. Blocking.
     pub(super) fn keep_alive(&self, id: i64) -> Result<Option<u64>, StoreError> {
-        let mut c = self.client.lease_client();
+        let c = self.client.lease_client();
         let ttl = self
             .handle
-            .block_on(async move {
-                let (mut keeper, mut stream) = c.keep_alive(id).await?;
-                keeper.keep_alive().await?;
-                Ok::<_, etcd_client::Error>(stream.message().await?.map_or(0, |r| r.ttl()))
-            })
-            .map_err(|e| unavailable(&self.endpoints, e))?;
+            .block_on(resend(|| {
+                let mut c = c.clone();
+                async move {
+                    let (mut keeper, mut stream) = c.keep_alive(id).await?;
+                    keeper.keep_alive().await?;
+                    Ok::<_, etcd_client::Error>(stream.message().await?.map_or(0, |r| r.ttl()))
+                }
+            }))
+            .map_err(|e| unavailable(&self.endpoints, describe(&e)))?;
         Ok((ttl > 0).then(|| u64::try_from(ttl).unwrap_or(0) * 1000))
     }
 
@@ -577,23 +637,30 @@ pub(super) async fn watch_loop(store: Arc<Store>, mut stop: watch::Receiver<bool
 async fn watch_once(store: &Store, engine: &EtcdEngine) -> Result<(), StoreError> {
     let (loaded, revision) = engine.load().await?;
     sync(store, loaded);
-    let mut client = engine.client.watch_client();
-    let mut stream = client
-        .watch(
-            format!("{}/", engine.prefix),
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision + 1),
-            ),
-        )
-        .await
-        .map_err(|e| unavailable(&engine.endpoints, e))?;
+    let client = engine.client.watch_client();
+    let mut stream = resend(|| {
+        let mut client = client.clone();
+        let key = format!("{}/", engine.prefix);
+        async move {
+            client
+                .watch(
+                    key,
+                    Some(
+                        WatchOptions::new()
+                            .with_prefix()
+                            .with_start_revision(revision + 1),
+                    ),
+                )
+                .await
+        }
+    })
+    .await
+    .map_err(|e| unavailable(&engine.endpoints, describe(&e)))?;
     loop {
         let msg = stream
             .message()
             .await
-            .map_err(|e| unavailable(&engine.endpoints, e))?;
+            .map_err(|e| unavailable(&engine.endpoints, describe(&e)))?;
         let Some(msg) = msg else {
             return Err(unavailable(&engine.endpoints, "the watch stream ended"));
         };
