@@ -59,6 +59,10 @@ if [ -z "$BIN_DIR" ]; then
     BIN_DIR=$ROOT/target/release
     if [ $BUILD = 1 ]; then
         echo "install.sh: building (release)"
+        command -v protoc >/dev/null || {
+            echo "install.sh: building needs protoc (etcd-client's build script): apt install protobuf-compiler, or run scripts/setup.sh" >&2
+            exit 1
+        }
         (cd "$ROOT" && cargo build --release -q --workspace --bins)
     fi
 fi

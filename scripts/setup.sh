@@ -31,8 +31,12 @@ need_root
 #  hping3                 tests/e2e/synflood.sh (the SYN flood)
 #  bird2                  tests/e2e/cluster.sh (BGP/ECMP router and each node's BIRD) and the
 #                         bgp unit test that has `bird -p` parse fiberlbd's include file
+#  protobuf-compiler      protoc, which the etcd-client crate's build script runs (store = "etcd")
+#  etcd-server, etcd-client  a real etcd (and etcdctl) for controlplane/tests/etcd_store.rs and
+#                         tests/e2e/controlplane.sh with FCP_STORE=etcd
 pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils
-    systemd procps python3-venv nftables iptables linux-perf git shfmt valgrind iputils-arping hping3 bird2)
+    systemd procps python3-venv nftables iptables linux-perf git shfmt valgrind iputils-arping hping3 bird2
+    protobuf-compiler etcd-server etcd-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,6 +50,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # systemd machine, in the root namespace) is not one of them.
   if [[ " ${missing[*]} " == *" bird2 "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now bird >/dev/null 2>&1 || true
+  fi
+  # Likewise etcd: the tests start their own members on free ports.
+  if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
   fi
 fi
 # clang/llvm/libbpf for the XDP program; the system DPDK for the `dpdk` backend's tests.
