@@ -9,6 +9,10 @@
 #                    target/release)
 #   FCP_PREFIX       the network namespaces' name prefix, unique per run (default: fcp<pid>)
 #   FE2E_CORE        the data plane worker's core (default 1)
+#   FCP_STORE        redb (default) or etcd: fiberlbd keeps its configuration in a real etcd
+#                    started in the lb namespace (127.0.0.1:2379 there), and step d2 kills etcd
+#                    during a request stream: 0 failed requests, writes refused (UNAVAILABLE),
+#                    etcd back: writes accepted and applied.
 #
 # fiberlbd's health checks go to the backends through the data port l1 (from the lb's own
 # address 10.91.2.1), beside the nat traffic: their replies come from a nat backend's
@@ -28,6 +32,7 @@ CTL_BIN=$BIN_DIR/fiberlbctl
 
 e2e_need_root e2e "network namespaces, XDP, AF_XDP"
 e2e_need_tools ip ethtool curl sha256sum
+[ "${FCP_STORE:-redb}" = etcd ] && e2e_need_tools etcd etcdctl
 for b in "$LB" "$D" "$CTL_BIN"; do e2e_need_bin "$b"; done
 
 e2e_init
@@ -39,9 +44,11 @@ D_PID=
 T0=$(date +%s)
 
 NS_B4=${P}b4 B4_PID= # section h: the namespace b3's address moves to
+STORE=${FCP_STORE:-redb} ETCD_PID=
 cleanup_first() { # (e2e_cleanup) fiberlbd and the backends
     local p
     [ -n "$D_PID" ] && kill -TERM "$D_PID" 2>/dev/null
+    [ -n "$ETCD_PID" ] && kill "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
     for p in "${BPID[@]}" $B4_PID; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
     for p in $D_PID "${BPID[@]}" $B4_PID; do wait "$p" 2>/dev/null; done
     ip netns del "$NS_B4" 2>/dev/null
@@ -63,9 +70,29 @@ for i in 0 1 2; do start_cp_backend $i; done
 
 SEED=7379537652274192929
 xdp_dataplane_toml 65536 "${FE2E_CORE:-1}" "hash_seed = $SEED" >"$WORK/dataplane.toml"
+start_etcd() { # etcd in the lb namespace, on its own loopback
+    ip netns exec "$NS_L" etcd --name fcp --data-dir "$WORK/etcd" \
+        --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+        --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster fcp=http://127.0.0.1:2380 >>"$WORK/etcd.out" 2>&1 &
+    ETCD_PID=$!
+    for _ in $(seq 1 100); do
+        ip netns exec "$NS_L" etcdctl --endpoints http://127.0.0.1:2379 endpoint health >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "FAIL start: etcd did not start"
+    tail -20 "$WORK/etcd.out"
+    exit 1
+}
+STORE_TOML="store_path = \"$WORK/store.redb\""
+if [ "$STORE" = etcd ]; then
+    start_etcd
+    STORE_TOML="store = \"etcd\"
+store_path = \"$WORK/store.redb\""
+fi
 cat >"$WORK/controlplane.toml" <<TOML
 listen = "$SOCK"
-store_path = "$WORK/store.redb"
+$STORE_TOML
 shm_path = "$SHM"
 hash_seed = $SEED
 vip_ranges = ["10.91.100.16/28"]
@@ -76,6 +103,9 @@ timeout_ms = 400
 rise = $RISE
 fall = $FALL
 TOML
+if [ "$STORE" = etcd ]; then
+    printf '[etcd]\nendpoints = ["http://127.0.0.1:2379"]\ntimeout_ms = 1000\n' >>"$WORK/controlplane.toml"
+fi
 
 start_dataplane() { # log file
     lb_start_or_exit "$1" 5 --config "$WORK/dataplane.toml"
@@ -251,6 +281,46 @@ if [ "$failed" = 0 ] && [ "$n_while_down" -gt 0 ] && [ "$noresync" -ge 1 ] && [ 
 else
     fail "fiberlbd-restart: $total requests, $failed failed, $n_while_down while down, gen $gen_before -> $gen_after, no-resync lines $noresync"
     show_log "$WORK/d2.out" fiberlbd
+fi
+
+# d2. (etcd) kill etcd during a steady stream: nothing fails, writes are refused with
+# UNAVAILABLE, the node reports the store unreachable; etcd back: a write is accepted and applied.
+if [ "$STORE" = etcd ]; then
+    stream_start etcd-outage
+    sleep 1
+    kill -9 "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null; ETCD_PID=
+    sleep 0.5
+    refused=$(ctl pool create --name during-outage 2>&1 >/dev/null)
+    sleep 1
+    unreachable=$(ctl -o json node status | jget "0 if d.get('store_reachable') else 1")
+    sleep 1
+    start_etcd
+    t_back=$(date +%s%N)
+    accepted=
+    while [ $(($(date +%s%N) - t_back)) -lt 10000000000 ]; do
+        if out=$(ctl -o json pool create --name after-outage 2>/dev/null); then accepted=$out; break; fi
+        sleep 0.1
+    done
+    gen=0
+    [ -n "$accepted" ] && gen=$(echo "$accepted" | jget "d.get('generation', 0)")
+    applied=
+    for _ in $(seq 1 100); do
+        [ "$(ctl -o json status | jget "d.get('synced_store_generation', 0)")" -ge "$gen" ] && { applied=1; break; }
+        sleep 0.05
+    done
+    sleep 0.5
+    stream_stop
+    total=$(wc -l <"$WORK/etcd-outage.stream")
+    failed=$(grep -c FAILED "$WORK/etcd-outage.stream")
+    echo "RESULT etcd-outage requests=$total failed=$failed unreachable_reported=$unreachable generation_after=$gen applied=${applied:-0}"
+    echo "  write while etcd was down: $refused"
+    if [ "$failed" = 0 ] && [ "$total" -gt 50 ] && [ "$unreachable" = 1 ] && [ -n "$accepted" ] && [ -n "$applied" ] &&
+        echo "$refused" | grep -q "Unavailable\|unavailable"; then
+        pass "etcd-outage: $total requests, 0 failed; writes refused while etcd was down; a write after its return applied"
+    else
+        fail "etcd-outage: $total requests, $failed failed, unreachable=$unreachable, accepted=${accepted:+yes}, applied=${applied:-no}, refusal: $refused"
+        show_log "$WORK/d2.out" fiberlbd
+    fi
 fi
 
 # e. restart the data plane (kill -9, start again): fiberlbd replays, traffic resumes.

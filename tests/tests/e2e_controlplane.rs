@@ -8,8 +8,11 @@
 
 use fiberlb_tests::{run_e2e_script, E2eScript};
 
-#[test]
-fn controlplane_end_to_end() {
+/// The two runs share the machine's two cores and the worker core: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(store: &str) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     if !fiberlb_tests::is_root() {
         eprintln!("skipping e2e_controlplane: needs root (network namespaces, XDP, AF_XDP)");
         return;
@@ -18,8 +21,8 @@ fn controlplane_end_to_end() {
         script: "controlplane.sh",
         bin_dir: &fiberlb_tests::bin_dir(&["fiberlb-dataplane", "fiberlbd", "fiberlbctl"]),
         prefix_var: "FCP_PREFIX",
-        prefix_tag: "fcpt",
-        env: &[],
+        prefix_tag: if store == "etcd" { "fcpe" } else { "fcpt" },
+        env: &[("FCP_STORE", store)],
         required: &[
             "PASS setup",
             "PASS traffic",
@@ -54,4 +57,21 @@ fn controlplane_end_to_end() {
         .expect("traffic resumed after the data plane restart");
     assert!(resumed <= 2000, "traffic resumed after {resumed} ms");
     assert_eq!(field("top", "frames"), Some("2"));
+    if store == "etcd" {
+        assert_eq!(field("etcd-outage", "failed"), Some("0"));
+        assert_eq!(field("etcd-outage", "unreachable_reported"), Some("1"));
+        assert_eq!(field("etcd-outage", "applied"), Some("1"));
+    }
+}
+
+#[test]
+fn controlplane_end_to_end() {
+    run("redb");
+}
+
+/// The same end-to-end checks with fiberlbd's configuration in a real etcd, plus an etcd
+/// outage during a request stream (0 failed requests, writes refused, applied after it).
+#[test]
+fn controlplane_end_to_end_etcd() {
+    run("etcd");
 }

@@ -356,6 +356,8 @@ impl From<tonic::Status> for Failure {
         let hint = match s.code() {
             Code::Unauthenticated => " (pass a valid --token or set FIBERLB_TOKEN)",
             Code::PermissionDenied => " (the token acts in its own org/project only)",
+            // fiberlbd answered, but its store (etcd) did not: the message says so.
+            Code::Unavailable if s.message().contains("not saved") => "",
             Code::Unavailable => " (is fiberlbd running? check --server)",
             _ => "",
         };

@@ -180,7 +180,7 @@ struct Inner {
 
 enum Engine {
     Redb(redb_engine::RedbEngine),
-    Etcd(etcd::EtcdEngine),
+    Etcd(Box<etcd::EtcdEngine>),
 }
 
 /// The store. Cheap to share behind an `Arc`; this node's writes are serialised by an internal
@@ -263,7 +263,7 @@ impl Store {
         let (engine, loaded, error) = etcd::EtcdEngine::connect(config).await?;
         let location = engine.location();
         Ok(Store::new(
-            Engine::Etcd(engine),
+            Engine::Etcd(Box::new(engine)),
             loaded,
             "etcd",
             location,
