@@ -4,6 +4,7 @@
 //! listen = "/run/fiberlb/fiberlbd.sock"     # Unix socket (mode 0600), the default
 //! # listen_tcp = "0.0.0.0:7443"            # optional TCP listener; needs [tls] and tokens
 //! store_path = "/var/lib/fiberlb/store.redb"
+//! # store = "etcd"                        # with [etcd] below: one configuration for a tier
 //! shm_path = "/dev/shm/fiberlb"             # the data plane's region (optional)
 //! hash_seed = 7308604899480821281           # must equal the data plane's [forwarding] hash_seed
 //! vip_ranges = ["10.10.0.0/24", "fd00:10::/120"]
@@ -29,6 +30,10 @@
 //! token = "s3cret-acme-web"
 //! org_id = "acme"
 //! project_id = "web"
+//!
+//! [etcd]                                    # store = "etcd" (see store/etcd.rs)
+//! endpoints = ["http://10.0.0.21:2379"]
+//! prefix = "/fiberlb"
 //!
 //! [bgp]                                     # announce VIPs through a local BIRD (see bgp.rs)
 //! enabled = true
