@@ -711,3 +711,112 @@ async fn grpc_health_and_reflection() {
     }
     let _ = s.stop.send(());
 }
+
+/// Registered backends with `store = "redb"`: fiberlbd's own lease timers. A renewed lease
+/// keeps the backend past its TTL; once the renewals stop it is deleted (a new generation)
+/// within the TTL plus the store's 100 ms reaper tick; renewing it then is NOT_FOUND, and a
+/// permanent backend at the same address and port refuses a registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_backend_expires_without_keep_alives() {
+    let s = start(&["10.9.0.0/24"], false).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reaper = tokio::spawn(s.store.clone().run(stop_rx));
+    let mut c = client(&s, Some(TOKEN_A)).await;
+    let pool_id = pool(&mut c, "dyn").await;
+    let bad = c
+        .backends
+        .register(pb::RegisterBackendRequest {
+            pool_id,
+            address: "10.1.0.7".into(),
+            port: 80,
+            ttl_ms: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("ttl_ms"), "{}", bad.message());
+    let r = c
+        .backends
+        .register(pb::RegisterBackendRequest {
+            pool_id,
+            address: "10.1.0.7".into(),
+            port: 80,
+            ttl_ms: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let b = r.backend.unwrap();
+    assert_eq!((b.lease_id, b.lease_ttl_ms), (r.lease_id, 1000));
+    // Renewed every 300 ms for 2 s (twice the TTL): still there.
+    for _ in 0..7 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let k = c
+            .backends
+            .keep_alive(pb::KeepAliveRequest {
+                scope: None,
+                lease_id: r.lease_id,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(k.ttl_ms, 1000);
+    }
+    let last = std::time::Instant::now();
+    let get = |c: &mut Clients| {
+        let mut c = c.clone();
+        async move {
+            c.backends
+                .get(pb::GetRequest {
+                    scope: None,
+                    id: b.id,
+                })
+                .await
+        }
+    };
+    assert!(get(&mut c).await.is_ok());
+    while get(&mut c).await.is_ok() {
+        assert!(
+            last.elapsed() < std::time::Duration::from_secs(3),
+            "the registered backend outlived its lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(last.elapsed() >= std::time::Duration::from_millis(900));
+    let gone = c
+        .backends
+        .keep_alive(pb::KeepAliveRequest {
+            scope: None,
+            lease_id: r.lease_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    // A permanent backend is not taken over by a registration.
+    c.backends
+        .create(pb::CreateBackendRequest {
+            pool_id,
+            address: "10.1.0.8".into(),
+            port: 80,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = c
+        .backends
+        .register(pb::RegisterBackendRequest {
+            pool_id,
+            address: "10.1.0.8".into(),
+            port: 80,
+            ttl_ms: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{}", e.message());
+    let _ = stop_tx.send(true);
+    let _ = reaper.await;
+    let _ = s.stop.send(());
+}
