@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI checks for code the main test script (scripts/test.sh) does not build, lint or run:
 #   1. clippy -D warnings on the DPDK backend (fiberlb-dataplane and fiberlb-dpdk-sys with the
-#      `dpdk` feature: src/nic/dpdk.rs, src/run_dpdk.rs, dpdk-sys/, examples/dpdk_*.rs)
+#      `dpdk` feature: src/nic/dpdk.rs, src/worker/dpdk.rs, src/run_dpdk.rs, dpdk-sys/,
+#      examples/dpdk_*.rs)
 #   2. fiberlb-dataplane's unit tests with the `dpdk` feature (the dpdk-gated tests must run)
 #   3. the loom models of dataplane/src/publish.rs (`--cfg loom`; at least one must run)
 #   4. every cargo-fuzz target of fuzz/ built once (nightly, ASan, `--features controlplane`)

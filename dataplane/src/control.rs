@@ -575,7 +575,7 @@ impl ControlThread {
             .name("fiberlb-control".into())
             .spawn(move || {
                 if !self.opts.cpus.is_empty() {
-                    if let Err(e) = crate::worker::allow_cpus(&self.opts.cpus) {
+                    if let Err(e) = crate::cpus::allow_cpus(&self.opts.cpus) {
                         eprintln!("fiberlb-dataplane: control thread: {e}; it runs anywhere");
                     }
                 }
@@ -1246,6 +1246,13 @@ pub fn print_stats(shm_path: &Path, json: bool) -> Result<(), ControlError> {
         print!("{}", render_table(&r));
     }
     Ok(())
+}
+
+/// The workers' counter sink: their copy into the shared-memory counters area.
+impl crate::worker::CounterSink for CounterPublisher {
+    fn publish(&mut self, counters: &WorkerCounters) {
+        CounterPublisher::publish(self, counters)
+    }
 }
 
 #[cfg(test)]

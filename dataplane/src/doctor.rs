@@ -640,7 +640,7 @@ fn check_memlock(r: &mut Report, cfg: &DataplaneConfig, host: &Host) {
 
 fn online_cpus(host: &Host) -> Vec<usize> {
     if host.live {
-        return crate::worker::available_cores();
+        return crate::cpus::available_cores();
     }
     host.sys("devices/system/cpu/online")
         .map(|s| parse_cpu_list(&s))

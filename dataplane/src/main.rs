@@ -22,9 +22,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fiberlb_dataplane::config::DataplaneConfig;
-use fiberlb_dataplane::nic::pcap::{replay_files, ReplayStats};
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline};
 use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
+use fiberlb_dataplane::worker::replay::{replay_files, ReplayStats};
 use serde_json::json;
 
 mod run_dpdk;
@@ -271,6 +271,7 @@ mod run_cmd {
     use anyhow::{bail, Context};
     use fiberlb_dataplane::config::DataplaneConfig;
     use fiberlb_dataplane::control;
+    use fiberlb_dataplane::cpus::pin_to_core;
     use fiberlb_dataplane::flow_table::ENTRY_BYTES;
     use fiberlb_dataplane::nic::afxdp::{
         HugePages, LocalAddrRefresh, Umem, UmemConfig, XdpProgram, XskConfig, XskPort,
@@ -278,7 +279,7 @@ mod run_cmd {
     };
     use fiberlb_dataplane::pipeline::{Pipeline, PipelineConfig};
     use fiberlb_dataplane::port_stats;
-    use fiberlb_dataplane::worker::{pin_to_core, sync_xdp_maps, xdp_keys, Worker};
+    use fiberlb_dataplane::worker::afxdp::{sync_xdp_maps, xdp_keys, Worker};
     use fiberlb_shared::shm::region::Region;
 
     use crate::runtime;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fiberlb_dataplane::control::{read_stats, render_table, ControlOptions, ControlThread};
 use fiberlb_dataplane::nic::memory::MemoryPort;
-use fiberlb_dataplane::nic::Desc;
+use fiberlb_dataplane::packet::Desc;
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, PipelineConfig, Verdict};
 use fiberlb_dataplane::wire::build::FrameBuilder;
 use fiberlb_shared::model::*;

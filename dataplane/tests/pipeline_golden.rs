@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fiberlb_dataplane::nic::memory::MemoryPort;
-use fiberlb_dataplane::nic::{Burst, Desc};
+use fiberlb_dataplane::packet::{Burst, Desc};
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, PipelineConfig, Verdict};
 use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
 use fiberlb_dataplane::wire::build::{FrameBuilder, Ip, Ipv6Ext, Transport};

@@ -166,7 +166,7 @@ fn doctor_on_veth() {
 
     let dir = std::env::temp_dir().join(format!("fiberlb-doctor-veth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cores = fiberlb_dataplane::worker::available_cores();
+    let cores = fiberlb_dataplane::cpus::available_cores();
     let core = cores.last().copied().unwrap_or(0);
     let run = |name: &str, body: String| {
         let p = dir.join(name);

@@ -162,6 +162,16 @@ impl WorkerCounters {
         }
     }
 
+    /// `n` packets counted as `to_host` could not be sent to the host interface (its TX queue
+    /// full): moves them from `to_host` to the `tx_ring_full` drop reason, like [`Self::tx_failed`].
+    #[inline]
+    pub fn host_failed(&mut self, n: u64) {
+        self.to_host = self.to_host.saturating_sub(n);
+        if let Some(c) = self.drops.get_mut(DropReason::TxRingFull as usize) {
+            *c += n;
+        }
+    }
+
     /// Total dropped packets.
     pub fn dropped(&self) -> u64 {
         self.drops.iter().sum()

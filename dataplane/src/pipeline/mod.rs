@@ -49,15 +49,15 @@ use fiberlb_shared::flow_hash::{table_index, FlowHasher, DEFAULT_SEED};
 use fiberlb_shared::model::{Algorithm, Mac, Mode, Usability};
 
 use crate::flow_table::{FlowKey, FlowState, FlowTable, FlowTableError, Timeouts};
-use crate::nic::{Burst, PacketBuf};
+use crate::packet::{Burst, PacketBuf};
 use crate::snapshot::{
     handle_slot, ListenerKey, ListenerRec, LocalAddrSet, LocalAddrs, Snapshot, NO_BACKEND,
 };
 use parse::{proto, tcp_flags, Frag, Parsed};
 use rewrite::Outer;
 
-/// Largest burst the pipeline processes at once.
-pub const BURST: usize = 32;
+/// Largest burst the pipeline processes at once (defined with the packet types).
+pub use crate::packet::BURST;
 
 /// Node settings the pipeline forwards with (from dataplane.toml).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -702,8 +702,7 @@ impl Pipeline {
 mod tests {
     //! The exception path: which packets are the host's, and the local-address rule.
     use super::*;
-    use crate::nic::memory::MemoryPort;
-    use crate::nic::Desc;
+    use crate::packet::{AreaBurst, Desc};
     use crate::snapshot::SnapshotBuilder;
     use crate::wire::build::{FrameBuilder, Ip, Transport};
     use fiberlb_shared::model::*;
@@ -796,15 +795,23 @@ mod tests {
 
     /// Runs `frames` as one burst; returns the verdicts and the pipeline.
     fn run_with(p: &mut Pipeline, snap: &Snapshot, frames: &[Vec<u8>]) -> Vec<Verdict> {
-        let mut port = MemoryPort::new(64, 2048, 256);
-        for f in frames {
-            port.inject(f).unwrap();
-        }
+        // One 2048-byte chunk per frame, 256 bytes of headroom (as the memory port lays out).
+        const CHUNK: usize = 2048;
+        const HEADROOM: usize = 256;
+        assert!(frames.len() <= BURST);
+        let mut area = vec![0u8; BURST * CHUNK];
         let mut descs = [Desc::default(); BURST];
-        let n = port.rx_burst(&mut descs);
-        assert_eq!(n, frames.len());
+        for (i, f) in frames.iter().enumerate() {
+            let start = i * CHUNK + HEADROOM;
+            area[start..start + f.len()].copy_from_slice(f);
+            descs[i] = Desc {
+                addr: start as u64,
+                len: f.len() as u32,
+            };
+        }
+        let n = frames.len();
         let mut verdicts = vec![Verdict::Drop(DropReason::Malformed); n];
-        let mut burst = port.burst(&mut descs[..n]);
+        let mut burst = AreaBurst::new(&mut area, CHUNK, &mut descs[..n]);
         assert_eq!(p.process_burst(snap, &mut burst, &mut verdicts, 1000), n);
         verdicts
     }

@@ -1,4 +1,5 @@
-//! The pcap port: replay a capture through the pipeline and write what comes out.
+//! Offline replay: a pcap capture run through the pipeline on the calling thread (the main
+//! thread of the `replay` subcommand), writing what comes out to another capture.
 //!
 //! Reads classic pcap files (microsecond or nanosecond, either byte order) with Ethernet
 //! link type, feeds them through a [`MemoryPort`] in bursts exactly as a NIC queue would,
@@ -13,9 +14,9 @@ use std::time::Duration;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::DataLink;
 
-use super::memory::{MemoryPort, DEFAULT_CHUNK, DEFAULT_HEADROOM};
-use super::{Burst, Desc};
-use crate::pipeline::{Pipeline, Verdict, BURST};
+use crate::nic::memory::{MemoryPort, DEFAULT_CHUNK, DEFAULT_HEADROOM};
+use crate::packet::{Burst, Desc};
+use crate::pipeline::{DropReason, Pipeline, Verdict, BURST};
 use crate::snapshot::Snapshot;
 
 /// Why a replay failed.
@@ -144,7 +145,9 @@ pub fn replay<R: Read, W: Write>(
                 stats.oversized += 1;
                 continue;
             }
-            stamps[n] = pkt.timestamp;
+            if let Some(s) = stamps.get_mut(n) {
+                *s = pkt.timestamp;
+            }
             first.get_or_insert(pkt.timestamp);
             n += 1;
         }
@@ -152,28 +155,34 @@ pub fn replay<R: Read, W: Write>(
             break;
         }
         let mut descs = [Desc::default(); BURST];
-        let got = port.rx_burst(&mut descs);
+        let got = port.rx_burst(&mut descs).min(BURST);
         let now = stamps[0]
             .saturating_sub(first.unwrap_or_default())
             .as_millis() as u32;
-        let mut verdicts = [Verdict::Drop(crate::pipeline::DropReason::Malformed); BURST];
+        let mut verdicts = [Verdict::Drop(DropReason::Malformed); BURST];
+        // `got <= BURST`: both are in bounds.
+        let (Some(descs), Some(verdicts)) = (descs.get_mut(..got), verdicts.get_mut(..got)) else {
+            break;
+        };
         {
-            let mut burst = port.burst(&mut descs[..got]);
-            let done = pipeline.process_burst(snap, &mut burst, &mut verdicts[..got], now);
+            let mut burst = port.burst(descs);
+            let done = pipeline.process_burst(snap, &mut burst, verdicts, now);
             debug_assert_eq!(done, got);
             let _ = burst.len();
         }
-        for i in 0..got {
-            match verdicts[i] {
-                Verdict::ToBackend | Verdict::ToClient => port.transmit(descs[i]),
-                Verdict::ToHost | Verdict::Drop(_) => port.free(descs[i]),
+        for (d, v) in descs.iter().zip(verdicts.iter()) {
+            match v {
+                Verdict::ToBackend | Verdict::ToClient => port.transmit(*d),
+                Verdict::ToHost | Verdict::Drop(_) => port.free(*d),
             }
         }
         let mut k = 0;
         let mut werr = None;
-        let tx_stamps: Vec<Duration> = (0..got)
-            .filter(|&i| matches!(verdicts[i], Verdict::ToBackend | Verdict::ToClient))
-            .map(|i| stamps[i])
+        let tx_stamps: Vec<Duration> = verdicts
+            .iter()
+            .zip(stamps)
+            .filter(|(v, _)| matches!(v, Verdict::ToBackend | Verdict::ToClient))
+            .map(|(_, s)| s)
             .collect();
         port.drain_tx(|bytes| {
             if werr.is_some() {
