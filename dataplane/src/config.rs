@@ -469,27 +469,8 @@ impl Default for TimeoutsConfig {
     }
 }
 
-/// Parses "02:00:00:00:01:01".
-pub fn parse_mac(s: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// Formats a MAC as "02:00:00:00:01:01".
-pub fn format_mac(m: &Mac) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
+/// The one MAC parser and formatter (`aa:bb:cc:dd:ee:ff`, or `-` separators).
+pub use fiberlb_shared::model::{format_mac, parse_mac};
 
 /// Reads an interface's MAC from sysfs (in the calling thread's network namespace).
 ///

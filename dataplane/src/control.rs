@@ -17,9 +17,7 @@
 //! [`crate::port_stats`]).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -37,7 +35,10 @@ use fiberlb_shared::shm::region::{
     monotonic_ns, Region, RegionError, RegionReceiver, RegionSender,
 };
 use fiberlb_shared::shm::transaction::{full_replay, Assembler, Outcome};
-use serde::{Deserialize, Serialize};
+pub use fiberlb_shared::slots::{
+    slots_path_for, BackendSlot, ControlCounts, ListenerSlot, SlotsFile,
+};
+use serde::Serialize;
 
 use crate::pipeline::{DropReason, ObjectCounters, WorkerCounters};
 use crate::publish::{Publisher, ReaderHandle};
@@ -142,20 +143,6 @@ pub struct ControlStats {
     pub replies_dropped: AtomicU64,
     /// The command ring's indices were inconsistent.
     pub ring_errors: AtomicU64,
-}
-
-/// A plain copy of [`ControlStats`], for JSON.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlCounts {
-    pub applied: u64,
-    pub rejected_corrupt: u64,
-    pub rejected_out_of_order: u64,
-    pub rejected_protocol: u64,
-    pub rejected_invalid: u64,
-    pub aborted: u64,
-    pub stale_discarded: u64,
-    pub replies_dropped: u64,
-    pub ring_errors: u64,
 }
 
 impl ControlStats {
@@ -633,81 +620,14 @@ impl ControlThread {
                 })
                 .collect(),
         };
-        write_atomically(&self.slots_path, &file)?;
+        file.write(&self.slots_path)
+            .map_err(|reason| ControlError::SlotsFile {
+                path: self.slots_path.clone(),
+                reason,
+            })?;
         self.slots_dirty = false;
         Ok(())
     }
-}
-
-/// `<region path>.slots.json`.
-pub fn slots_path_for(region: &Path) -> PathBuf {
-    let mut s = region.as_os_str().to_owned();
-    s.push(".slots.json");
-    PathBuf::from(s)
-}
-
-fn write_atomically(path: &Path, value: &SlotsFile) -> Result<(), ControlError> {
-    let io = |op, source| ControlError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ControlError::SlotsFile {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("create", e))?;
-    f.write_all(&bytes).map_err(|e| io("write", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
-}
-
-/// Which object holds which counter slot, written next to the region after every apply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlotsFile {
-    /// The data plane instance that wrote it (a file left by a previous instance is ignored).
-    pub instance_id: String,
-    /// Generation of the snapshot the slots belong to.
-    pub generation: u64,
-    /// The control thread's counters when the file was written.
-    pub control: ControlCounts,
-    /// Workers this data plane runs (counter blocks past it are unused). Absent in files of
-    /// older data planes: readers then show the blocks that counted anything.
-    #[serde(default)]
-    pub workers: Option<u32>,
-    pub listeners: Vec<ListenerSlot>,
-    pub backends: Vec<BackendSlot>,
-}
-
-/// A listener's counter slot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenerSlot {
-    pub slot: u32,
-    pub id: u32,
-    pub name: String,
-    pub vip: IpAddr,
-    pub port: u16,
-    pub protocol: String,
-    pub mode: String,
-}
-
-/// A backend's counter slot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendSlot {
-    pub slot: u32,
-    pub id: u32,
-    pub pool: String,
-    pub address: IpAddr,
-    pub port: u16,
 }
 
 /// A worker's way to its counters block in the region. Cheap: it copies only the listener and
@@ -903,10 +823,7 @@ pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
     })?;
     let h = region.header();
     let instance_id = format!("{:032x}", h.instance_id());
-    let slots: Option<SlotsFile> = std::fs::read(slots_path_for(shm_path))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|s: &SlotsFile| s.instance_id == instance_id);
+    let slots = SlotsFile::read_if_instance(&slots_path_for(shm_path), &instance_id);
     let (ports, ports_age_ms, ports_stale) = read_ports(shm_path, &instance_id);
     let c = region.counters();
     let t = c.totals();
@@ -1367,7 +1284,7 @@ mod tests {
                 port: 80,
             }],
         };
-        write_atomically(&slots_path_for(&path), &slots).unwrap();
+        slots.write(&slots_path_for(&path)).unwrap();
         let r = read_stats(&path).unwrap();
         assert_eq!(r.workers.len(), 3);
         assert_eq!(r.workers[2].totals, TotalsReport::default());

@@ -261,16 +261,7 @@ fn name_mentions(irq_name: &str, dev: &str) -> bool {
     })
 }
 
-/// A `/proc/meminfo` field's number (kB for sizes, pages for HugePages_*).
-pub fn meminfo_field(meminfo: &str, name: &str) -> Option<u64> {
-    meminfo
-        .lines()
-        .find(|l| l.split(':').next() == Some(name))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
+use crate::meminfo::field as meminfo_field;
 
 /// Effective capabilities (`CapEff:` of `/proc/self/status`).
 pub fn effective_caps(status: &str) -> Option<u64> {

@@ -19,6 +19,7 @@ pub mod control;
 pub mod cpus;
 pub mod doctor;
 pub mod flow_table;
+pub mod meminfo;
 pub mod nic;
 pub mod packet;
 pub mod pipeline;

@@ -286,17 +286,12 @@ mod run_cmd {
 
     /// `MemAvailable`, `HugePages_Free` (pages) and `Hugepagesize` (bytes) from /proc/meminfo.
     fn meminfo() -> (Option<u64>, u64, u64) {
-        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let field = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let text = fiberlb_dataplane::meminfo::read();
+        let field = |name: &str| fiberlb_dataplane::meminfo::field(&text, name);
         (
-            field("MemAvailable:").map(|k| k * 1024),
-            field("HugePages_Free:").unwrap_or(0),
-            field("Hugepagesize:").map(|k| k * 1024).unwrap_or(2 << 20),
+            field("MemAvailable").map(|k| k * 1024),
+            field("HugePages_Free").unwrap_or(0),
+            field("Hugepagesize").map(|k| k * 1024).unwrap_or(2 << 20),
         )
     }
 

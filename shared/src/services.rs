@@ -93,8 +93,9 @@ use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Tag};
 
 use crate::maglev::{check_table_size, DEFAULT_TABLE_SIZE};
 use crate::model::{
-    is_usable_unicast, AdminState, Algorithm, Backend, BackendId, Encap, Listener, ListenerId, Mac,
-    Mode, ModelError, Pool, PoolId, Protocol, ServiceSet, DEFAULT_GUE_PORT, MAX_WEIGHT,
+    format_mac, is_usable_unicast, parse_mac, AdminState, Algorithm, Backend, BackendId, Encap,
+    Listener, ListenerId, Mac, Mode, ModelError, Pool, PoolId, Protocol, ServiceSet,
+    DEFAULT_GUE_PORT, MAX_WEIGHT,
 };
 
 /// Deepest nesting accepted. The schema needs 5 levels; the limit keeps hostile input from
@@ -736,21 +737,6 @@ fn mac(node: &Node) -> Result<Mac, ServicesError> {
     })
 }
 
-/// `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, either case.
-fn parse_mac(text: &str) -> Option<Mac> {
-    let sep = if text.contains('-') { '-' } else { ':' };
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(sep);
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 fn choice<T: Copy>(node: &Node, what: &str, options: &[(&str, T)]) -> Result<T, ServicesError> {
     let text = string(node, what)?;
     options
@@ -835,22 +821,11 @@ const HEALTH_KINDS: &[(&str, &str)] = &[
 ];
 const BACKEND_FIELDS: &[&str] = &["address", "port", "weight", "mac", "state", "healthy"];
 
-const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
-const MODES: &[(&str, Mode)] = &[
-    ("dsr", Mode::Dsr),
-    ("tunnel", Mode::Tunnel),
-    ("nat", Mode::Nat),
-];
-const ENCAPS: &[(&str, Encap)] = &[("ipip", Encap::Ipip), ("gue", Encap::Gue)];
-const ALGORITHMS: &[(&str, Algorithm)] = &[
-    ("maglev", Algorithm::Maglev),
-    ("maglev-source-ip", Algorithm::MaglevSourceIp),
-];
-const STATES: &[(&str, AdminState)] = &[
-    ("enabled", AdminState::Enabled),
-    ("drained", AdminState::Drained),
-    ("disabled", AdminState::Disabled),
-];
+const PROTOCOLS: &[(&str, Protocol)] = Protocol::NAMES;
+const MODES: &[(&str, Mode)] = Mode::NAMES;
+const ENCAPS: &[(&str, Encap)] = Encap::NAMES;
+const ALGORITHMS: &[(&str, Algorithm)] = Algorithm::NAMES;
+const STATES: &[(&str, AdminState)] = AdminState::NAMES;
 
 /// Where a listener's parts are, to point at them from errors found after reading.
 #[derive(Clone, Copy)]
@@ -1675,11 +1650,7 @@ pub fn to_yaml(set: &ServiceSet) -> String {
                 l.port, l.protocol, l.mode
             );
             if l.mode == Mode::Tunnel {
-                let encap = match l.encap {
-                    Encap::Ipip => "ipip",
-                    Encap::Gue => "gue",
-                };
-                let _ = write!(out, ", encap: {encap}");
+                let _ = write!(out, ", encap: {}", l.encap);
             }
             let _ = write!(out, ", pool: {pool}");
             if l.name != format!("{}/{}/{}", lb.name, l.port, l.protocol) {
@@ -1699,12 +1670,8 @@ pub fn to_yaml(set: &ServiceSet) -> String {
         out.push_str("pools:\n");
     }
     for p in &set.pools {
-        let algorithm = match p.algorithm {
-            Algorithm::Maglev => "maglev",
-            Algorithm::MaglevSourceIp => "maglev-source-ip",
-        };
         let _ = writeln!(out, "  - name: {}", yaml_string(&p.name));
-        let _ = writeln!(out, "    algorithm: {algorithm}");
+        let _ = writeln!(out, "    algorithm: {}", p.algorithm);
         let _ = writeln!(out, "    table_size: {}", p.table_size);
         let backends = members.get(&p.id).map(Vec::as_slice).unwrap_or(&[]);
         if backends.is_empty() {
@@ -1721,18 +1688,9 @@ pub fn to_yaml(set: &ServiceSet) -> String {
                 b.weight
             );
             if let Some(m) = b.mac {
-                let _ = write!(
-                    out,
-                    ", mac: \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"",
-                    m[0], m[1], m[2], m[3], m[4], m[5]
-                );
+                let _ = write!(out, ", mac: \"{}\"", format_mac(&m));
             }
-            let state = match b.admin {
-                AdminState::Enabled => "enabled",
-                AdminState::Drained => "drained",
-                AdminState::Disabled => "disabled",
-            };
-            let _ = writeln!(out, ", state: {state}, healthy: {}}}", b.healthy);
+            let _ = writeln!(out, ", state: {}, healthy: {}}}", b.admin, b.healthy);
         }
     }
     out

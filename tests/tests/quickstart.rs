@@ -215,7 +215,7 @@ fn doctor_on_veth() {
     ip(&["-n", &ns, "link", "set", "d0", "mtu", "4000"]);
     let free_huge = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| fiberlb_dataplane::doctor::meminfo_field(&m, "HugePages_Free"))
+        .and_then(|m| fiberlb_dataplane::meminfo::field(&m, "HugePages_Free"))
         .unwrap_or(0);
     let frames = ((free_huge + 1) * 1024).next_power_of_two().max(4096);
     let bad = format!(

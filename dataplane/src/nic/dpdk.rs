@@ -210,12 +210,7 @@ impl EalConfig {
 /// # Errors
 /// [`DpdkError::NoHugepages`] naming what was found.
 pub fn check_hugepages(meminfo: &str, want_mb: Option<u32>) -> Result<(), DpdkError> {
-    let field = |name: &str| -> Option<u64> {
-        meminfo.lines().find_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
-    };
+    let field = |name: &str| crate::meminfo::field(meminfo, name);
     let free = field("HugePages_Free").unwrap_or(0);
     let size_kb = field("Hugepagesize").unwrap_or(2048);
     let free_mb = free * size_kb / 1024;
@@ -271,7 +266,7 @@ impl Eal {
     /// failing (typically a vdev or PCI device that does not exist).
     pub fn init(cfg: &EalConfig) -> Result<Eal, DpdkError> {
         if !cfg.no_huge {
-            let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+            let meminfo = crate::meminfo::read();
             check_hugepages(&meminfo, cfg.memory_mb)?;
         }
         if EAL_STATE

@@ -213,44 +213,19 @@ pub enum DecodeError {
     NotUtf8,
 }
 
-// ---- CRC-32 (IEEE 802.3, reflected 0xEDB88320), table built at compile time. ----
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc = CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
-}
+// ---- CRC-32 (IEEE 802.3, reflected 0xEDB88320), computed by crc32fast. ----
 
 /// CRC-32 (IEEE) of `header[..24]` followed by `payload`: what bytes 24..28 hold.
 fn frame_crc(header: &[u8], payload: &[u8]) -> u32 {
-    let crc = crc32_update(!0, header.get(..24).unwrap_or(&[]));
-    !crc32_update(crc, payload)
+    let mut h = crc32fast::Hasher::new();
+    h.update(header.get(..24).unwrap_or(&[]));
+    h.update(payload);
+    h.finalize()
 }
 
 /// CRC-32 (IEEE) of `data`, exposed for tests against the standard check value.
 pub fn crc32(data: &[u8]) -> u32 {
-    !crc32_update(!0, data)
+    crc32fast::hash(data)
 }
 
 // ---- encoding ----
