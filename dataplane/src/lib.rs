@@ -9,6 +9,8 @@
 //! - [`worker`]: the poll-mode worker loop and each backend's poll round; pcap replay.
 //! - [`cpus`]: pinning threads to cores.
 //! - [`config`] — the node's `dataplane.toml`.
+//! - [`control`]: the control thread (commands from the region, snapshots, replies).
+//! - [`stats`]: the offline `stats` command's report.
 //! - [`port_stats`] — the NIC port counters file `<region>.ports.json`, written once a second.
 //! - [`doctor`] — the `doctor` subcommand's checks of the machine against a configuration.
 
@@ -28,5 +30,8 @@ pub mod pipeline;
 pub mod port_stats;
 pub mod publish;
 pub mod snapshot;
+// Reads the shared-memory region (not built under loom).
+#[cfg(not(loom))]
+pub mod stats;
 pub mod wire;
 pub mod worker;

@@ -270,7 +270,6 @@ mod run_cmd {
 
     use anyhow::{bail, Context};
     use fiberlb_dataplane::config::DataplaneConfig;
-    use fiberlb_dataplane::control;
     use fiberlb_dataplane::cpus::pin_to_core;
     use fiberlb_dataplane::flow_table::ENTRY_BYTES;
     use fiberlb_dataplane::nic::afxdp::{
@@ -651,7 +650,7 @@ mod run_cmd {
     }
 
     pub fn stats(shm: &Path, json: bool) -> anyhow::Result<()> {
-        control::print_stats(shm, json)?;
+        fiberlb_dataplane::stats::print_stats(shm, json)?;
         Ok(())
     }
 }

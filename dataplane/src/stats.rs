@@ -1,0 +1,711 @@
+//! `fiberlb-dataplane stats [--json]`, run on the main thread of that command (another process
+//! than the data plane's): reads the region's counters, names their slots from
+//! `<region>.slots.json` ([`fiberlb_shared::slots`]), adds the NIC ports of
+//! `<region>.ports.json` ([`crate::port_stats`]), and prints the report as a table
+//! ([`render_table`]) or JSON.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use fiberlb_shared::port_stats::{ports_path_for, PortCounters, STALE_AFTER_MS};
+use fiberlb_shared::shm::counters::{drop_reason_label, CountersReader, Totals, DROP_REASONS};
+use fiberlb_shared::shm::region::{monotonic_ns, Region};
+use fiberlb_shared::slots::{slots_path_for, ControlCounts, SlotsFile};
+use serde::Serialize;
+
+use crate::pipeline::DropReason;
+
+use crate::control::ControlError;
+
+/// Counters of one listener, with its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListenerStats {
+    pub slot: u32,
+    pub id: u32,
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub mode: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    /// Live flows, summed over workers (each worker's count as of its last flow-table sweep).
+    pub active_flows: u64,
+}
+
+/// Counters of one backend, with its identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendStats {
+    pub slot: u32,
+    pub id: u32,
+    pub pool: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    /// Live flows, summed over workers.
+    pub active_flows: u64,
+}
+
+/// Packet and byte totals over all workers, or of one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TotalsReport {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Packets handed to the kernel through the exception path (DPDK's TAP).
+    pub to_host: u64,
+}
+
+impl From<Totals> for TotalsReport {
+    fn from(t: Totals) -> Self {
+        TotalsReport {
+            rx_packets: t.rx_packets,
+            rx_bytes: t.rx_bytes,
+            tx_packets: t.tx_packets,
+            tx_bytes: t.tx_bytes,
+            to_host: t.to_host,
+        }
+    }
+}
+
+/// One worker's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkerStats {
+    pub worker: u32,
+    #[serde(flatten)]
+    pub totals: TotalsReport,
+    /// Sum of `drops`.
+    pub dropped: u64,
+    /// Drops by reason name (every reason, zeros included).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// What `fiberlb-dataplane stats` shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatsReport {
+    pub region: PathBuf,
+    pub instance_id: String,
+    pub data_plane_pid: u32,
+    pub applied_generation: u64,
+    /// Milliseconds since the data plane's last heartbeat (`None`: never beat).
+    pub data_plane_heartbeat_age_ms: Option<u64>,
+    /// Milliseconds since the control plane's last heartbeat (`None`: never beat).
+    pub control_plane_heartbeat_age_ms: Option<u64>,
+    pub totals: TotalsReport,
+    /// Drops by reason name (every reason, zeros included).
+    pub drops: BTreeMap<String, u64>,
+    /// Per worker: the data plane's workers when the slots file says how many, else every
+    /// counter block that counted anything.
+    pub workers: Vec<WorkerStats>,
+    pub listeners: Vec<ListenerStats>,
+    pub backends: Vec<BackendStats>,
+    /// The control thread's counters, from the slots file (`None` when it is missing or
+    /// belongs to another instance).
+    pub control: Option<ControlCounts>,
+    /// Generation the slot names belong to (`None`: no usable slots file, no per-object rows).
+    pub slots_generation: Option<u64>,
+    /// The NIC ports' link state and counters from `<region>.ports.json`, which the data
+    /// plane rewrites every second. Empty unless that file is this instance's and fresh.
+    pub ports: Vec<PortCounters>,
+    /// Milliseconds since the ports file was written (`None`: no ports file of this instance).
+    pub ports_age_ms: Option<u64>,
+    /// The ports file is older than 5 s: the data plane stopped publishing (dead or stuck), so
+    /// its numbers are not shown (`ports` is empty).
+    pub ports_stale: bool,
+}
+
+/// The ports of this instance's `<region>.ports.json`: `(ports, age, stale)`.
+fn read_ports(shm_path: &Path, instance_id: &str) -> (Vec<PortCounters>, Option<u64>, bool) {
+    let Ok(f) = crate::port_stats::read_ports_file(&ports_path_for(shm_path)) else {
+        return (Vec::new(), None, false);
+    };
+    if f.instance_id != instance_id {
+        return (Vec::new(), None, false);
+    }
+    let now = monotonic_ns();
+    let age = f.age_ms(now);
+    if f.is_stale(now) {
+        (Vec::new(), Some(age), true)
+    } else {
+        (f.ports, Some(age), false)
+    }
+}
+
+fn age_ms(beat: u64) -> Option<u64> {
+    (beat != 0).then(|| monotonic_ns().saturating_sub(beat) / 1_000_000)
+}
+
+/// Reads the counters of the data plane at `shm_path`, named through its slots file.
+///
+/// It maps the region as the control plane does, so it fails while a control plane is
+/// attached (the region allows one); the error says so.
+///
+/// # Errors
+/// The region is missing, invalid, or a control plane holds it.
+pub fn read_stats(shm_path: &Path) -> Result<StatsReport, ControlError> {
+    let region = Region::observe(shm_path).map_err(|source| ControlError::Stats {
+        path: shm_path.to_path_buf(),
+        source,
+    })?;
+    let h = region.header();
+    let instance_id = format!("{:032x}", h.instance_id());
+    let slots = SlotsFile::read_if_instance(&slots_path_for(shm_path), &instance_id);
+    let (ports, ports_age_ms, ports_stale) = read_ports(shm_path, &instance_id);
+    let c = region.counters();
+    let t = c.totals();
+    let drops = drops_by_name(|i| c.drops(i));
+    let workers = worker_stats(&c, slots.as_ref().and_then(|s| s.workers));
+    let (listeners, backends) = match &slots {
+        Some(s) => (
+            s.listeners
+                .iter()
+                .map(|l| {
+                    let o = c.listener(l.slot);
+                    ListenerStats {
+                        slot: l.slot,
+                        id: l.id,
+                        name: l.name.clone(),
+                        vip: l.vip,
+                        port: l.port,
+                        protocol: l.protocol.clone(),
+                        mode: l.mode.clone(),
+                        packets: o.packets,
+                        bytes: o.bytes,
+                        new_flows: o.new_flows,
+                        active_flows: o.active_flows,
+                    }
+                })
+                .collect(),
+            s.backends
+                .iter()
+                .map(|b| {
+                    let o = c.backend(b.slot);
+                    BackendStats {
+                        slot: b.slot,
+                        id: b.id,
+                        pool: b.pool.clone(),
+                        address: b.address,
+                        port: b.port,
+                        packets: o.packets,
+                        bytes: o.bytes,
+                        new_flows: o.new_flows,
+                        active_flows: o.active_flows,
+                    }
+                })
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(StatsReport {
+        region: shm_path.to_path_buf(),
+        instance_id,
+        data_plane_pid: h.data_plane_pid(),
+        applied_generation: h.applied_generation(),
+        data_plane_heartbeat_age_ms: age_ms(h.data_plane_heartbeat()),
+        control_plane_heartbeat_age_ms: age_ms(h.control_plane_heartbeat()),
+        totals: t.into(),
+        drops,
+        workers,
+        listeners,
+        backends,
+        control: slots.as_ref().map(|s| s.control),
+        slots_generation: slots.as_ref().map(|s| s.generation),
+        ports,
+        ports_age_ms,
+        ports_stale,
+    })
+}
+
+/// Every drop reason this build names (zeros included), plus any unnamed slot a newer data
+/// plane counted in.
+fn drops_by_name(read: impl Fn(usize) -> u64) -> BTreeMap<String, u64> {
+    (0..DROP_REASONS)
+        .filter_map(|i| {
+            let v = read(i);
+            (i < DropReason::COUNT || v > 0).then(|| (drop_reason_label(i), v))
+        })
+        .collect()
+}
+
+/// Per-worker rows: `running` workers when the slots file says, else the blocks that counted
+/// anything ([`CountersReader::workers_in_use`]).
+fn worker_stats(c: &CountersReader<'_>, running: Option<u32>) -> Vec<WorkerStats> {
+    let n = running
+        .unwrap_or_else(|| c.workers_in_use())
+        .min(c.workers());
+    (0..n)
+        .filter_map(|w| c.worker(w).map(|r| (w, r)))
+        .map(|(w, r)| {
+            let drops = drops_by_name(|i| r.drops(i));
+            WorkerStats {
+                worker: w,
+                totals: r.totals().into(),
+                dropped: drops.values().fold(0u64, |a, v| a.wrapping_add(*v)),
+                drops,
+            }
+        })
+        .collect()
+}
+
+/// The report as a human-readable table.
+pub fn render_table(r: &StatsReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let age = |a: Option<u64>| a.map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+    let _ = writeln!(o, "region      {}", r.region.display());
+    let _ = writeln!(
+        o,
+        "instance    {} (pid {})",
+        r.instance_id, r.data_plane_pid
+    );
+    let _ = writeln!(o, "generation  {}", r.applied_generation);
+    let _ = writeln!(
+        o,
+        "heartbeats  data plane {}, control plane {}",
+        age(r.data_plane_heartbeat_age_ms),
+        age(r.control_plane_heartbeat_age_ms)
+    );
+    let t = &r.totals;
+    let _ = writeln!(
+        o,
+        "rx          {} packets, {} bytes\ntx          {} packets, {} bytes\nto host     {} packets",
+        t.rx_packets, t.rx_bytes, t.tx_packets, t.tx_bytes, t.to_host
+    );
+    let drops: Vec<_> = r.drops.iter().filter(|(_, v)| **v > 0).collect();
+    if drops.is_empty() {
+        let _ = writeln!(o, "drops       none");
+    } else {
+        let _ = writeln!(o, "drops");
+        for (name, v) in drops {
+            let _ = writeln!(o, "  {name:<24} {v:>14}");
+        }
+    }
+    if !r.workers.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n{:<7} {:>14} {:>16} {:>14} {:>16} {:>12} {:>12}  TOP DROP REASON",
+            "WORKER", "RX PACKETS", "RX BYTES", "TX PACKETS", "TX BYTES", "TO HOST", "DROPPED"
+        );
+        for w in &r.workers {
+            let top = w
+                .drops
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .max_by_key(|(_, v)| **v)
+                .map_or("-".to_string(), |(k, v)| format!("{k} ({v})"));
+            let t = &w.totals;
+            let _ = writeln!(
+                o,
+                "{:<7} {:>14} {:>16} {:>14} {:>16} {:>12} {:>12}  {top}",
+                w.worker, t.rx_packets, t.rx_bytes, t.tx_packets, t.tx_bytes, t.to_host, w.dropped
+            );
+        }
+        let _ = writeln!(o);
+    }
+    render_ports(&mut o, r);
+    if let Some(c) = &r.control {
+        let _ = writeln!(
+            o,
+            "control     applied {}, rejected: corrupt {}, out-of-order {}, protocol {}, invalid {}; aborted {}, stale {}",
+            c.applied,
+            c.rejected_corrupt,
+            c.rejected_out_of_order,
+            c.rejected_protocol,
+            c.rejected_invalid,
+            c.aborted,
+            c.stale_discarded
+        );
+    }
+    if r.slots_generation.is_none() {
+        let _ = writeln!(
+            o,
+            "(no slots file for this instance: per-listener and per-backend counters unnamed)"
+        );
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<5} {:<32} {:<28} {:<5} {:>14} {:>16} {:>10} {:>12}",
+        "SLOT",
+        "LISTENER",
+        "VIP:PORT/PROTO",
+        "MODE",
+        "PACKETS",
+        "BYTES",
+        "NEW FLOWS",
+        "ACTIVE FLOWS"
+    );
+    for l in &r.listeners {
+        let _ = writeln!(
+            o,
+            "{:<5} {:<32} {:<28} {:<5} {:>14} {:>16} {:>10} {:>12}",
+            l.slot,
+            l.name,
+            format!("{}/{}", sock(l.vip, l.port), l.protocol),
+            l.mode,
+            l.packets,
+            l.bytes,
+            l.new_flows,
+            l.active_flows
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<5} {:<8} {:<20} {:<28} {:>14} {:>16} {:>10} {:>12}",
+        "SLOT", "ID", "POOL", "BACKEND", "PACKETS", "BYTES", "NEW FLOWS", "ACTIVE FLOWS"
+    );
+    for b in &r.backends {
+        let _ = writeln!(
+            o,
+            "{:<5} {:<8} {:<20} {:<28} {:>14} {:>16} {:>10} {:>12}",
+            b.slot,
+            b.id,
+            b.pool,
+            sock(b.address, b.port),
+            b.packets,
+            b.bytes,
+            b.new_flows,
+            b.active_flows
+        );
+    }
+    o
+}
+
+/// The ports table (or why there is none).
+fn render_ports(o: &mut String, r: &StatsReport) {
+    use std::fmt::Write as _;
+    match (r.ports_age_ms, r.ports_stale) {
+        (None, _) => {
+            let _ = writeln!(
+                o,
+                "ports       none published by this data plane (stopped, or just starting)\n"
+            );
+            return;
+        }
+        (Some(age), true) => {
+            let _ = writeln!(
+                o,
+                "ports       stale: last published {:.1} s ago (more than {} s): the data plane \
+                 is not publishing, its numbers are not shown\n",
+                age as f64 / 1000.0,
+                STALE_AFTER_MS / 1000
+            );
+            return;
+        }
+        (Some(age), false) => {
+            let _ = writeln!(o, "ports       published {age} ms ago");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "{:<14} {:<6} {:<16} {:<10} {:>14} {:>16} {:>14} {:>16} {:>10} {:>9} {:>9} {:>9}",
+        "PORT",
+        "DRIVER",
+        "DEVICE",
+        "LINK",
+        "RX PACKETS",
+        "RX BYTES",
+        "TX PACKETS",
+        "TX BYTES",
+        "RX MISSED",
+        "RX ERRS",
+        "TX ERRS",
+        "RX NOMBUF"
+    );
+    for p in &r.ports {
+        let link = match (p.link_up, p.speed_mbps) {
+            (false, _) => "down".to_string(),
+            (true, Some(s)) if s >= 1000 && s % 1000 == 0 => format!("up {}G", s / 1000),
+            (true, Some(s)) => format!("up {s}M"),
+            (true, None) => "up".to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "{:<14} {:<6} {:<16} {:<10} {:>14} {:>16} {:>14} {:>16} {:>10} {:>9} {:>9} {:>9}",
+            p.name,
+            p.driver,
+            p.device,
+            link,
+            p.rx_packets,
+            p.rx_bytes,
+            p.tx_packets,
+            p.tx_bytes,
+            p.rx_missed,
+            p.rx_errors,
+            p.tx_errors,
+            p.rx_nombuf.map_or("-".to_string(), |v| v.to_string())
+        );
+    }
+    for p in &r.ports {
+        if let Some(x) = &p.xsk {
+            let _ = write!(
+                o,
+                "  {}: {} AF_XDP socket(s): rx_ring_full {}, fill_ring_empty {}, rx_dropped {}, \
+                 invalid descs rx {} tx {}",
+                p.name,
+                x.sockets,
+                x.rx_ring_full,
+                x.rx_fill_ring_empty,
+                x.rx_dropped,
+                x.rx_invalid_descs,
+                x.tx_invalid_descs
+            );
+            if let Some(d) = &p.xdp {
+                let _ = write!(
+                    o,
+                    "; XDP redirected {}, passed {} (parse errors {}, no socket {})",
+                    d.redirected, d.passed, d.parse_errors, d.no_socket
+                );
+            }
+            let _ = writeln!(o);
+        }
+        if let Some(e) = &p.error {
+            let _ = writeln!(o, "  {}: not all counters could be read: {e}", p.name);
+        }
+    }
+    let _ = writeln!(o);
+}
+
+fn sock(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// `fiberlb-dataplane stats [--json]`: reads and prints.
+///
+/// # Errors
+/// See [`read_stats`].
+pub fn print_stats(shm_path: &Path, json: bool) -> Result<(), ControlError> {
+    let r = read_stats(shm_path)?;
+    if json {
+        let s = serde_json::to_string_pretty(&r).map_err(|e| ControlError::SlotsFile {
+            path: shm_path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        println!("{s}");
+    } else {
+        print!("{}", render_table(&r));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{CounterPublisher, HighWater};
+    use crate::flow_table::{FlowKey, FlowState, FlowTable, Timeouts};
+    use crate::pipeline::WorkerCounters;
+    use fiberlb_shared::shm::counters::CountersLayout;
+    use fiberlb_shared::shm::region::RegionConfig;
+    use fiberlb_shared::slots::{BackendSlot, ControlCounts, ListenerSlot};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    fn temp_region(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fiberlb-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("region")
+    }
+
+    /// A worker's counters with `flows` live flows of listener slot 0 on backend slot 1,
+    /// counted by a complete sweep.
+    fn counters_with_flows(flows: u32, rx: u64, to_host: u64) -> WorkerCounters {
+        let mut c = WorkerCounters::new(4, 4);
+        let mut t = FlowTable::new(256, Timeouts::default()).unwrap();
+        for i in 0..flows {
+            let mut client = [0u8; 16];
+            client[..4].copy_from_slice(&i.to_be_bytes());
+            let k = FlowKey {
+                client,
+                listener: 0,
+                port: 1000,
+            };
+            // Backend handle: slot 1, incarnation 3.
+            t.insert(u64::from(i), &k, (3 << 24) | 1, FlowState::TcpOpen, 0);
+        }
+        while !t.sweep(&mut c.flow_sweep, 1, 1000) {}
+        c.rx_packets = rx;
+        c.rx_bytes = rx * 64;
+        c.forwarded = rx - 1;
+        c.to_host = to_host;
+        c.drop(DropReason::NoListener);
+        c.tx_failed(0);
+        c.listeners[0].packets = rx;
+        c.backends[1].packets = rx - 1;
+        c.backends[1].bytes = (rx - 1) * 64;
+        c
+    }
+
+    #[test]
+    fn publish_then_stats_show_active_flows_to_host_and_workers() {
+        let path = temp_region("stats");
+        let region = Arc::new(
+            Region::create(
+                &path,
+                &RegionConfig {
+                    ring_capacity: 8,
+                    counters: CountersLayout {
+                        workers: 4,
+                        listeners: 4,
+                        backends: 4,
+                    },
+                },
+            )
+            .unwrap(),
+        );
+        let high_water = Arc::new(HighWater::default());
+        high_water.listeners.store(1, Ordering::Relaxed);
+        high_water.backends.store(2, Ordering::Relaxed);
+        for (w, flows, rx, to_host) in [(0u32, 5u32, 10u64, 1u64), (1, 7, 20, 2)] {
+            let p = CounterPublisher {
+                region: region.clone(),
+                worker: w,
+                high_water: high_water.clone(),
+            };
+            let mut c = counters_with_flows(flows, rx, to_host);
+            c.tx_failed(u64::from(w)); // worker 1: one packet the TX ring refused
+            p.publish(&c);
+        }
+        // Without a slots file: totals, drops and the workers that counted anything.
+        let r = read_stats(&path).unwrap();
+        assert_eq!(r.totals.rx_packets, 30);
+        assert_eq!(r.totals.to_host, 3);
+        assert_eq!(r.totals.tx_packets, 9 + 18);
+        assert_eq!(r.drops["tx_ring_full"], 1);
+        assert_eq!(r.drops.len(), DropReason::COUNT);
+        assert_eq!(r.workers.len(), 2, "blocks 2 and 3 never counted");
+        assert_eq!(r.workers[1].totals.rx_packets, 20);
+        assert_eq!(r.workers[1].totals.to_host, 2);
+        assert_eq!(r.workers[1].drops["tx_ring_full"], 1);
+        assert_eq!(r.workers[1].drops["no_listener"], 1);
+        assert_eq!(r.workers[1].dropped, 2);
+        assert_eq!(r.workers[0].dropped, 1);
+        assert!(r.listeners.is_empty());
+
+        // With the slots file: named rows with active flows, and as many workers as it says.
+        let slots = SlotsFile {
+            instance_id: format!("{:032x}", region.header().instance_id()),
+            generation: 1,
+            control: ControlCounts::default(),
+            workers: Some(3),
+            listeners: vec![ListenerSlot {
+                slot: 0,
+                id: 9,
+                name: "web/80/tcp".into(),
+                vip: "192.0.2.1".parse().unwrap(),
+                port: 80,
+                protocol: "tcp".into(),
+                mode: "dsr".into(),
+            }],
+            backends: vec![BackendSlot {
+                slot: 1,
+                id: 4,
+                pool: "web".into(),
+                address: "10.0.0.4".parse().unwrap(),
+                port: 80,
+            }],
+        };
+        slots.write(&slots_path_for(&path)).unwrap();
+        let r = read_stats(&path).unwrap();
+        assert_eq!(r.workers.len(), 3);
+        assert_eq!(r.workers[2].totals, TotalsReport::default());
+        assert_eq!(r.listeners[0].active_flows, 12);
+        assert_eq!(r.listeners[0].packets, 30);
+        assert_eq!(r.backends[0].active_flows, 12);
+        assert_eq!(r.backends[0].new_flows, 0);
+        let table = render_table(&r);
+        assert!(table.contains("ACTIVE FLOWS"), "{table}");
+        assert!(table.contains("to host     3 packets"), "{table}");
+        assert!(table.contains("TOP DROP REASON"), "{table}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["workers"][1]["to_host"], 2);
+        assert_eq!(json["workers"][1]["drops"]["tx_ring_full"], 1);
+        assert_eq!(json["listeners"][0]["active_flows"], 12);
+        assert_eq!(json["totals"]["to_host"], 3);
+        drop(region);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn stats_show_live_ports_and_hide_stale_or_foreign_ones() {
+        use crate::port_stats::{write_ports_file, PortStatsPublisher};
+        use fiberlb_shared::port_stats::PortsFile;
+        let path = temp_region("ports");
+        let region = Region::create(
+            &path,
+            &RegionConfig {
+                ring_capacity: 8,
+                counters: CountersLayout {
+                    workers: 1,
+                    listeners: 1,
+                    backends: 1,
+                },
+            },
+        )
+        .unwrap();
+        let r = read_stats(&path).unwrap();
+        assert_eq!(
+            (r.ports.len(), r.ports_age_ms, r.ports_stale),
+            (0, None, false)
+        );
+        assert!(render_table(&r).contains("none published"));
+
+        let port = PortCounters {
+            name: "client".into(),
+            driver: "dpdk".into(),
+            device: "net_af_packet0".into(),
+            link_up: true,
+            speed_mbps: Some(10_000),
+            rx_packets: 42,
+            rx_missed: 7,
+            rx_nombuf: Some(1),
+            ..PortCounters::default()
+        };
+        let mut p = PortStatsPublisher::new(&path, region.header().instance_id());
+        p.publish(vec![port.clone()]);
+        let r = read_stats(&path).unwrap();
+        assert_eq!(r.ports, vec![port.clone()]);
+        assert!(!r.ports_stale);
+        assert!(r.ports_age_ms.unwrap() < STALE_AFTER_MS);
+        let table = render_table(&r);
+        assert!(table.contains("RX MISSED"), "{table}");
+        assert!(table.contains("up 10G"), "{table}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["ports"][0]["rx_packets"], 42);
+        assert_eq!(json["ports"][0]["link_up"], true);
+
+        // The same file 6 s old: stale, numbers withheld.
+        let mut f = crate::port_stats::read_ports_file(p.path()).unwrap();
+        f.written_monotonic_ns = monotonic_ns().saturating_sub((STALE_AFTER_MS + 1000) * 1_000_000);
+        write_ports_file(p.path(), &f).unwrap();
+        let r = read_stats(&path).unwrap();
+        assert!(r.ports_stale);
+        assert!(r.ports.is_empty());
+        assert!(r.ports_age_ms.unwrap() > STALE_AFTER_MS);
+        assert!(render_table(&r).contains("stale"), "{}", render_table(&r));
+
+        // Fresh but written by another instance (a previous data plane on this path): ignored.
+        write_ports_file(
+            p.path(),
+            &PortsFile {
+                instance_id: "someone else".into(),
+                written_monotonic_ns: monotonic_ns(),
+                ports: vec![port],
+                ..PortsFile::default()
+            },
+        )
+        .unwrap();
+        let r = read_stats(&path).unwrap();
+        assert_eq!((r.ports.len(), r.ports_age_ms), (0, None));
+        drop(region);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}
