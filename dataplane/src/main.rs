@@ -315,9 +315,10 @@ mod run_cmd {
             bail!("the configuration has no [[ports]]: name the interfaces to forward on");
         }
         let workers = cfg.workers.cores.len();
+        // The same probes as `doctor` (which explains more); here they stop the start.
+        let host = fiberlb_dataplane::doctor::Host::live();
         for p in &cfg.ports {
-            let dir = format!("/sys/class/net/{}", p.interface);
-            if p.interface.contains('/') || !Path::new(&dir).exists() {
+            if !host.interface_exists(&p.interface) {
                 bail!(
                     "port {:?}: network interface {:?} does not exist in this network namespace \
                      (check `ip link`; run fiberlb-dataplane in the interface's namespace)",
@@ -325,14 +326,8 @@ mod run_cmd {
                     p.interface
                 );
             }
-            let rx_queues = std::fs::read_dir(format!("{dir}/queues"))
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                        .count()
-                })
-                .unwrap_or(0);
-            let want = p.queues.map_or(workers, |q| q as usize);
+            let rx_queues = host.rx_queues(&p.interface);
+            let want = fiberlb_dataplane::doctor::queues_wanted(cfg, p);
             if rx_queues > 0 && rx_queues < want {
                 bail!(
                     "port {:?}: interface {} has {rx_queues} receive queue(s), the configuration \
@@ -350,7 +345,7 @@ mod run_cmd {
         let flow_bytes = (pcfg.flow_capacity.max(1).next_power_of_two() * ENTRY_BYTES) as u64 * w;
         let umem_bytes = cfg.umem.bytes() * w;
         let (avail, huge_free, huge_size) = meminfo();
-        let huge_needed = cfg.umem.bytes().div_ceil(huge_size) * w;
+        let huge_needed = fiberlb_dataplane::doctor::umem_hugepages_needed(cfg, huge_size);
         let hp = HugePages::from(cfg.umem.hugepages);
         let umem_in_huge = match hp {
             HugePages::Never => false,
