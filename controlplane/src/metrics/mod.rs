@@ -10,7 +10,7 @@
 //! ...), the same per worker (`fiberlb_worker_*{worker="N"}`, for the data plane's workers as
 //! its slots file counts them, else for the counter blocks that counted anything), and per
 //! listener and backend counters plus the `*_active_flows` gauges. Active flows lag by up to one
-//! flow-table sweep of the data plane's workers (see `dataplane/src/flow_table.rs`).
+//! flow-table sweep of the data plane's workers (see `dataplane/src/flow_table/mod.rs`).
 //!
 //! NIC ports (`fiberlb_port_*{port,driver}`: link, speed, rx/tx packets and bytes, rx_missed,
 //! errors, DPDK's rx_nombuf, AF_XDP's socket and XDP program counters) come from the data
