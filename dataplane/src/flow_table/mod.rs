@@ -44,7 +44,7 @@
 //! at 1k / 1M flows (cache lines the burst needed get evicted), hence two. An idle call
 //! 0.9-2.3 µs; a whole pass of a full 1M table about 3 ms of CPU, spread over its rounds.
 
-// Per-packet code (lookup, insert, touch): it never panics (STYLE.md; a panic aborts the data
+// Per-packet code (lookup, insert, touch): it never panics (docs/architecture.md, "Rules"; a panic aborts the data
 // plane), and the compiler holds it to that as in `pipeline/` — no indexing or slicing that
 // can fail, no `unwrap`/`expect`/`panic!`. Only the `#[cfg(test)]` module allows them.
 #![deny(

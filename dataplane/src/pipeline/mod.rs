@@ -21,7 +21,7 @@
 //! backend's packet to one of the host's own addresses ([`LocalAddrs`], e.g. the reply to a
 //! health check made from this host) is the host's too, not a reply to un-NAT.
 
-// The per-packet path never panics (STYLE.md): a malformed packet is counted and dropped, and
+// The per-packet path never panics (docs/architecture.md, "Rules"): a malformed packet is counted and dropped, and
 // a panic here would abort the whole data plane (`panic = "abort"`). Like Firecracker's
 // lint-enforced rules, the compiler holds us to it — for this module and its submodules, no
 // `[]` indexing or slicing that can fail (use `get`, `first_chunk`, fixed-size arrays with
