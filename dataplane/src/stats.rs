@@ -2,7 +2,8 @@
 //! than the data plane's): reads the region's counters, names their slots from
 //! `<region>.slots.json` ([`fiberlb_shared::slots`]), adds the NIC ports of
 //! `<region>.ports.json` ([`crate::port_stats`]), and prints the report as a table
-//! ([`render_table`]) or JSON.
+//! ([`render_table`]) or JSON. Also the report of `fiberlb-dataplane replay` ([`print_replay`]):
+//! every counters report the command line prints is here.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -16,7 +17,12 @@ use serde::Serialize;
 
 use crate::pipeline::DropReason;
 
+use serde_json::json;
+
 use crate::control::ControlError;
+use crate::pipeline::Pipeline;
+use crate::snapshot::Snapshot;
+use crate::worker::replay::ReplayStats;
 
 /// Counters of one listener, with its name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -494,6 +500,98 @@ pub fn print_stats(shm_path: &Path, json: bool) -> Result<(), ControlError> {
         print!("{}", render_table(&r));
     }
     Ok(())
+}
+
+/// `fiberlb-dataplane replay`'s report: what the pipeline counted over the capture (as a table,
+/// or JSON with `--json`).
+pub fn print_replay(p: &Pipeline, snap: &Snapshot, stats: &ReplayStats, as_json: bool) {
+    let c = p.counters();
+    let drops: serde_json::Map<String, serde_json::Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), json!(c.drops[*r as usize])))
+        .collect();
+    let listeners: Vec<_> = snap
+        .listeners
+        .iter()
+        .map(|l| {
+            let k = c.listeners.get(l.slot as usize).copied().unwrap_or_default();
+            json!({"name": l.name, "vip": l.vip.to_string(), "port": l.port, "protocol": l.protocol.to_string(),
+                   "mode": l.mode.to_string(), "packets": k.packets, "bytes": k.bytes, "new_flows": k.new_flows})
+        })
+        .collect();
+    let backends: Vec<_> = snap
+        .backends
+        .iter()
+        .flatten()
+        .map(|b| {
+            let k = c.backends.get(b.handle as usize & 0xff_ffff).copied().unwrap_or_default();
+            json!({"pool": snap.pools[b.pool as usize].name, "address": b.address.to_string(), "port": b.port,
+                   "packets": k.packets, "bytes": k.bytes, "new_flows": k.new_flows})
+        })
+        .collect();
+    let doc = json!({
+        "capture": {"read": stats.read, "oversized": stats.oversized, "written": stats.written},
+        "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes, "forwarded": c.forwarded,
+        "nat_replies": c.nat_replies, "icmp_to_backend": c.icmp_to_backend,
+        "flows_rebalanced": c.flows_rebalanced, "dropped": c.dropped(), "drops": drops,
+        "listeners": listeners, "backends": backends,
+        "flow_table": {"capacity": p.flow_table().capacity(), "inserts": p.flow_table().stats().inserts,
+                       "evictions": p.flow_table().stats().evictions,
+                       "half_open_evictions": p.flow_table().stats().half_open_evictions,
+                       "syn_not_recorded": p.flow_table().stats().syn_not_recorded},
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return;
+    }
+    println!(
+        "capture: {} packets read, {} written, {} too long for a frame",
+        stats.read, stats.written, stats.oversized
+    );
+    println!("pipeline: {} received, {} forwarded ({} nat replies, {} ICMP errors to backends), {} dropped",
+        c.rx_packets, c.forwarded, c.nat_replies, c.icmp_to_backend, c.dropped());
+    for r in DropReason::ALL {
+        let n = c.drops[r as usize];
+        if n > 0 {
+            println!("  drop {:<24} {n}", r.name());
+        }
+    }
+    println!(
+        "{:<28} {:>6} {:>8} {:>10} {:>10} {:>9}",
+        "listener", "mode", "", "packets", "bytes", "new flows"
+    );
+    for l in &snap.listeners {
+        let k = c
+            .listeners
+            .get(l.slot as usize)
+            .copied()
+            .unwrap_or_default();
+        println!(
+            "{:<28} {:>6} {:>8} {:>10} {:>10} {:>9}",
+            l.name,
+            l.mode.to_string(),
+            "",
+            k.packets,
+            k.bytes,
+            k.new_flows
+        );
+    }
+    println!(
+        "{:<28} {:>15} {:>10} {:>10} {:>9}",
+        "backend", "pool", "packets", "bytes", "new flows"
+    );
+    for b in snap.backends.iter().flatten() {
+        let k = c
+            .backends
+            .get(b.handle as usize & 0xff_ffff)
+            .copied()
+            .unwrap_or_default();
+        let addr = std::net::SocketAddr::new(b.address, b.port).to_string();
+        println!(
+            "{:<28} {:>15} {:>10} {:>10} {:>9}",
+            addr, snap.pools[b.pool as usize].name, k.packets, k.bytes, k.new_flows
+        );
+    }
 }
 
 #[cfg(test)]
