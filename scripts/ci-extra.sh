@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI checks for code the main test script (scripts/test.sh) does not build, lint or run:
 #   1. clippy -D warnings on the DPDK backend (fiberlb-dataplane and fiberlb-dpdk-sys with the
-#      `dpdk` feature: src/nic/dpdk.rs, src/run_dpdk.rs, dpdk-sys/, examples/dpdk_*.rs)
+#      `dpdk` feature: src/nic/dpdk/, src/worker/dpdk.rs, src/run_dpdk.rs, dpdk-sys/,
+#      examples/dpdk_*.rs)
 #   2. fiberlb-dataplane's unit tests with the `dpdk` feature (the dpdk-gated tests must run)
 #   3. the loom models of dataplane/src/publish.rs (`--cfg loom`; at least one must run)
 #   4. every cargo-fuzz target of fuzz/ built once (nightly, ASan, `--features controlplane`)
@@ -24,9 +25,10 @@
 #
 # How each step was shown to fail (each breakage made in a scratch copy of the tree, the script
 # run, the failure seen, the breakage reverted):
-#   1. `let unused = 1;` in nic::dpdk::Port::stats (dataplane/src/nic/dpdk.rs): clippy
+#   1. `let unused = 1;` in nic::dpdk::Port::stats (then in dataplane/src/nic/dpdk.rs): clippy
 #      `error: unused variable` under -D warnings; step 1 failed, script exit 101.
-#   2. `assert_eq!(1, 2)` in nic::dpdk::tests::hugepage_check_names_what_is_missing:
+#   2. `assert_eq!(1, 2)` in nic::dpdk::tests::hugepage_check_names_what_is_missing (now
+#      nic::dpdk::eal::tests):
 #      `test result: FAILED. 141 passed; 1 failed`; step 2 failed, exit 101.
 #   3. `panic!` at the top of publish::loom_tests::loom_online_races_swap's model: the loom test
 #      FAILED; step 3 failed, exit 101.
@@ -78,14 +80,14 @@ cargo clippy -p fiberlb-dataplane -p fiberlb-dpdk-sys --all-targets --features d
 
 # ---------------------------------------------------------------------------------------------
 step "2/5 fiberlb-dataplane unit tests with --features dpdk"
-# The dpdk-gated unit tests (nic::dpdk::tests, config::tests::dpdk_section_gives_the_eal_arguments)
+# The dpdk-gated unit tests (nic::dpdk::eal::tests, config::tests::dpdk_section_gives_the_eal_arguments)
 # build EAL arguments and parse /proc/meminfo text: they start no EAL, so they need neither
 # hugepages nor --no-huge (the EAL itself is exercised by tests/tests/dpdk_backend.rs, e2e_dpdk).
 cargo test -p fiberlb-dataplane --features dpdk --lib 2>&1 | tee "$logs/dpdk-tests.txt"
-gated=$(grep -cE '^test (nic::dpdk::tests::|config::tests::dpdk_section_gives_the_eal_arguments).* \.\.\. ok$' \
+gated=$(grep -cE '^test (nic::dpdk::eal::tests::|config::tests::dpdk_section_gives_the_eal_arguments).* \.\.\. ok$' \
     "$logs/dpdk-tests.txt" || true)
 echo "dpdk-gated unit tests passed: $gated"
-[ "$gated" -ge 3 ] || fail "expected the dpdk-gated unit tests (nic::dpdk::tests and config::tests::dpdk_section_gives_the_eal_arguments) to run and pass, saw $gated"
+[ "$gated" -ge 3 ] || fail "expected the dpdk-gated unit tests (nic::dpdk::eal::tests and config::tests::dpdk_section_gives_the_eal_arguments) to run and pass, saw $gated"
 
 # ---------------------------------------------------------------------------------------------
 step "3/5 loom models of dataplane/src/publish.rs (--cfg loom, release)"

@@ -31,6 +31,9 @@ check() { # name command... : runs one check, records its outcome
 check "every command the tests, scripts and bench use is installed by setup.sh" \
     python3 scripts/check-deps.py
 
+check "data plane module graph: no import cycle, layering rules (scripts/check-module-cycles.py)" \
+    python3 scripts/check-module-cycles.py
+
 check "cargo fmt --check" cargo fmt --all -- --check
 
 check "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings

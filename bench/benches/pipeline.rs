@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fiberlb_bench::{config, frames, port_of, services};
-use fiberlb_dataplane::nic::PacketBuf;
+use fiberlb_dataplane::packet::PacketBuf;
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, Verdict, BURST};
 use fiberlb_dataplane::snapshot::SnapshotBuilder;
 use fiberlb_shared::model::{Encap, Mode, Protocol};

@@ -263,10 +263,9 @@ pub fn parse_port(field: &str, value: u32) -> Result<u16, Error> {
 /// # Errors
 /// [`Error::InvalidArgument`] naming `field`.
 pub fn parse_protocol(field: &str, value: &str) -> Result<Protocol, Error> {
-    match value.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(Protocol::Tcp),
-        "udp" => Ok(Protocol::Udp),
-        _ => Err(Error::invalid(
+    match Protocol::from_name(&value.to_ascii_lowercase()) {
+        Some(p) => Ok(p),
+        None => Err(Error::invalid(
             field,
             format!("unknown protocol {value:?}; use tcp or udp"),
         )),
@@ -278,11 +277,9 @@ pub fn parse_protocol(field: &str, value: &str) -> Result<Protocol, Error> {
 /// # Errors
 /// [`Error::InvalidArgument`] naming `field`.
 pub fn parse_mode(field: &str, value: &str) -> Result<Mode, Error> {
-    match value.to_ascii_lowercase().as_str() {
-        "dsr" => Ok(Mode::Dsr),
-        "tunnel" => Ok(Mode::Tunnel),
-        "nat" => Ok(Mode::Nat),
-        _ => Err(Error::invalid(
+    match Mode::from_name(&value.to_ascii_lowercase()) {
+        Some(m) => Ok(m),
+        None => Err(Error::invalid(
             field,
             format!("unknown mode {value:?}; use dsr, tunnel or nat"),
         )),
@@ -295,12 +292,13 @@ pub fn parse_mode(field: &str, value: &str) -> Result<Mode, Error> {
 /// [`Error::InvalidArgument`] naming `field`.
 pub fn parse_encap(field: &str, value: &str) -> Result<Encap, Error> {
     match value.to_ascii_lowercase().as_str() {
-        "" | "ipip" => Ok(Encap::Ipip),
-        "gue" => Ok(Encap::Gue),
-        _ => Err(Error::invalid(
-            field,
-            format!("unknown encapsulation {value:?}; use ipip or gue"),
-        )),
+        "" => Ok(Encap::Ipip),
+        v => Encap::from_name(v).ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("unknown encapsulation {value:?}; use ipip or gue"),
+            )
+        }),
     }
 }
 
@@ -310,12 +308,13 @@ pub fn parse_encap(field: &str, value: &str) -> Result<Encap, Error> {
 /// [`Error::InvalidArgument`] naming `field`.
 pub fn parse_algorithm(field: &str, value: &str) -> Result<Algorithm, Error> {
     match value.to_ascii_lowercase().as_str() {
-        "" | "maglev" => Ok(Algorithm::Maglev),
-        "maglev-source-ip" => Ok(Algorithm::MaglevSourceIp),
-        _ => Err(Error::invalid(
-            field,
-            format!("unknown algorithm {value:?}; use maglev or maglev-source-ip"),
-        )),
+        "" => Ok(Algorithm::Maglev),
+        v => Algorithm::from_name(v).ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("unknown algorithm {value:?}; use maglev or maglev-source-ip"),
+            )
+        }),
     }
 }
 
@@ -353,33 +352,17 @@ pub fn parse_mac(field: &str, value: &str) -> Result<Option<Mac>, Error> {
     if value.is_empty() {
         return Ok(None);
     }
-    let bad = || {
-        Error::invalid(
-            field,
-            format!("{value:?} is not a MAC address; write it as 02:00:00:00:01:01"),
-        )
-    };
-    let parts: Vec<&str> = value.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    Ok(Some(mac))
+    fiberlb_shared::model::parse_mac(value)
+        .map(Some)
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("{value:?} is not a MAC address; write it as 02:00:00:00:01:01"),
+            )
+        })
 }
 
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use fiberlb_shared::model::format_mac;
 
 /// Parses an admin state field: `enabled` (also the empty default), `drained` or `disabled`.
 ///
@@ -387,39 +370,29 @@ pub fn format_mac(mac: &Mac) -> String {
 /// [`Error::InvalidArgument`] naming `field`.
 pub fn parse_admin_state(field: &str, value: &str) -> Result<AdminState, Error> {
     match value.to_ascii_lowercase().as_str() {
-        "" | "enabled" => Ok(AdminState::Enabled),
-        "drained" => Ok(AdminState::Drained),
-        "disabled" => Ok(AdminState::Disabled),
-        _ => Err(Error::invalid(
-            field,
-            format!("unknown admin state {value:?}; use enabled, drained or disabled"),
-        )),
+        "" => Ok(AdminState::Enabled),
+        v => AdminState::from_name(v).ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("unknown admin state {value:?}; use enabled, drained or disabled"),
+            )
+        }),
     }
 }
 
 /// The lowercase name of an admin state, as the API spells it.
 pub fn admin_state_name(a: AdminState) -> &'static str {
-    match a {
-        AdminState::Enabled => "enabled",
-        AdminState::Drained => "drained",
-        AdminState::Disabled => "disabled",
-    }
+    a.as_str()
 }
 
 /// The API spelling of an algorithm.
 pub fn algorithm_name(a: Algorithm) -> &'static str {
-    match a {
-        Algorithm::Maglev => "maglev",
-        Algorithm::MaglevSourceIp => "maglev-source-ip",
-    }
+    a.as_str()
 }
 
 /// The API spelling of an encapsulation.
 pub fn encap_name(e: Encap) -> &'static str {
-    match e {
-        Encap::Ipip => "ipip",
-        Encap::Gue => "gue",
-    }
+    e.as_str()
 }
 
 /// Parses a health check kind: `tcp`, `http`, `https` or `udp`.

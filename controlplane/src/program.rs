@@ -3,7 +3,7 @@
 //!
 //! [`Programmer`] attaches to the region, sends the desired [`ServiceSet`] as one transaction
 //! (a diff from what the data plane is known to have, or a full replay), waits for `Applied` or
-//! `Rejected`, and follows DESIGN.md's restart rules:
+//! `Rejected`, and follows the restart rules (docs/architecture.md, "Heartbeats and restarts"):
 //!
 //! - **Data plane restart**: a new region file at the path ([`Region::is_replaced`]) or a new
 //!   instance id → drop the old mapping, attach the new one, replay everything.

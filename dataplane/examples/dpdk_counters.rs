@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fiberlb_dataplane::nic::dpdk::{
-    check_hugepages, register_thread, DpdkError, DpdkWorker, Eal, EalConfig, MbufArray, Pools,
-    RingPort,
+    check_hugepages, register_thread, DpdkError, Eal, EalConfig, MbufArray, Pools, RingPort,
 };
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, PipelineConfig, WorkerCounters};
 use fiberlb_dataplane::snapshot::SnapshotBuilder;
 use fiberlb_dataplane::wire::build::FrameBuilder;
+use fiberlb_dataplane::worker::dpdk::DpdkWorker;
 use fiberlb_dataplane::worker::{FixedSnapshot, NoCounters, WorkerSettings, WorkerStats};
 use fiberlb_shared::services::parse_services;
 

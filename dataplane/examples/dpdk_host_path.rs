@@ -24,11 +24,12 @@ mod with_dpdk {
     use std::sync::Arc;
 
     use fiberlb_dataplane::nic::dpdk::{
-        register_thread, DpdkWorker, Eal, EalConfig, MbufArray, Pools, RingPort,
+        register_thread, Eal, EalConfig, MbufArray, Pools, RingPort,
     };
     use fiberlb_dataplane::pipeline::{DropReason, Pipeline, PipelineConfig};
     use fiberlb_dataplane::snapshot::{LocalAddrs, SnapshotBuilder};
     use fiberlb_dataplane::wire::build::FrameBuilder;
+    use fiberlb_dataplane::worker::dpdk::DpdkWorker;
     use fiberlb_dataplane::worker::{FixedSnapshot, NoCounters, WorkerSettings};
     use fiberlb_shared::services::parse_services;
 

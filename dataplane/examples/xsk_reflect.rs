@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use fiberlb_dataplane::nic::afxdp::{Umem, UmemConfig, XdpMode, XdpProgram, XskConfig, XskPort};
-use fiberlb_dataplane::nic::Desc;
+use fiberlb_dataplane::packet::Desc;
 
 fn usage() -> ! {
     eprintln!(

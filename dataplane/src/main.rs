@@ -22,10 +22,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fiberlb_dataplane::config::DataplaneConfig;
-use fiberlb_dataplane::nic::pcap::{replay_files, ReplayStats};
-use fiberlb_dataplane::pipeline::{DropReason, Pipeline};
-use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
-use serde_json::json;
+use fiberlb_dataplane::pipeline::Pipeline;
+use fiberlb_dataplane::snapshot::SnapshotBuilder;
+use fiberlb_dataplane::worker::replay::replay_files;
 
 mod run_dpdk;
 mod runtime;
@@ -157,7 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("{}: configuration refused", services.display()))?;
             let mut pipeline = Pipeline::new(pcfg)?;
             let stats = replay_files(&mut pipeline, &snap, &input, &output)?;
-            print_counters(&pipeline, &snap, &stats, json);
+            fiberlb_dataplane::stats::print_replay(&pipeline, &snap, &stats, json);
             Ok(())
         }
     }
@@ -172,96 +171,6 @@ fn shm_path(shm: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Pat
     })
 }
 
-fn print_counters(p: &Pipeline, snap: &Snapshot, stats: &ReplayStats, as_json: bool) {
-    let c = p.counters();
-    let drops: serde_json::Map<String, serde_json::Value> = DropReason::ALL
-        .iter()
-        .map(|r| (r.name().to_string(), json!(c.drops[*r as usize])))
-        .collect();
-    let listeners: Vec<_> = snap
-        .listeners
-        .iter()
-        .map(|l| {
-            let k = c.listeners.get(l.slot as usize).copied().unwrap_or_default();
-            json!({"name": l.name, "vip": l.vip.to_string(), "port": l.port, "protocol": l.protocol.to_string(),
-                   "mode": l.mode.to_string(), "packets": k.packets, "bytes": k.bytes, "new_flows": k.new_flows})
-        })
-        .collect();
-    let backends: Vec<_> = snap
-        .backends
-        .iter()
-        .flatten()
-        .map(|b| {
-            let k = c.backends.get(b.handle as usize & 0xff_ffff).copied().unwrap_or_default();
-            json!({"pool": snap.pools[b.pool as usize].name, "address": b.address.to_string(), "port": b.port,
-                   "packets": k.packets, "bytes": k.bytes, "new_flows": k.new_flows})
-        })
-        .collect();
-    let doc = json!({
-        "capture": {"read": stats.read, "oversized": stats.oversized, "written": stats.written},
-        "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes, "forwarded": c.forwarded,
-        "nat_replies": c.nat_replies, "icmp_to_backend": c.icmp_to_backend,
-        "flows_rebalanced": c.flows_rebalanced, "dropped": c.dropped(), "drops": drops,
-        "listeners": listeners, "backends": backends,
-        "flow_table": {"capacity": p.flow_table().capacity(), "inserts": p.flow_table().stats().inserts,
-                       "evictions": p.flow_table().stats().evictions,
-                       "half_open_evictions": p.flow_table().stats().half_open_evictions,
-                       "syn_not_recorded": p.flow_table().stats().syn_not_recorded},
-    });
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return;
-    }
-    println!(
-        "capture: {} packets read, {} written, {} too long for a frame",
-        stats.read, stats.written, stats.oversized
-    );
-    println!("pipeline: {} received, {} forwarded ({} nat replies, {} ICMP errors to backends), {} dropped",
-        c.rx_packets, c.forwarded, c.nat_replies, c.icmp_to_backend, c.dropped());
-    for r in DropReason::ALL {
-        let n = c.drops[r as usize];
-        if n > 0 {
-            println!("  drop {:<24} {n}", r.name());
-        }
-    }
-    println!(
-        "{:<28} {:>6} {:>8} {:>10} {:>10} {:>9}",
-        "listener", "mode", "", "packets", "bytes", "new flows"
-    );
-    for l in &snap.listeners {
-        let k = c
-            .listeners
-            .get(l.slot as usize)
-            .copied()
-            .unwrap_or_default();
-        println!(
-            "{:<28} {:>6} {:>8} {:>10} {:>10} {:>9}",
-            l.name,
-            l.mode.to_string(),
-            "",
-            k.packets,
-            k.bytes,
-            k.new_flows
-        );
-    }
-    println!(
-        "{:<28} {:>15} {:>10} {:>10} {:>9}",
-        "backend", "pool", "packets", "bytes", "new flows"
-    );
-    for b in snap.backends.iter().flatten() {
-        let k = c
-            .backends
-            .get(b.handle as usize & 0xff_ffff)
-            .copied()
-            .unwrap_or_default();
-        let addr = std::net::SocketAddr::new(b.address, b.port).to_string();
-        println!(
-            "{:<28} {:>15} {:>10} {:>10} {:>9}",
-            addr, snap.pools[b.pool as usize].name, k.packets, k.bytes, k.new_flows
-        );
-    }
-}
-
 /// `run` and `stats`.
 mod run_cmd {
     use std::path::Path;
@@ -270,7 +179,7 @@ mod run_cmd {
 
     use anyhow::{bail, Context};
     use fiberlb_dataplane::config::DataplaneConfig;
-    use fiberlb_dataplane::control;
+    use fiberlb_dataplane::cpus::pin_to_core;
     use fiberlb_dataplane::flow_table::ENTRY_BYTES;
     use fiberlb_dataplane::nic::afxdp::{
         HugePages, LocalAddrRefresh, Umem, UmemConfig, XdpProgram, XskConfig, XskPort,
@@ -278,24 +187,19 @@ mod run_cmd {
     };
     use fiberlb_dataplane::pipeline::{Pipeline, PipelineConfig};
     use fiberlb_dataplane::port_stats;
-    use fiberlb_dataplane::worker::{pin_to_core, sync_xdp_maps, xdp_keys, Worker};
+    use fiberlb_dataplane::worker::afxdp::{sync_xdp_maps, xdp_keys, Worker};
     use fiberlb_shared::shm::region::Region;
 
     use crate::runtime;
 
     /// `MemAvailable`, `HugePages_Free` (pages) and `Hugepagesize` (bytes) from /proc/meminfo.
     fn meminfo() -> (Option<u64>, u64, u64) {
-        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let field = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let text = fiberlb_dataplane::meminfo::read();
+        let field = |name: &str| fiberlb_dataplane::meminfo::field(&text, name);
         (
-            field("MemAvailable:").map(|k| k * 1024),
-            field("HugePages_Free:").unwrap_or(0),
-            field("Hugepagesize:").map(|k| k * 1024).unwrap_or(2 << 20),
+            field("MemAvailable").map(|k| k * 1024),
+            field("HugePages_Free").unwrap_or(0),
+            field("Hugepagesize").map(|k| k * 1024).unwrap_or(2 << 20),
         )
     }
 
@@ -320,9 +224,10 @@ mod run_cmd {
             bail!("the configuration has no [[ports]]: name the interfaces to forward on");
         }
         let workers = cfg.workers.cores.len();
+        // The same probes as `doctor` (which explains more); here they stop the start.
+        let host = fiberlb_dataplane::doctor::Host::live();
         for p in &cfg.ports {
-            let dir = format!("/sys/class/net/{}", p.interface);
-            if p.interface.contains('/') || !Path::new(&dir).exists() {
+            if !host.interface_exists(&p.interface) {
                 bail!(
                     "port {:?}: network interface {:?} does not exist in this network namespace \
                      (check `ip link`; run fiberlb-dataplane in the interface's namespace)",
@@ -330,14 +235,8 @@ mod run_cmd {
                     p.interface
                 );
             }
-            let rx_queues = std::fs::read_dir(format!("{dir}/queues"))
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                        .count()
-                })
-                .unwrap_or(0);
-            let want = p.queues.map_or(workers, |q| q as usize);
+            let rx_queues = host.rx_queues(&p.interface);
+            let want = fiberlb_dataplane::doctor::queues_wanted(cfg, p);
             if rx_queues > 0 && rx_queues < want {
                 bail!(
                     "port {:?}: interface {} has {rx_queues} receive queue(s), the configuration \
@@ -355,7 +254,7 @@ mod run_cmd {
         let flow_bytes = (pcfg.flow_capacity.max(1).next_power_of_two() * ENTRY_BYTES) as u64 * w;
         let umem_bytes = cfg.umem.bytes() * w;
         let (avail, huge_free, huge_size) = meminfo();
-        let huge_needed = cfg.umem.bytes().div_ceil(huge_size) * w;
+        let huge_needed = fiberlb_dataplane::doctor::umem_hugepages_needed(cfg, huge_size);
         let hp = HugePages::from(cfg.umem.hugepages);
         let umem_in_huge = match hp {
             HugePages::Never => false,
@@ -655,7 +554,7 @@ mod run_cmd {
     }
 
     pub fn stats(shm: &Path, json: bool) -> anyhow::Result<()> {
-        control::print_stats(shm, json)?;
+        fiberlb_dataplane::stats::print_stats(shm, json)?;
         Ok(())
     }
 }

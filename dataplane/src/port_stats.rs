@@ -8,8 +8,6 @@
 //! socket is read through an [`XskStatsReader`] (a duplicated descriptor, read-only
 //! getsockopt), a DPDK port through its port-level stats and link calls.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,8 +32,9 @@ pub enum PortStatsError {
     Format { path: PathBuf, reason: String },
 }
 
-/// Writes `file` to `path` atomically: a temporary file beside it (owner-only), then a rename
-/// over the old one, so a reader sees the whole old file or the whole new one.
+/// Writes `file` to `path` atomically ([`fiberlb_shared::atomic_file::write_atomic`]: a
+/// temporary file beside it, owner-only, fsync, rename over the old one, fsync of the
+/// directory), so a reader sees the whole old file or the whole new one.
 ///
 /// # Errors
 /// When the temporary file cannot be written or renamed.
@@ -49,19 +48,7 @@ pub fn write_ports_file(path: &Path, file: &PortsFile) -> Result<(), PortStatsEr
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("create", e))?;
-    f.write_all(&bytes).map_err(|e| io("write", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
+    fiberlb_shared::atomic_file::write_atomic(path, &bytes, 0o600).map_err(|(op, e)| io(op, e))
 }
 
 /// Reads and parses the file at `path` (unknown fields ignored).

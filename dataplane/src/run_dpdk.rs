@@ -44,12 +44,13 @@ mod with_dpdk {
 
     use anyhow::{bail, Context};
     use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
-    use fiberlb_dataplane::nic::dpdk::{register_thread, DpdkWorker, Eal, Port, PortConfig};
+    use fiberlb_dataplane::cpus::pin_to_core;
+    use fiberlb_dataplane::nic::dpdk::{register_thread, Eal, Port, PortConfig};
     use fiberlb_dataplane::nic::host_addrs;
     use fiberlb_dataplane::pipeline::Pipeline;
     use fiberlb_dataplane::port_stats;
     use fiberlb_dataplane::snapshot::{LocalAddrs, MAX_LOCAL_ADDRS};
-    use fiberlb_dataplane::worker::pin_to_core;
+    use fiberlb_dataplane::worker::dpdk::DpdkWorker;
 
     use crate::runtime;
 

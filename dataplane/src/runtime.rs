@@ -15,10 +15,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use fiberlb_dataplane::config::{format_mac, DataplaneConfig};
 use fiberlb_dataplane::control::{ControlOptions, ControlThread};
+use fiberlb_dataplane::cpus::available_cores;
 use fiberlb_dataplane::pipeline::PipelineConfig;
 use fiberlb_dataplane::port_stats::PortStatsPublisher;
 use fiberlb_dataplane::snapshot::SnapshotBuilder;
-use fiberlb_dataplane::worker::{available_cores, WorkerSettings};
+use fiberlb_dataplane::worker::WorkerSettings;
 use fiberlb_shared::model::ServiceSet;
 use fiberlb_shared::shm::counters::CountersLayout;
 use fiberlb_shared::shm::region::{Region, RegionConfig};
@@ -106,7 +107,7 @@ pub fn control_thread(
             max_listeners: pcfg.max_listeners,
             max_backends: pcfg.max_backends,
             gateway_fallback: pcfg.backend_gateway_mac.is_some(),
-            cpus: fiberlb_dataplane::worker::housekeeping_cpus(worker_cores),
+            cpus: fiberlb_dataplane::cpus::housekeeping_cpus(worker_cores),
             ..ControlOptions::default()
         },
     )?;

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fiberlb_dataplane::control::{read_stats, render_table, ControlOptions, ControlThread};
+use fiberlb_dataplane::control::{ControlOptions, ControlThread};
 use fiberlb_dataplane::nic::memory::MemoryPort;
-use fiberlb_dataplane::nic::Desc;
+use fiberlb_dataplane::packet::Desc;
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, PipelineConfig, Verdict};
+use fiberlb_dataplane::stats::{read_stats, render_table};
 use fiberlb_dataplane::wire::build::FrameBuilder;
 use fiberlb_shared::model::*;
 use fiberlb_shared::shm::counters::CountersLayout;

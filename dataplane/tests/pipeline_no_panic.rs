@@ -1,8 +1,8 @@
-//! The per-packet path never panics (STYLE.md): whatever bytes arrive, `Pipeline::process`
-//! and `Pipeline::process_burst` return a verdict, count it once, and leave the counters
-//! balanced (received = forwarded + to host + dropped). The lint `deny(clippy::indexing_slicing,
-//! ...)` in `pipeline/` and `flow_table.rs` rules panicking code out at compile time; these
-//! properties check the same from the outside, for every listener mode (nat, dsr, tunnel
+//! The per-packet path never panics (docs/architecture.md, "Rules"): whatever bytes arrive,
+//! `Pipeline::process` and `Pipeline::process_burst` return a verdict, count it once, and leave
+//! the counters balanced (received = forwarded + to host + dropped). The lint
+//! `deny(clippy::indexing_slicing, ...)` in `pipeline/`, `worker/` and `flow_table/` rules
+//! panicking code out at compile time; these properties check the same from the outside, for every listener mode (nat, dsr, tunnel
 //! IPIP and GUE, both families and the mixed 4in6 / 6in4 encapsulations), with and without
 //! the host path, next hops, headroom and a tunnel MTU.
 //!
@@ -13,7 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fiberlb_dataplane::nic::memory::MemoryPort;
-use fiberlb_dataplane::nic::{Desc, PacketBuf};
+use fiberlb_dataplane::packet::{Desc, PacketBuf};
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, PipelineConfig, Verdict, BURST};
 use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
 use fiberlb_dataplane::wire::build::{FrameBuilder, Ip, Ipv6Ext, Transport};

@@ -36,7 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, LazyLock};
 
 use fiberlb_dataplane::nic::memory::MemoryPort;
-use fiberlb_dataplane::nic::{Burst, Desc, PacketBuf};
+use fiberlb_dataplane::packet::{Burst, Desc, PacketBuf};
 use fiberlb_dataplane::pipeline::parse::{self, proto, Frag, Parsed};
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, PipelineConfig, Verdict, BURST};
 use fiberlb_dataplane::snapshot::{

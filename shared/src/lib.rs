@@ -7,9 +7,16 @@
 //! - [`maglev`]: the Maglev lookup-table builder (deterministic for a given backend set).
 //! - [`flow_hash`]: the seeded flow hash, identical on every node and every restart.
 //! - [`port_stats`]: the data plane's NIC port counters file (`<region>.ports.json`).
+//! - [`slots`]: the data plane's slot → object map (`<region>.slots.json`).
+//! - [`drop_reasons`]: the names of the data plane's drop reasons, in counter order.
+//! - [`atomic_file`]: the one atomic file write (temporary file, fsync, rename, fsync dir).
+//! - [`shm`]: the shared-memory region and the protocol spoken over it.
 //!
-//! No tokio and no I/O here: this crate is linked into the data plane's workers.
+//! No tokio here: this crate is linked into the data plane's workers (whose per-packet path
+//! uses only the pure parts: model, flow hash, counters).
 
+pub mod atomic_file;
+pub mod drop_reasons;
 pub mod flow_hash;
 #[cfg(feature = "logging")]
 pub mod logging;
@@ -18,3 +25,4 @@ pub mod model;
 pub mod port_stats;
 pub mod services;
 pub mod shm;
+pub mod slots;

@@ -64,15 +64,6 @@ impl Protocol {
     }
 }
 
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        })
-    }
-}
-
 /// How a listener forwards packets to the chosen backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,16 +74,6 @@ pub enum Mode {
     Tunnel,
     /// Destination NAT to backend address:port; replies are rewritten back to VIP:port.
     Nat,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Dsr => "dsr",
-            Mode::Tunnel => "tunnel",
-            Mode::Nat => "nat",
-        })
-    }
 }
 
 /// Encapsulation of a `tunnel` listener.
@@ -131,6 +112,70 @@ pub enum AdminState {
     Drained,
     /// Takes nothing; its flows are re-balanced.
     Disabled,
+}
+
+/// The string forms of the model's enums: the one definition of `tcp`/`udp`,
+/// `dsr`/`tunnel`/`nat`, `ipip`/`gue`, `maglev`/`maglev-source-ip` and
+/// `enabled`/`drained`/`disabled` that the services file, the slots file, the API and the CLI
+/// use. Each gets `NAMES` (every variant with its name, in declaration order), `as_str`,
+/// `from_name` (exact, lower case) and `Display`. The serde names (`rename`) are checked
+/// equal by a test.
+macro_rules! string_forms {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every variant with its string form, in declaration order.
+            pub const NAMES: &'static [(&'static str, $ty)] = &[$(($name, $ty::$variant)),+];
+
+            /// The string form.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            /// The variant named `name` (exact, lower case).
+            pub fn from_name(name: &str) -> Option<$ty> {
+                Self::NAMES.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_forms!(Protocol { Tcp => "tcp", Udp => "udp" });
+string_forms!(Mode { Dsr => "dsr", Tunnel => "tunnel", Nat => "nat" });
+string_forms!(Encap { Ipip => "ipip", Gue => "gue" });
+string_forms!(Algorithm { Maglev => "maglev", MaglevSourceIp => "maglev-source-ip" });
+string_forms!(AdminState { Enabled => "enabled", Drained => "drained", Disabled => "disabled" });
+
+/// Parses a MAC address: `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff` (one separator
+/// throughout), two hex digits per byte, either case. The one MAC parser of fiberlb (services
+/// file, `dataplane.toml`, the API).
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let sep = if text.contains('-') { '-' } else { ':' };
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(sep);
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff` (lower case).
+pub fn format_mac(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// What the data plane may send to a backend, derived from weight, admin state and health.
@@ -458,5 +503,58 @@ impl ServiceSet {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serde_name<T: Serialize>(v: T) -> String {
+        serde_json::to_value(v)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The serde names (the slots file, JSON output) are the string forms.
+    #[test]
+    fn serde_names_are_the_string_forms() {
+        fn check<T: Copy + Serialize + fmt::Display + PartialEq + fmt::Debug>(
+            names: &[(&str, T)],
+            from: fn(&str) -> Option<T>,
+        ) {
+            for &(n, v) in names {
+                assert_eq!(serde_name(v), n);
+                assert_eq!(v.to_string(), n);
+                assert_eq!(from(n), Some(v));
+            }
+            assert_eq!(from("nope"), None);
+        }
+        check(Protocol::NAMES, Protocol::from_name);
+        check(Mode::NAMES, Mode::from_name);
+        check(Encap::NAMES, Encap::from_name);
+        check(Algorithm::NAMES, Algorithm::from_name);
+        check(AdminState::NAMES, AdminState::from_name);
+        assert_eq!(Algorithm::MaglevSourceIp.as_str(), "maglev-source-ip");
+    }
+
+    #[test]
+    fn mac_rule() {
+        assert_eq!(parse_mac("02:00:00:00:01:ff"), Some([2, 0, 0, 0, 1, 0xff]));
+        assert_eq!(parse_mac("02-00-00-00-01-FF"), Some([2, 0, 0, 0, 1, 0xff]));
+        for bad in [
+            "",
+            "02:00:00:00:01",
+            "02:00:00:00:01:ff:00",
+            "2:00:00:00:01:ff",
+            "02:00:00:00:01:+f",
+            "02-00:00:00:01:ff",
+            "02:00:00:00:01:fg",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        assert_eq!(format_mac(&[2, 0xaa, 0, 0, 1, 0xff]), "02:aa:00:00:01:ff");
     }
 }

@@ -25,7 +25,7 @@ use fiberlb_dataplane::nic::afxdp::{
     AfXdpError, AttachedMode, HugePages, Umem, UmemConfig, XdpCounters, XdpMode, XdpProgram,
     XskConfig, XskPort, XskStats,
 };
-use fiberlb_dataplane::nic::Desc;
+use fiberlb_dataplane::packet::Desc;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 10);
 const REFLECT_PORT: u16 = 9999;

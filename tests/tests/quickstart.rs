@@ -166,7 +166,7 @@ fn doctor_on_veth() {
 
     let dir = std::env::temp_dir().join(format!("fiberlb-doctor-veth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cores = fiberlb_dataplane::worker::available_cores();
+    let cores = fiberlb_dataplane::cpus::available_cores();
     let core = cores.last().copied().unwrap_or(0);
     let run = |name: &str, body: String| {
         let p = dir.join(name);
@@ -215,7 +215,7 @@ fn doctor_on_veth() {
     ip(&["-n", &ns, "link", "set", "d0", "mtu", "4000"]);
     let free_huge = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| fiberlb_dataplane::doctor::meminfo_field(&m, "HugePages_Free"))
+        .and_then(|m| fiberlb_dataplane::meminfo::field(&m, "HugePages_Free"))
         .unwrap_or(0);
     let frames = ((free_huge + 1) * 1024).next_power_of_two().max(4096);
     let bad = format!(

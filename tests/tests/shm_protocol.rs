@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use fiberlb_dataplane::control::{ControlOptions, ControlThread};
 use fiberlb_dataplane::nic::memory::MemoryPort;
-use fiberlb_dataplane::nic::Desc;
+use fiberlb_dataplane::packet::Desc;
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, PipelineConfig, Verdict};
 use fiberlb_dataplane::wire::build::FrameBuilder;
 use fiberlb_shared::shm::counters::CountersLayout;

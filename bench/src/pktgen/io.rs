@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fiberlb_dataplane::nic::afxdp::{
     AfXdpError, HugePages, Umem, UmemConfig, XdpMode, XdpProgram, XskConfig, XskPort,
 };
-use fiberlb_dataplane::nic::Desc;
+use fiberlb_dataplane::packet::Desc;
 
 use super::packet::{addr16, parse, Fields, Template, L4};
 use super::stats::{BackendCount, Latency, SinkStats};

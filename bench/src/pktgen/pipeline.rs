@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fiberlb_dataplane::nic::memory::MemoryPort;
-use fiberlb_dataplane::nic::Desc;
+use fiberlb_dataplane::packet::Desc;
 use fiberlb_dataplane::pipeline::{DropReason, Pipeline, Verdict, BURST};
 use fiberlb_dataplane::snapshot::{Snapshot, SnapshotBuilder};
 use fiberlb_shared::model::{Encap, Mode, Protocol};

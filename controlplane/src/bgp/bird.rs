@@ -8,9 +8,8 @@
 //! soft in BIRD: sessions stay up and only UPDATE/WITHDRAW messages are sent.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::BgpConfig;
@@ -79,23 +78,9 @@ fn route_attributes(cfg: &BgpConfig) -> String {
 /// # Errors
 /// The I/O error, with the path.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    // 0o666 less the umask: what `File::create` gives.
+    fiberlb_shared::atomic_file::write_atomic(path, text.as_bytes(), 0o666)
+        .map_err(|(_, e)| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Runs `birdc -s <socket> <args>` and returns its output.

@@ -10,7 +10,7 @@
 //! ...), the same per worker (`fiberlb_worker_*{worker="N"}`, for the data plane's workers as
 //! its slots file counts them, else for the counter blocks that counted anything), and per
 //! listener and backend counters plus the `*_active_flows` gauges. Active flows lag by up to one
-//! flow-table sweep of the data plane's workers (see `dataplane/src/flow_table.rs`).
+//! flow-table sweep of the data plane's workers (see `dataplane/src/flow_table/mod.rs`).
 //!
 //! NIC ports (`fiberlb_port_*{port,driver}`: link, speed, rx/tx packets and bytes, rx_missed,
 //! errors, DPDK's rx_nombuf, AF_XDP's socket and XDP program counters) come from the data
@@ -27,8 +27,7 @@ mod text;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,7 +38,6 @@ use fiberlb_shared::shm::counters::{
 use fiberlb_shared::shm::region::{monotonic_ns, Region};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -51,62 +49,9 @@ pub use text::{Encoder, Kind};
 /// crate). Reasons past the end are exported as `reason_<n>` when non-zero.
 pub use fiberlb_shared::shm::counters::DROP_REASON_NAMES;
 
-/// The slot → object map the data plane writes next to its region (`SlotsFile` in
-/// `dataplane/src/control.rs`); unknown fields are ignored.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct SlotMap {
-    /// Hex instance id of the data plane that wrote it.
-    pub instance_id: String,
-    pub generation: u64,
-    /// Workers the data plane runs (absent in files of older data planes).
-    #[serde(default)]
-    pub workers: Option<u32>,
-    #[serde(default)]
-    pub listeners: Vec<ListenerSlot>,
-    #[serde(default)]
-    pub backends: Vec<BackendSlot>,
-}
-
-/// A listener's counter slot.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ListenerSlot {
-    pub slot: u32,
-    pub id: u32,
-    pub name: String,
-    pub vip: IpAddr,
-    pub port: u16,
-    pub protocol: String,
-    #[serde(default)]
-    pub mode: String,
-}
-
-/// A backend's counter slot.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct BackendSlot {
-    pub slot: u32,
-    pub id: u32,
-    pub pool: String,
-    pub address: IpAddr,
-    pub port: u16,
-}
-
-/// `<region path>.slots.json`.
-pub fn slots_path_for(region: &Path) -> PathBuf {
-    let mut s = region.as_os_str().to_owned();
-    s.push(".slots.json");
-    PathBuf::from(s)
-}
-
-impl SlotMap {
-    /// The slot map of `region`'s data plane; `None` when missing, unreadable, or written by
-    /// another instance (its slots would name the wrong objects).
-    pub fn read_for(region: &Region) -> Option<SlotMap> {
-        let bytes = std::fs::read(slots_path_for(region.path())).ok()?;
-        let map: SlotMap = serde_json::from_slice(&bytes).ok()?;
-        let id = format!("{:032x}", region.header().instance_id());
-        (map.instance_id == id).then_some(map)
-    }
-}
+/// The slot → object map the data plane writes next to its region (the one definition is
+/// [`fiberlb_shared::slots::SlotsFile`]; `SlotMap::read_for` reads the region's own).
+pub use fiberlb_shared::slots::{slots_path_for, BackendSlot, ListenerSlot, SlotsFile as SlotMap};
 
 pub use fiberlb_shared::port_stats::ports_path_for;
 

@@ -1,5 +1,5 @@
 //! Raw FFI bindings to the system's DPDK (22.11 on Debian 12), for fiberlb's DPDK backend
-//! (`fiberlb-dataplane`'s `dpdk` feature, `dataplane/src/nic/dpdk.rs`, which holds the safe
+//! (`fiberlb-dataplane`'s `dpdk` feature, `dataplane/src/nic/dpdk/`, which holds the safe
 //! wrappers).
 //!
 //! Only what the backend uses is bound: bindgen output for EAL, mempool and ethdev setup

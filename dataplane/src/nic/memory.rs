@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use super::{AreaBurst, Desc};
+use crate::packet::{AreaBurst, Desc};
 
 /// Default chunk size, as an AF_XDP UMEM frame.
 pub const DEFAULT_CHUNK: usize = 2048;
@@ -126,7 +126,7 @@ impl MemoryPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nic::Burst;
+    use crate::packet::Burst;
 
     #[test]
     fn inject_receive_grow_transmit() {

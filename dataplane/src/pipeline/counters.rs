@@ -37,7 +37,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = fiberlb_shared::drop_reasons::DROP_REASON_NAMES.len();
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
@@ -56,23 +56,13 @@ impl DropReason {
         DropReason::TxRingFull,
     ];
 
-    /// Stable snake_case name for counters and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            DropReason::Malformed => "malformed",
-            DropReason::NotIp => "not_ip",
-            DropReason::UnsupportedProtocol => "unsupported_protocol",
-            DropReason::NoListener => "no_listener",
-            DropReason::NoBackend => "no_backend",
-            DropReason::TtlExceeded => "ttl_exceeded",
-            DropReason::FragmentAmbiguous => "fragment_ambiguous",
-            DropReason::IcmpNotForVip => "icmp_not_for_vip",
-            DropReason::TooBigForTunnel => "too_big_for_tunnel",
-            DropReason::NoHeadroom => "no_headroom",
-            DropReason::NoNextHop => "no_next_hop",
-            DropReason::UnsupportedExtension => "unsupported_extension",
-            DropReason::TxRingFull => "tx_ring_full",
-        }
+    /// Stable snake_case name for counters and metrics: its entry in the one list,
+    /// [`fiberlb_shared::drop_reasons::DROP_REASON_NAMES`] (the control plane reads it too).
+    pub fn name(self) -> &'static str {
+        fiberlb_shared::drop_reasons::DROP_REASON_NAMES
+            .get(self as usize)
+            .copied()
+            .unwrap_or("unknown")
     }
 }
 
@@ -157,6 +147,16 @@ impl WorkerCounters {
     #[inline]
     pub fn tx_failed(&mut self, n: u64) {
         self.forwarded = self.forwarded.saturating_sub(n);
+        if let Some(c) = self.drops.get_mut(DropReason::TxRingFull as usize) {
+            *c += n;
+        }
+    }
+
+    /// `n` packets counted as `to_host` could not be sent to the host interface (its TX queue
+    /// full): moves them from `to_host` to the `tx_ring_full` drop reason, like [`Self::tx_failed`].
+    #[inline]
+    pub fn host_failed(&mut self, n: u64) {
+        self.to_host = self.to_host.saturating_sub(n);
         if let Some(c) = self.drops.get_mut(DropReason::TxRingFull as usize) {
             *c += n;
         }

@@ -11,7 +11,7 @@
 
 use super::parse::{chunk, chunk_mut, proto, Frag, Inner, Parsed};
 use super::DropReason;
-use crate::nic::PacketBuf;
+use crate::packet::PacketBuf;
 use crate::wire::checksum;
 use fiberlb_shared::model::{Encap, Mac};
 

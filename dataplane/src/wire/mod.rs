@@ -11,6 +11,14 @@
 //! `XRepr` structs are for building packets in tests and on the slow path only.
 //!
 //! [`build`] assembles whole frames (it allocates) for tests and the slow path.
+//!
+//! Who uses which: the per-packet path ([`crate::pipeline::parse`]) walks Ethernet, VLAN,
+//! IPv4 and IPv6 with these views, then reads and rewrites the TCP/UDP/ICMP headers at the
+//! offsets it found (ports, flags, checksums: `pipeline::rewrite` with [`checksum`]). The
+//! [`tcp`], [`udp`], [`icmpv4`] and [`icmpv6`] views are not on that path: [`build`] emits its
+//! frames through them (tests, benchmarks' packet generator, examples) and the fuzz targets
+//! check the fast path's results with them (checksums, embedded headers) — an independent
+//! implementation to compare against, which is why they stay.
 
 /// Adds `into_payload` to a view over `&'a [u8]`: the payload with the buffer's lifetime
 /// instead of the view's, so a parse chain can step from header to header without keeping

@@ -9,7 +9,7 @@ use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, User};
 
 use super::umem::OwnerFlags;
 use super::{sys, AfXdpError, Umem};
-use crate::nic::Desc;
+use crate::packet::Desc;
 
 /// Refill the fill ring once this many slots are free (or when it runs low).
 const REFILL_BATCH: u32 = 32;

@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 
 use super::sys;
 use super::AfXdpError;
-use crate::nic::{Desc, PacketBuf};
+use crate::packet::{Desc, PacketBuf};
 
 /// Bytes the kernel keeps free in front of every received packet (`XDP_PACKET_HEADROOM`).
 /// Received packets start at `chunk + XDP_PACKET_HEADROOM + UmemConfig::extra_headroom`, so

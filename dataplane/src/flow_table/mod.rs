@@ -1,0 +1,732 @@
+//! The per-worker connection table.
+//!
+//! Maps a client flow — (listener, client address, client port) — to the backend chosen for
+//! it, so that a flow keeps its backend when the Maglev table changes under it (Maglev's
+//! consistency is good, not perfect; the table makes it exact for live flows).
+//!
+//! Layout: a fixed array of 4-way *buckets*, one 128-byte bucket (two cache lines) per hash
+//! value, allocated once at start and never grown. A lookup reads one bucket. An insert into
+//! a full bucket replaces its least-recently-seen entry, so a SYN flood cannot grow memory: it
+//! can only push out idle entries of its own bucket. This is "evict the oldest when full",
+//! applied per bucket instead of globally — a global LRU list would cost two more pointers per
+//! entry and a cache miss per touch; set-associative replacement is what VPP's lb sticky table
+//! and CPU caches do.
+//!
+//! Entries expire after an idle timeout that depends on the protocol and TCP state (see
+//! [`Timeouts`]); an expired entry is treated as absent and is the first to be replaced.
+//!
+//! **Half-open flows are a class of their own.** A TCP flow seen only with SYN (no ACK from
+//! the client yet) is [`FlowState::TcpSyn`]: it has a short timeout (5 s by default), it is
+//! replaced before any established entry, and it never replaces one. A SYN flood with random
+//! sources — millions of flows that never complete — therefore only recycles half-open
+//! entries and dead ones: an established connection is never evicted by it, whatever the
+//! flood's rate or the table's size. A SYN that finds its bucket full of established flows
+//! is not recorded ([`FlowTableStats::syn_not_recorded`]) and is forwarded statelessly by
+//! Maglev, which gives it the same backend for as long as the pool does not change; when the
+//! client's ACK comes (a real connection) the flow is recorded as established, taking the
+//! bucket's least recently seen entry as before. (Katran and Maglev keep no such class; an
+//! LRU that SYNs can fill is the weakness the SYN-flood test measures.)
+//!
+//! Time is a `u32` count of milliseconds from the worker's clock, compared with wrapping
+//! arithmetic: timeouts must stay below 2^31 ms (24 days).
+//!
+//! Active flows per listener and backend are counted by a [`FlowSweep`]: the worker visits a
+//! few buckets per poll round ([`FlowTable::sweep`]) and publishes the counts of a pass only
+//! when it is complete, so the gauges lag by at most one sweep period. At
+//! [`SWEEP_BUCKETS_BUSY`] buckets per busy round the default 1M-entry table (262 144 buckets)
+//! takes 131 072 rounds per pass: about 0.4 s at 10 Mpps in bursts of 32, longer at lower rates
+//! where rounds carry fewer packets but come just as often; idle rounds visit
+//! [`SWEEP_BUCKETS_IDLE`] buckets, a pass in 1 024 rounds (≈ 1 s with the 1 ms idle back-off,
+//! a few ms busy-polling). Cost, measured with `housekeeping-*` and `nat-l2-tcp+housekeeping`
+//! in `bench/benches/pipeline.rs` (`taskset -c 1`, shared 2-core VM): a busy call 11 ns (1k
+//! flows) / 24 ns (1M flows), i.e. +0.4-1.5 ns per packet of a 32-packet burst (within run-to-
+//! run noise); eight buckets per busy round cost 32 / 87 ns per call and +3 % / +9 % per packet
+//! at 1k / 1M flows (cache lines the burst needed get evicted), hence two. An idle call
+//! 0.9-2.3 µs; a whole pass of a full 1M table about 3 ms of CPU, spread over its rounds.
+
+// Per-packet code (lookup, insert, touch): it never panics (docs/architecture.md, "Rules"; a panic aborts the data
+// plane), and the compiler holds it to that as in `pipeline/` — no indexing or slicing that
+// can fail, no `unwrap`/`expect`/`panic!`. Only the `#[cfg(test)]` module allows them.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+use std::fmt;
+
+use crate::snapshot::handle_slot;
+
+/// Entries per bucket.
+pub const WAYS: usize = 4;
+
+/// Memory per entry, in bytes (stated in the README).
+pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
+/// TCP / UDP state of an entry, which selects its idle timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// A TCP flow that has not seen FIN or RST.
+    TcpOpen = 1,
+    /// A TCP flow after FIN or RST: kept briefly for the last packets.
+    TcpClosing = 2,
+    /// A UDP flow.
+    Udp = 3,
+    /// A TCP flow seen only with SYN so far (half-open): short timeout, evicted first, never
+    /// evicts an established entry.
+    TcpSyn = 4,
+}
+
+/// Idle timeouts in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_open_ms: u32,
+    pub tcp_closing_ms: u32,
+    pub udp_ms: u32,
+    /// Half-open TCP flows (SYN seen, no ACK yet).
+    pub tcp_syn_ms: u32,
+}
+
+impl Default for Timeouts {
+    /// IPVS-like defaults: 15 minutes for open TCP, 10 s after FIN/RST, 60 s for UDP; 5 s for
+    /// half-open TCP (a client retransmits its SYN after 1 s and 3 s; a retransmission after
+    /// the entry expired is recorded again, to the same Maglev backend).
+    fn default() -> Self {
+        Timeouts {
+            tcp_open_ms: 900_000,
+            tcp_closing_ms: 10_000,
+            udp_ms: 60_000,
+            tcp_syn_ms: 5_000,
+        }
+    }
+}
+
+impl Timeouts {
+    #[inline]
+    fn for_state(&self, state: u8) -> u32 {
+        match state {
+            1 => self.tcp_open_ms,
+            2 => self.tcp_closing_ms,
+            4 => self.tcp_syn_ms,
+            _ => self.udp_ms,
+        }
+    }
+}
+
+/// The key of a flow: which listener it came in on and the client's address and port.
+/// (The listener stands for VIP, VIP port and protocol.) IPv4 addresses are stored in the
+/// first four bytes, the rest zero; listener slots differ per family so keys cannot collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowKey {
+    pub client: [u8; 16],
+    pub listener: u32,
+    pub port: u16,
+}
+
+/// One table entry: 32 bytes, two per cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Entry {
+    client: [u8; 16],
+    /// Listener slot + 1; 0 marks an empty entry.
+    listener: u32,
+    port: u16,
+    state: u8,
+    _pad: u8,
+    backend: u32,
+    last_seen: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Bucket {
+    entries: [Entry; WAYS],
+}
+
+/// Outcome of [`FlowTable::lookup`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// The backend recorded for the flow.
+    pub backend: u32,
+    /// Where the entry is, for [`FlowTable::touch`] / [`FlowTable::update`].
+    pub slot: usize,
+    pub state: FlowState,
+}
+
+/// Counts of what the table did, for the worker's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTableStats {
+    pub inserts: u64,
+    /// Inserts that replaced a live (unexpired) entry because its bucket was full.
+    pub evictions: u64,
+    /// Of those, the live entries replaced that were half-open ([`FlowState::TcpSyn`]).
+    pub half_open_evictions: u64,
+    /// Half-open flows not recorded because every entry of their bucket was a live
+    /// established flow (which a half-open one never replaces).
+    pub syn_not_recorded: u64,
+}
+
+/// Why a table cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowTableError {
+    #[error("flow table capacity {0} is too small (minimum {min})", min = WAYS * 2)]
+    TooSmall(usize),
+    #[error("flow table capacity {0} is too large (maximum 2^31 entries)")]
+    TooLarge(usize),
+    #[error("cannot allocate {bytes} bytes for a flow table of {entries} entries: lower flow_table.capacity or add memory")]
+    OutOfMemory { entries: usize, bytes: usize },
+}
+
+/// A fixed-capacity flow table owned by one worker.
+pub struct FlowTable {
+    buckets: BucketArray,
+    mask: usize,
+    timeouts: Timeouts,
+    stats: FlowTableStats,
+}
+
+impl fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("capacity", &self.capacity())
+            .field("timeouts", &self.timeouts)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl FlowTable {
+    /// A table of at least `capacity` entries (rounded up to a power of two), all memory
+    /// allocated and touched now so the first packets pay no page faults.
+    ///
+    /// # Errors
+    /// When the capacity is out of range or the memory cannot be allocated.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Result<Self, FlowTableError> {
+        if capacity < WAYS * 2 {
+            return Err(FlowTableError::TooSmall(capacity));
+        }
+        if capacity > 1 << 31 {
+            return Err(FlowTableError::TooLarge(capacity));
+        }
+        let entries = capacity.next_power_of_two();
+        let nbuckets = entries / WAYS;
+        let bytes = nbuckets * std::mem::size_of::<Bucket>();
+        let buckets =
+            BucketArray::new(nbuckets).ok_or(FlowTableError::OutOfMemory { entries, bytes })?;
+        Ok(FlowTable {
+            buckets,
+            mask: nbuckets - 1,
+            timeouts,
+            stats: FlowTableStats::default(),
+        })
+    }
+
+    /// Number of entries.
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
+    /// Memory used, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Bucket>()
+    }
+
+    /// What the table did so far.
+    pub fn stats(&self) -> FlowTableStats {
+        self.stats
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    #[inline]
+    fn bucket_index(&self, hash: u64) -> usize {
+        (hash as usize) & self.mask
+    }
+
+    /// Hints the CPU to load the bucket of `hash`, so a burst can overlap its cache misses.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(b) = self.buckets.get(self.bucket_index(hash)) {
+            prefetch_read(b as *const Bucket as *const u8);
+        }
+    }
+
+    /// Finds a live entry for `key`.
+    #[inline]
+    pub fn lookup(&self, hash: u64, key: &FlowKey, now: u32) -> Option<Hit> {
+        let bi = self.bucket_index(hash);
+        // Always present (`mask` < len); `get` costs the same compare `[]` did.
+        let bucket = self.buckets.get(bi)?;
+        let tag = key.listener.wrapping_add(1);
+        for (way, e) in bucket.entries.iter().enumerate() {
+            if e.listener == tag && e.port == key.port && e.client == key.client {
+                if now.wrapping_sub(e.last_seen) > self.timeouts.for_state(e.state) {
+                    return None;
+                }
+                return Some(Hit {
+                    backend: e.backend,
+                    slot: bi * WAYS + way,
+                    state: state_from_u8(e.state),
+                });
+            }
+        }
+        None
+    }
+
+    /// Refreshes an entry found by [`lookup`](Self::lookup), moving it to `state` (a TCP flow
+    /// that saw FIN/RST goes to [`FlowState::TcpClosing`]).
+    #[inline]
+    pub fn touch(&mut self, slot: usize, state: FlowState, now: u32) {
+        if let Some(e) = self.entry_mut(slot) {
+            e.last_seen = now;
+            e.state = state as u8;
+        }
+    }
+
+    /// Points an existing entry at another backend (its old one became unusable).
+    #[inline]
+    pub fn update(&mut self, slot: usize, backend: u32, state: FlowState, now: u32) {
+        if let Some(e) = self.entry_mut(slot) {
+            e.backend = backend;
+            e.last_seen = now;
+            e.state = state as u8;
+        }
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
+        self.buckets
+            .get_mut(slot / WAYS)
+            .and_then(|b| b.entries.get_mut(slot % WAYS))
+    }
+
+    /// Records a new flow. Uses, in order: the entry of the same key, an empty or expired
+    /// entry, the least recently seen half-open entry, or — for a flow that is not itself
+    /// half-open — the least recently seen entry of the bucket (a live entry replaced counts as
+    /// an eviction). A half-open flow whose bucket holds only live established flows is not
+    /// recorded.
+    #[inline]
+    pub fn insert(&mut self, hash: u64, key: &FlowKey, backend: u32, state: FlowState, now: u32) {
+        let bi = self.bucket_index(hash);
+        let timeouts = self.timeouts;
+        let Some(bucket) = self.buckets.get_mut(bi) else {
+            return;
+        };
+        let tag = key.listener.wrapping_add(1);
+        // Victim class: 0 same key or dead, 1 live half-open, 2 live established; lowest class
+        // first, then the oldest in it.
+        let mut victim = 0;
+        let mut victim_class = u8::MAX;
+        let mut victim_age = 0u32;
+        for (way, e) in bucket.entries.iter().enumerate() {
+            if e.listener == tag && e.port == key.port && e.client == key.client {
+                victim = way;
+                victim_class = 0;
+                break;
+            }
+            let age = now.wrapping_sub(e.last_seen);
+            let class = if e.listener == 0 || age > timeouts.for_state(e.state) {
+                0
+            } else if e.state == FlowState::TcpSyn as u8 {
+                1
+            } else {
+                2
+            };
+            if class < victim_class || (class == victim_class && age > victim_age) {
+                victim = way;
+                victim_class = class;
+                victim_age = age;
+            }
+        }
+        if victim_class == 2 && state == FlowState::TcpSyn {
+            self.stats.syn_not_recorded += 1;
+            return;
+        }
+        let victim_live = victim_class != 0;
+        if victim_class == 1 {
+            self.stats.half_open_evictions += 1;
+        }
+        let Some(slot) = bucket.entries.get_mut(victim) else {
+            return;
+        };
+        *slot = Entry {
+            client: key.client,
+            listener: tag,
+            port: key.port,
+            state: state as u8,
+            _pad: 0,
+            backend,
+            last_seen: now,
+        };
+        self.stats.inserts += 1;
+        if victim_live {
+            self.stats.evictions += 1;
+        }
+    }
+
+    /// Visits up to `max_buckets` buckets of the pass `s` is in, counting the entries live at
+    /// `now` per listener and backend slot; returns true when this call completed the pass
+    /// (a call never starts the next pass, so it does at most `max_buckets` buckets of work).
+    /// Bounded: no allocation, one read of each visited bucket, two counter increments per
+    /// live entry.
+    pub fn sweep(&self, s: &mut FlowSweep, now: u32, max_buckets: usize) -> bool {
+        let n = self.buckets.len();
+        if s.next >= n {
+            s.next = 0;
+        }
+        let end = s.next.saturating_add(max_buckets.max(1)).min(n);
+        let pass = s.pass;
+        let (listeners, backends) = (
+            half_mut(&mut s.listeners, pass),
+            half_mut(&mut s.backends, pass),
+        );
+        let mut live = 0u64;
+        // Runs of entries of one listener (the common case: few listeners, many flows) are
+        // added once, in a register, instead of a load-add-store per entry on one address.
+        let mut run_tag = 0u32;
+        let mut run = 0u64;
+        for b in self.buckets.get(s.next..end).unwrap_or_default() {
+            for e in &b.entries {
+                if e.listener == 0
+                    || now.wrapping_sub(e.last_seen) > self.timeouts.for_state(e.state)
+                {
+                    continue;
+                }
+                live += 1;
+                if e.listener != run_tag {
+                    FlowSweep::add(listeners, run_tag.wrapping_sub(1) as usize, run, pass);
+                    run_tag = e.listener;
+                    run = 0;
+                }
+                run += 1;
+                FlowSweep::add(backends, handle_slot(e.backend), 1, pass);
+            }
+        }
+        // (run_tag 0 with run 0 before the first live entry: slot u32::MAX, out of range.)
+        FlowSweep::add(listeners, run_tag.wrapping_sub(1) as usize, run, pass);
+        s.live_scratch += live;
+        s.next = end;
+        // Ask for the next call's buckets now (both lines of each): they arrive while the next
+        // burst is processed instead of stalling the next call. Busy calls only; an idle call's
+        // long sequential run is what the hardware prefetcher handles by itself.
+        if max_buckets <= SWEEP_BUCKETS_BUSY {
+            for b in self
+                .buckets
+                .get(end..end.saturating_add(max_buckets).min(n))
+                .unwrap_or_default()
+            {
+                let p = b as *const Bucket as *const u8;
+                prefetch_read(p);
+                prefetch_read(p.wrapping_add(64));
+            }
+        }
+        if end == n {
+            s.finish_pass();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Number of live entries at `now` (walks the whole table: for statistics, not per packet).
+    pub fn count_live(&self, now: u32) -> usize {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .filter(|e| {
+                e.listener != 0 && now.wrapping_sub(e.last_seen) <= self.timeouts.for_state(e.state)
+            })
+            .count()
+    }
+}
+
+/// Buckets [`FlowTable::sweep`] visits per poll round that received packets: two buckets
+/// (256 B, prefetched one call ahead) cost about 1 % of a 32-packet burst; more evicts lines the
+/// next burst needs (see the module documentation for the measurements).
+pub const SWEEP_BUCKETS_BUSY: usize = 2;
+/// Buckets visited per idle poll round: nothing else is waiting, so the pass can move faster.
+pub const SWEEP_BUCKETS_IDLE: usize = 256;
+
+/// Incremental count of live flow-table entries per listener slot and per backend slot.
+///
+/// A pass visits every bucket once, a few per call, counting live entries into the scratch
+/// half of two double-buffered arrays; the other half holds the counts of the last complete
+/// pass, which is what the getters return. Finishing a pass only flips which half is which, so
+/// no call copies or clears an array: each count carries the number of the pass that wrote it
+/// in its upper 32 bits, and a count from an older pass reads as zero. (When that number wraps,
+/// after 2^32 passes, each half is cleared once before it is reused so an ancient count cannot
+/// alias.)
+///
+/// All memory is allocated by [`FlowSweep::new`]; sweeping never allocates. An entry's backend
+/// slot is its handle's slot ([`handle_slot`]); entries whose listener or backend slot is out of
+/// range are counted in [`live`](Self::live) but in no slot. An entry whose backend was deleted
+/// and whose slot was reused counts for the slot's new backend until it expires or its next
+/// packet re-balances it.
+#[derive(Clone)]
+pub struct FlowSweep {
+    /// Next bucket to visit.
+    next: usize,
+    /// Number of the pass in progress (≥ 1); its counts go to half `pass & 1`.
+    pass: u32,
+    listeners: [Box<[u64]>; 2],
+    backends: [Box<[u64]>; 2],
+    /// Live entries seen so far in the pass in progress.
+    live_scratch: u64,
+    /// Live entries of the last complete pass.
+    live: u64,
+    completed: u64,
+}
+
+impl fmt::Debug for FlowSweep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowSweep")
+            .field("next", &self.next)
+            .field("pass", &self.pass)
+            .field("live", &self.live)
+            .field("completed", &self.completed)
+            .finish()
+    }
+}
+
+const PASS_SHIFT: u32 = 32;
+const COUNT_MASK: u64 = (1 << PASS_SHIFT) - 1;
+
+impl FlowSweep {
+    /// A sweep with room for `listener_slots` listeners and `backend_slots` backends.
+    pub fn new(listener_slots: usize, backend_slots: usize) -> Self {
+        let zeros = |n: usize| vec![0u64; n].into_boxed_slice();
+        FlowSweep {
+            next: 0,
+            pass: 1,
+            listeners: [zeros(listener_slots), zeros(listener_slots)],
+            backends: [zeros(backend_slots), zeros(backend_slots)],
+            live_scratch: 0,
+            live: 0,
+            completed: 0,
+        }
+    }
+
+    /// Complete passes so far; the getters return zeros until the first.
+    pub fn completed_passes(&self) -> u64 {
+        self.completed
+    }
+
+    /// Live entries counted by the last complete pass.
+    pub fn live(&self) -> u64 {
+        self.live
+    }
+
+    /// Next bucket the sweep visits (0 at the start of a pass).
+    pub fn position(&self) -> usize {
+        self.next
+    }
+
+    /// Live flows of listener slot `slot` at the last complete pass (0 out of range).
+    #[inline]
+    pub fn listener_active(&self, slot: usize) -> u64 {
+        self.published(&self.listeners, slot)
+    }
+
+    /// Live flows of backend slot `slot` at the last complete pass (0 out of range).
+    #[inline]
+    pub fn backend_active(&self, slot: usize) -> u64 {
+        self.published(&self.backends, slot)
+    }
+
+    #[inline]
+    fn published(&self, halves: &[Box<[u64]>; 2], slot: usize) -> u64 {
+        let done = self.pass.wrapping_sub(1);
+        match half(halves, done).get(slot) {
+            Some(&c) if c >> PASS_SHIFT == u64::from(done) => c & COUNT_MASK,
+            _ => 0,
+        }
+    }
+
+    /// Adds `n` to the count of `slot` in `half` for pass `pass` (a count of an older pass
+    /// restarts from zero). Out-of-range slots are ignored.
+    #[inline]
+    fn add(half: &mut [u64], slot: usize, n: u64, pass: u32) {
+        if let Some(c) = half.get_mut(slot) {
+            let tag = u64::from(pass) << PASS_SHIFT;
+            *c = if *c >> PASS_SHIFT == u64::from(pass) {
+                c.wrapping_add(n)
+            } else {
+                tag | n
+            };
+        }
+    }
+
+    /// Jumps to pass number `pass` (tests of the wrap-around).
+    #[cfg(test)]
+    fn set_pass(&mut self, pass: u32) {
+        self.pass = pass;
+    }
+
+    /// Ends the pass in progress: its counts become the published ones.
+    fn finish_pass(&mut self) {
+        self.live = self.live_scratch;
+        self.live_scratch = 0;
+        self.completed += 1;
+        self.next = 0;
+        self.pass = self.pass.wrapping_add(1);
+        if self.pass <= 1 {
+            // The pass number wrapped (twice per 2^32 passes): the half this pass writes may
+            // hold counts tagged with this number from 2^32 passes ago, so clear it first.
+            // (The other half is the published one and stays readable.)
+            half_mut(&mut self.listeners, self.pass).fill(0);
+            half_mut(&mut self.backends, self.pass).fill(0);
+        }
+    }
+}
+
+/// The half of a double-buffered pair that pass number `pass` uses: `pair[pass & 1]`, without
+/// an index to check.
+#[inline]
+fn half<T>(pair: &[T; 2], pass: u32) -> &T {
+    let [even, odd] = pair;
+    if pass & 1 == 0 {
+        even
+    } else {
+        odd
+    }
+}
+
+/// [`half`], writable.
+#[inline]
+fn half_mut<T>(pair: &mut [T; 2], pass: u32) -> &mut T {
+    let [even, odd] = pair;
+    if pass & 1 == 0 {
+        even
+    } else {
+        odd
+    }
+}
+
+/// The bucket array: one anonymous mapping aligned to 2 MiB and advised for transparent huge
+/// pages *before* it is touched, so a large table costs one TLB entry per 2 MiB instead of
+/// per 4 KiB — at a million flows page walks otherwise cost as much as the bucket's own cache
+/// miss. (The global allocator zeroes aligned allocations itself, which would fault the
+/// pages in as 4 KiB pages before any advice could apply.)
+struct BucketArray {
+    ptr: std::ptr::NonNull<Bucket>,
+    len: usize,
+    /// The whole mapping, for munmap.
+    map: *mut libc::c_void,
+    map_len: usize,
+}
+
+// SAFETY: BucketArray owns its mapping exclusively (like a Box<[Bucket]>); Bucket is plain data.
+unsafe impl Send for BucketArray {}
+
+const HUGE: usize = 2 << 20;
+
+impl BucketArray {
+    fn new(len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(std::mem::size_of::<Bucket>())?;
+        if bytes == 0 {
+            return None;
+        }
+        let map_len = bytes.checked_add(HUGE)?;
+        // SAFETY: an anonymous private mapping of map_len bytes, not backed by any file; the
+        // result is checked for MAP_FAILED before use.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return None;
+        }
+        let start = (map as usize).next_multiple_of(HUGE);
+        // SAFETY: [start, start + bytes) lies inside the mapping (we mapped HUGE extra bytes);
+        // madvise only advises, and failure (THP disabled) is harmless.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
+        }
+        let ptr = std::ptr::NonNull::new(start as *mut Bucket)?;
+        // Fresh anonymous memory reads as zeros, and all-zero bytes are a valid Bucket (every
+        // entry empty: listener tag 0).
+        let mut a = BucketArray {
+            ptr,
+            len,
+            map,
+            map_len,
+        };
+        // Touch every page now so the first packets pay no page faults.
+        for b in a.iter_mut().step_by(4096 / std::mem::size_of::<Bucket>()) {
+            b.entries[0].last_seen = 0;
+        }
+        Some(a)
+    }
+}
+
+impl std::ops::Deref for BucketArray {
+    type Target = [Bucket];
+    fn deref(&self) -> &[Bucket] {
+        // SAFETY: ptr points to `len` zero-initialised Buckets inside our mapping, 64-byte
+        // aligned (2 MiB aligned); shared borrow of self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for BucketArray {
+    fn deref_mut(&mut self) -> &mut [Bucket] {
+        // SAFETY: as in deref; the exclusive borrow of self makes the slice unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for BucketArray {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no slice of it outlives self.
+        unsafe {
+            libc::munmap(self.map, self.map_len);
+        }
+    }
+}
+
+#[inline]
+fn state_from_u8(s: u8) -> FlowState {
+    match s {
+        1 => FlowState::TcpOpen,
+        2 => FlowState::TcpClosing,
+        4 => FlowState::TcpSyn,
+        _ => FlowState::Udp,
+    }
+}
+
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint that never faults, whatever the address; `p` points into
+    // the bucket array anyway. SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+#[cfg(test)]
+// Tests may panic: the no-panic rule above is for the code they test.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+mod tests;

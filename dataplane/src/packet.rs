@@ -1,0 +1,230 @@
+//! Packets in a backend's buffer area, as the pipeline sees them: [`Desc`] (where a packet
+//! lives), [`PacketBuf`] (the mutable view of one frame), [`Burst`] (packets lent one at a
+//! time) and [`AreaBurst`] (a burst over one area of fixed-size chunks).
+//!
+//! A leaf module: it imports nothing from the crate, so the pipeline (which reads and rewrites
+//! packets) and the I/O backends in [`crate::nic`] (which own the buffer areas) both depend on
+//! it and not on each other. Every backend hands the worker frames that live in a buffer area
+//! it owns (an AF_XDP UMEM, DPDK mbufs, or plain memory). A frame is one fixed-size *chunk*
+//! with headroom in front of the packet, so encapsulation can grow the packet at the front
+//! without copying it.
+
+/// Largest burst a backend receives and the pipeline processes at once.
+pub const BURST: usize = 32;
+
+/// Where a packet lives in a backend's buffer area: `addr` is the offset of the first byte of
+/// the packet, `len` its length. The chunk that holds it starts at `addr - addr % chunk_size`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Desc {
+    pub addr: u64,
+    pub len: u32,
+}
+
+/// A packet inside its chunk: `chunk[start..start + len]` is the packet; bytes before `start`
+/// are headroom that [`PacketBuf::push_front`] can claim.
+#[derive(Debug)]
+pub struct PacketBuf<'a> {
+    chunk: &'a mut [u8],
+    start: usize,
+    len: usize,
+}
+
+impl<'a> PacketBuf<'a> {
+    /// A view of `chunk[start..start + len]`. `None` when that range is not inside the chunk.
+    #[inline]
+    pub fn new(chunk: &'a mut [u8], start: usize, len: usize) -> Option<Self> {
+        let end = start.checked_add(len)?;
+        (end <= chunk.len()).then_some(PacketBuf { chunk, start, len })
+    }
+
+    /// An empty packet in an empty chunk: what the pipeline sees for a descriptor a backend
+    /// cannot place (dropped as malformed).
+    #[inline]
+    pub fn empty() -> PacketBuf<'static> {
+        PacketBuf {
+            chunk: &mut [],
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// The packet bytes.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        // Invariant from `new`/`push_front`/`pull_front`/`set_len`: start + len <= chunk.len().
+        &self.chunk[self.start..self.start + self.len]
+    }
+
+    /// The packet bytes, mutable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.chunk[self.start..self.start + self.len]
+    }
+
+    /// Packet length.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty packet.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offset of the packet in its chunk (= free headroom).
+    #[inline]
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// Bytes available after the packet.
+    #[inline]
+    pub fn tailroom(&self) -> usize {
+        self.chunk.len() - self.start - self.len
+    }
+
+    /// Grows the packet by `n` bytes at the front (for an outer header) and returns the whole
+    /// new packet. `None`, with nothing changed, when the headroom is too small.
+    #[inline]
+    pub fn push_front(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.start {
+            return None;
+        }
+        self.start -= n;
+        self.len += n;
+        Some(self.data_mut())
+    }
+
+    /// Removes `n` bytes from the front (decapsulation). `None` when the packet is shorter.
+    #[inline]
+    pub fn pull_front(&mut self, n: usize) -> Option<()> {
+        if n > self.len {
+            return None;
+        }
+        self.start += n;
+        self.len -= n;
+        Some(())
+    }
+
+    /// Sets the packet length (trims padding, or grows into tailroom). `None` if it does not fit.
+    #[inline]
+    pub fn set_len(&mut self, len: usize) -> Option<()> {
+        // checked: a length taken from a packet field must not wrap past the check.
+        if self.start.checked_add(len)? > self.chunk.len() {
+            return None;
+        }
+        self.len = len;
+        Some(())
+    }
+}
+
+/// A burst of packets the pipeline can read and rewrite one at a time.
+///
+/// The pipeline needs each packet twice (parse, then rewrite) but never two at once, so a
+/// backend only has to lend one mutable view at a time — which lets every backend keep its
+/// packets in one buffer area without handing out overlapping `&mut` borrows.
+pub trait Burst {
+    /// Number of packets.
+    fn len(&self) -> usize;
+    /// True when there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Bytes of packet `i`. Panics if `i >= len()`, like slice indexing.
+    fn data(&self, i: usize) -> &[u8];
+    /// Runs `f` on packet `i`; changes of its start and length are kept.
+    fn with_buf<R>(&mut self, i: usize, f: impl FnOnce(&mut PacketBuf<'_>) -> R) -> R;
+}
+
+impl Burst for [PacketBuf<'_>] {
+    #[inline]
+    fn len(&self) -> usize {
+        <[PacketBuf<'_>]>::len(self)
+    }
+    #[inline]
+    fn data(&self, i: usize) -> &[u8] {
+        self[i].data()
+    }
+    #[inline]
+    fn with_buf<R>(&mut self, i: usize, f: impl FnOnce(&mut PacketBuf<'_>) -> R) -> R {
+        f(&mut self[i])
+    }
+}
+
+/// Packets described by [`Desc`]s in one buffer area of fixed-size chunks (a UMEM, or the
+/// memory port's area). Descriptors are updated when a packet grows or shrinks.
+#[derive(Debug)]
+pub struct AreaBurst<'a> {
+    area: &'a mut [u8],
+    chunk: usize,
+    descs: &'a mut [Desc],
+}
+
+impl<'a> AreaBurst<'a> {
+    /// A burst over `descs`, whose packets live in `area` cut in chunks of `chunk` bytes.
+    /// A descriptor that does not lie inside one chunk of the area is treated as an empty
+    /// packet (dropped as malformed), never trusted.
+    pub fn new(area: &'a mut [u8], chunk: usize, descs: &'a mut [Desc]) -> Self {
+        AreaBurst {
+            area,
+            chunk: chunk.max(1),
+            descs,
+        }
+    }
+
+    /// The chunk range holding `d`, if it is well-formed.
+    #[inline]
+    fn locate(&self, d: &Desc) -> Option<(usize, usize)> {
+        let addr = usize::try_from(d.addr).ok()?;
+        let base = addr - addr % self.chunk;
+        let start = addr - base;
+        let end = base.checked_add(self.chunk)?;
+        (end <= self.area.len() && start + d.len as usize <= self.chunk).then_some((base, start))
+    }
+}
+
+impl Burst for AreaBurst<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.descs.len()
+    }
+
+    #[inline]
+    fn data(&self, i: usize) -> &[u8] {
+        let d = self.descs[i];
+        match self.locate(&d) {
+            Some((base, start)) => &self.area[base + start..base + start + d.len as usize],
+            None => &[],
+        }
+    }
+
+    #[inline]
+    fn with_buf<R>(&mut self, i: usize, f: impl FnOnce(&mut PacketBuf<'_>) -> R) -> R {
+        let d = self.descs[i];
+        let Some((base, start)) = self.locate(&d) else {
+            // A descriptor outside the area: the pipeline sees an empty (malformed) packet
+            // and the descriptor is left as it was for the backend to reclaim.
+            return f(&mut PacketBuf {
+                chunk: &mut [],
+                start: 0,
+                len: 0,
+            });
+        };
+        let chunk = &mut self.area[base..base + self.chunk];
+        let Some(mut pkt) = PacketBuf::new(chunk, start, d.len as usize) else {
+            return f(&mut PacketBuf {
+                chunk: &mut [],
+                start: 0,
+                len: 0,
+            });
+        };
+        let r = f(&mut pkt);
+        self.descs[i] = Desc {
+            addr: (base + pkt.start) as u64,
+            len: pkt.len as u32,
+        };
+        r
+    }
+}

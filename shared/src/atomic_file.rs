@@ -1,0 +1,74 @@
+//! Writing a file so readers see the whole old one or the whole new one, and a crash leaves one
+//! of them: the one atomic-write helper of both processes (the data plane's slots and ports
+//! files, the control plane's BIRD configuration).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it (`<path>.tmp.<pid>`,
+/// created with `mode`, which the umask further restricts), fsync, rename over `path`, fsync
+/// of the directory. The temporary file is removed when a step fails.
+///
+/// # Errors
+/// The failing step (`"create"`, `"write"`, `"fsync"`, `"rename"`, `"fsync dir"`) and its
+/// I/O error.
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), (&'static str, std::io::Error)> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| ("create", e))?;
+        f.write_all(bytes).map_err(|e| ("write", e))?;
+        f.sync_all().map_err(|e| ("fsync", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| ("rename", e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ("fsync dir", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("fiberlb-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f.json");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f.json"]);
+        let (op, _) = write_atomic(&dir.join("missing/f"), b"x", 0o600).unwrap_err();
+        assert_eq!(op, "create");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
