@@ -585,7 +585,7 @@ async fn two_nodes_one_configuration() {
                 let mut c = connect(sock.to_str().unwrap(), None, None).await.unwrap();
                 let mut ids = Vec::new();
                 for i in 0..50 {
-                    let r = c
+                    let reply = c
                         .load_balancers
                         .create(pb::CreateLoadBalancerRequest {
                             scope: scope(),
@@ -594,18 +594,21 @@ async fn two_nodes_one_configuration() {
                         })
                         .await
                         .unwrap_or_else(|e| panic!("create on {node}: {e}"))
-                        .into_inner()
-                        .load_balancer
-                        .unwrap();
-                    ids.push((r.id, r.vip, r.name));
+                        .into_inner();
+                    let r = reply.load_balancer.unwrap();
+                    ids.push((r.id, r.vip, r.name, reply.generation));
                 }
                 ids
             }));
         }
     }
     let mut created = Vec::new();
+    let mut last_generation = 0;
     for t in tasks {
-        created.extend(t.await.unwrap());
+        for (id, vip, name, generation) in t.await.unwrap() {
+            last_generation = last_generation.max(generation);
+            created.push((id, vip, name));
+        }
     }
     assert_eq!(created.len(), 400);
     let ids: std::collections::HashSet<_> = created.iter().map(|c| c.0).collect();
@@ -622,14 +625,9 @@ async fn two_nodes_one_configuration() {
         v
     };
     created.sort();
-    let gen_a = ca
-        .dataplane
-        .status(pb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .store_generation;
-    wait_synced(&mut cb, gen_a, "after concurrent creates").await;
+    // Both nodes have learnt every create (each node's copy follows etcd's watch).
+    wait_synced(&mut ca, last_generation, "A after concurrent creates").await;
+    wait_synced(&mut cb, last_generation, "B after concurrent creates").await;
     let from_a = list(
         ca.load_balancers
             .list(pb::ListRequest {
