@@ -69,22 +69,14 @@ pub fn desired_from_yaml(text: &str) -> Result<(Desired, ServiceSet), ApplyError
     let parsed =
         parse_services_without_node_settings(text).map_err(|e| ApplyError::File(e.to_string()))?;
     let set = parsed.set;
-    // Load balancer names are not part of the flattened set: read them from the same text.
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| ApplyError::File(e.to_string()))?;
-    let mut want_lbs = Vec::new();
-    if let Some(list) = doc.get("loadbalancers").and_then(|v| v.as_sequence()) {
-        for lb in list {
-            let name = lb.get("name").and_then(value_str);
-            let vip = lb
-                .get("vip")
-                .and_then(value_str)
-                .and_then(|v| v.parse().ok());
-            if let (Some(name), Some(vip)) = (name, vip) {
-                want_lbs.push(WantLb { name, vip });
-            }
-        }
-    }
+    let want_lbs: Vec<WantLb> = parsed
+        .load_balancers
+        .iter()
+        .map(|(name, vip)| WantLb {
+            name: name.clone(),
+            vip: *vip,
+        })
+        .collect();
     let mut d = Desired {
         health_checks: parsed
             .health_checks
@@ -148,15 +140,6 @@ pub fn desired_from_yaml(text: &str) -> Result<(Desired, ServiceSet), ApplyError
         );
     }
     Ok((d, set))
-}
-
-fn value_str(v: &serde_yaml::Value) -> Option<String> {
-    match v {
-        serde_yaml::Value::String(s) => Some(s.clone()),
-        other => serde_yaml::to_string(other)
-            .ok()
-            .map(|s| s.trim().to_string()),
-    }
 }
 
 /// What the scope holds now (from the List calls).

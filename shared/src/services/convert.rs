@@ -88,6 +88,8 @@ pub(super) struct Converter {
     pub(super) health_check_names: HashMap<String, Mark>,
     /// (pool, health check, where the pool names it)
     pub(super) pool_checks: Vec<(String, String, Mark)>,
+    /// Load balancers by name, in file order (the control plane creates them by name).
+    pub(super) load_balancers: Vec<(String, IpAddr)>,
 }
 
 impl Default for Converter {
@@ -105,6 +107,7 @@ impl Default for Converter {
             health_checks: Vec::new(),
             health_check_names: HashMap::new(),
             pool_checks: Vec::new(),
+            load_balancers: Vec::new(),
         }
     }
 }
@@ -322,6 +325,7 @@ impl Converter {
         for l in list(f.get("listeners"), "listeners")? {
             self.listener(l, &lb, vip, vip_node.mark)?;
         }
+        self.load_balancers.push((lb, vip));
         Ok(())
     }
 

@@ -199,8 +199,10 @@ pub fn parse_services_without_node_settings(text: &str) -> Result<ServicesDocume
         pool_health_checks.insert(pool, hc);
     }
     let health_checks = std::mem::take(&mut conv.health_checks);
+    let load_balancers = std::mem::take(&mut conv.load_balancers);
     Ok(ServicesDocument {
         set: conv.finish()?,
+        load_balancers,
         health_checks,
         pool_health_checks,
     })
@@ -211,6 +213,8 @@ pub fn parse_services_without_node_settings(text: &str) -> Result<ServicesDocume
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicesDocument {
     pub set: ServiceSet,
+    /// Each load balancer's name and VIP, in file order (the flattened set has listeners only).
+    pub load_balancers: Vec<(String, std::net::IpAddr)>,
     pub health_checks: Vec<HealthCheckSpec>,
     /// Pool name → health check name.
     pub pool_health_checks: BTreeMap<String, String>,
