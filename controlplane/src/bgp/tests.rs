@@ -1,4 +1,3 @@
-
 use super::*;
 use fiberlb_shared::model::{
     AdminState, Algorithm, Backend, BackendId, Encap, Listener, ListenerId, Mode, Pool, PoolId,
