@@ -31,9 +31,7 @@
 //! metrics).
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +44,13 @@ use fiberlb_shared::shm::ring::RingError;
 use fiberlb_shared::shm::transaction::{canonical, diff_to_messages, full_replay};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+mod applied;
+mod neighbours;
+
+pub use applied::*;
+use neighbours::unresolved_addresses;
+pub use neighbours::*;
 
 /// What went wrong programming the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -72,136 +77,6 @@ pub enum ProgramError {
     State { path: PathBuf, reason: String },
     #[error("reading the kernel neighbour table: {0}")]
     Neighbours(String),
-}
-
-/// What was last applied to which data plane instance; persisted so that a restarted control
-/// plane can tell whether the data plane already has its configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppliedRecord {
-    /// The data plane's instance id.
-    #[serde(with = "hex_u128")]
-    pub instance_id: u128,
-    /// The generation the data plane applied.
-    pub generation: u64,
-    /// The store generation that transaction carried the configuration of.
-    pub store_generation: u64,
-    /// Digest of the whole service set sent (see [`services_digest`]): node settings that are
-    /// not in the store (tunnel sources from fiberlbd's config, resolved MACs) change it too,
-    /// so a restart with a changed config resyncs instead of resuming. 0 in old records.
-    #[serde(default)]
-    pub services_digest: u64,
-}
-
-/// A digest of everything a service set tells the data plane, independent of message order.
-pub fn services_digest(set: &ServiceSet) -> u64 {
-    let canon = fiberlb_shared::shm::transaction::canonical(set);
-    xxhash_rust::xxh3::xxh3_64(format!("{canon:?}").as_bytes())
-}
-
-mod hex_u128 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{v:032x}"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-        let s = String::deserialize(d)?;
-        u128::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Where the [`AppliedRecord`] lives (a file next to the store by default; the store may keep
-/// it itself).
-pub trait AppliedStateStore: Send + Sync {
-    /// The last record saved, if any.
-    ///
-    /// # Errors
-    /// When it exists but cannot be read.
-    fn load(&self) -> Result<Option<AppliedRecord>, ProgramError>;
-    /// Saves `record`, replacing the previous one.
-    ///
-    /// # Errors
-    /// When it cannot be written.
-    fn save(&self, record: &AppliedRecord) -> Result<(), ProgramError>;
-}
-
-/// An [`AppliedRecord`] kept as a small JSON file (mode 0600), replaced atomically.
-#[derive(Clone, Debug)]
-pub struct FileAppliedState {
-    path: PathBuf,
-}
-
-impl FileAppliedState {
-    /// The record at `path`.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileAppliedState { path: path.into() }
-    }
-
-    /// `<store path>.applied.json`, beside the store.
-    pub fn beside(store_path: &Path) -> Self {
-        let mut s = store_path.as_os_str().to_owned();
-        s.push(".applied.json");
-        FileAppliedState::new(s)
-    }
-
-    /// Where the record is kept.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn err(&self, reason: impl std::fmt::Display) -> ProgramError {
-        ProgramError::State {
-            path: self.path.clone(),
-            reason: reason.to_string(),
-        }
-    }
-}
-
-impl AppliedStateStore for FileAppliedState {
-    fn load(&self) -> Result<Option<AppliedRecord>, ProgramError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| self.err(format!("{e}; delete it to force a full resync"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err(e)),
-        }
-    }
-
-    fn save(&self, record: &AppliedRecord) -> Result<(), ProgramError> {
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let bytes = serde_json::to_vec(record).map_err(|e| self.err(e))?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| self.err(format!("create {}: {e}", tmp.display())))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| self.err(format!("write {}: {e}", tmp.display())))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(e))
-    }
-}
-
-/// An in-memory [`AppliedStateStore`] (tests, or a control plane that always resyncs).
-#[derive(Debug, Default)]
-pub struct MemoryAppliedState(std::sync::Mutex<Option<AppliedRecord>>);
-
-impl AppliedStateStore for MemoryAppliedState {
-    fn load(&self) -> Result<Option<AppliedRecord>, ProgramError> {
-        Ok(*self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn save(&self, record: &AppliedRecord) -> Result<(), ProgramError> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(*record);
-        Ok(())
-    }
 }
 
 /// Settings of the [`Programmer`].
@@ -873,145 +748,5 @@ impl Programmer {
                 }
             }
         }
-    }
-}
-
-/// Addresses of backends without a MAC that `table` does not know.
-fn unresolved_addresses(set: &ServiceSet, table: &HashMap<IpAddr, Mac>) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = set
-        .backends
-        .iter()
-        .filter(|b| b.mac.is_none() && !table.contains_key(&b.address))
-        .map(|b| b.address)
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-/// Makes the kernel resolve `addrs`: one empty UDP datagram each to the discard port (9).
-/// Sending is what starts ARP / neighbour discovery on the interface the kernel's routes pick;
-/// the datagram itself is discarded by a backend (or answered with ICMP port unreachable).
-/// Best effort: errors (no route, a full queue) are logged at debug level.
-pub fn probe_neighbours(addrs: &[IpAddr]) {
-    for a in addrs {
-        let bind: std::net::SocketAddr = if a.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sent = std::net::UdpSocket::bind(bind).and_then(|s| {
-            s.set_nonblocking(true)?;
-            s.send_to(&[], (*a, 9))
-        });
-        if let Err(e) = sent {
-            log::debug!("neighbour probe to {a}: {e}");
-        }
-    }
-}
-
-/// Sets the MAC of every backend that has none and whose address is in `table`; returns the
-/// addresses left unresolved.
-pub fn fill_macs(set: &mut ServiceSet, table: &HashMap<IpAddr, Mac>) -> Vec<IpAddr> {
-    let mut unresolved = Vec::new();
-    for b in set.backends.iter_mut().filter(|b| b.mac.is_none()) {
-        match table.get(&b.address) {
-            Some(mac) => b.mac = Some(*mac),
-            None => unresolved.push(b.address),
-        }
-    }
-    unresolved
-}
-
-/// Reads the kernel's neighbour table over netlink (`RTM_GETNEIGH`), in the network namespace
-/// of the calling process.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NeighbourResolver {
-    /// Only entries of this interface (`None`: any interface).
-    pub interface: Option<String>,
-}
-
-impl NeighbourResolver {
-    /// `address → MAC` of every usable entry (reachable, stale, delay, probe, permanent; not
-    /// incomplete or failed) with a 6-byte link-layer address.
-    ///
-    /// # Errors
-    /// [`ProgramError::Neighbours`] when netlink fails or the interface does not exist.
-    pub async fn table(&self) -> Result<HashMap<IpAddr, Mac>, ProgramError> {
-        use futures_util::TryStreamExt;
-        use netlink_packet_route::neighbour::{
-            NeighbourAddress, NeighbourAttribute, NeighbourState,
-        };
-        let err = |what: &str, e: &dyn std::fmt::Display| {
-            ProgramError::Neighbours(format!("{what}: {e}"))
-        };
-        let (conn, handle, _) =
-            rtnetlink::new_connection().map_err(|e| err("netlink socket", &e))?;
-        let conn = tokio::spawn(conn);
-        let result = async {
-            let ifindex = match &self.interface {
-                Some(name) => {
-                    let mut links = handle.link().get().match_name(name.clone()).execute();
-                    match links.try_next().await {
-                        Ok(Some(link)) => Some(link.header.index),
-                        Ok(None) => None,
-                        Err(e) => return Err(err(&format!("interface {name}"), &e)),
-                    }
-                    .ok_or_else(|| {
-                        ProgramError::Neighbours(format!(
-                            "interface {name} does not exist in this network namespace"
-                        ))
-                    })
-                    .map(Some)?
-                }
-                None => None,
-            };
-            let mut table = HashMap::new();
-            let mut entries = handle.neighbours().get().execute();
-            while let Some(n) = entries
-                .try_next()
-                .await
-                .map_err(|e| err("neighbour dump", &e))?
-            {
-                if ifindex.is_some_and(|i| i != n.header.ifindex) {
-                    continue;
-                }
-                if !matches!(
-                    n.header.state,
-                    NeighbourState::Reachable
-                        | NeighbourState::Stale
-                        | NeighbourState::Delay
-                        | NeighbourState::Probe
-                        | NeighbourState::Permanent
-                ) {
-                    continue;
-                }
-                let mut ip = None;
-                let mut mac = None;
-                for a in &n.attributes {
-                    match a {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                            ip = Some(IpAddr::V4(*v4));
-                        }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                            ip = Some(IpAddr::V6(*v6));
-                        }
-                        NeighbourAttribute::LinkLayerAddress(l) => {
-                            mac = <[u8; 6]>::try_from(l.as_slice()).ok();
-                        }
-                        _ => {}
-                    }
-                }
-                if let (Some(ip), Some(mac)) = (ip, mac) {
-                    if mac != [0; 6] {
-                        table.insert(ip, mac);
-                    }
-                }
-            }
-            Ok(table)
-        }
-        .await;
-        conn.abort();
-        result
     }
 }

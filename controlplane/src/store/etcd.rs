@@ -552,8 +552,8 @@ impl EtcdEngine {
         Ok((ttl > 0).then(|| u64::try_from(ttl).unwrap_or(0) * 1000))
     }
 
-    /// Writes the local cache (write to a temporary file, then rename; a torn or unreadable
-    /// cache is ignored at start, it is only a fallback).
+    /// Writes the local cache (the shared atomic write: temporary file, fsync, rename; an
+    /// unreadable cache is ignored at start, it is only a fallback).
     pub(super) fn save_cache(&self, loaded: &Loaded) {
         let Some(path) = &self.cache_path else {
             return;
@@ -568,12 +568,9 @@ impl EtcdEngine {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let tmp = path.with_extension("tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec(&cache).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::rename(&tmp, path)
+            let bytes = serde_json::to_vec(&cache).map_err(std::io::Error::other)?;
+            fiberlb_shared::atomic_file::write_atomic(path, &bytes, 0o600)
+                .map_err(|(step, e)| std::io::Error::new(e.kind(), format!("{step}: {e}")))
         };
         if let Err(e) = write() {
             log::warn!("store: cannot write the etcd cache {}: {e}", path.display());
