@@ -1,0 +1,382 @@
+//! The etcd tests' harness: etcd members on free ports, and nodes (fiberlbd with store = "etcd",
+//! optionally programming a real data plane in a network namespace of their own).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fiberlb_controlplane::api::client::{connect, Clients};
+
+/// Anything not done within this is a hang, not a slow machine.
+pub const LIVENESS: Duration = Duration::from_secs(15);
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn have_etcd() -> bool {
+    Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn skip(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("skipping {test}: needs root (network namespaces, XDP)");
+        return true;
+    }
+    if !have_etcd() {
+        // CI runs scripts/setup.sh, which installs etcd-server: there it must not skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "etcd is not installed (scripts/setup.sh installs etcd-server)"
+        );
+        eprintln!("skipping {test}: etcd is not installed (apt install etcd-server)");
+        return true;
+    }
+    false
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn sh(args: &[&str]) {
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(st.success(), "{args:?} failed");
+}
+
+/// An etcd cluster of one or more members on 127.0.0.1.
+pub struct Etcd {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+}
+
+pub struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    pub fn start(n: usize) -> Etcd {
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut e = Etcd {
+            dir: tempfile::tempdir().unwrap(),
+            members,
+        };
+        for i in 0..n {
+            e.start_member(i);
+        }
+        e.wait_healthy();
+        e
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn start_member(&mut self, i: usize) {
+        let cluster = self.initial_cluster();
+        let m = &self.members[i];
+        let data = self.dir.path().join(&m.name);
+        let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name))).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                &format!("fiberlb-test-{}", std::process::id()),
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.members[i].child = Some(child);
+    }
+
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    pub fn wait_healthy(&self) {
+        let t0 = Instant::now();
+        let eps = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",");
+        loop {
+            let ok = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &eps, "endpoint", "health"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                t0.elapsed() < LIVENESS,
+                "etcd did not become healthy: {}",
+                std::fs::read_to_string(self.dir.path().join("m0.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop_member(i);
+        }
+    }
+}
+
+/// fiberlb-dataplane: FIBERLB_BIN_DIR, else beside this test's own target directory.
+pub fn dataplane_bin() -> PathBuf {
+    let dir = match std::env::var_os("FIBERLB_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("current_exe");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
+        }
+    };
+    let p = dir.join("fiberlb-dataplane");
+    assert!(
+        p.exists(),
+        "{} not found: build it (cargo build -p fiberlb-dataplane) or set FIBERLB_BIN_DIR",
+        p.display()
+    );
+    p
+}
+
+/// One node: a data plane in its own namespace (optional) and fiberlbd with store = "etcd".
+pub struct Node {
+    dataplane: Option<Child>,
+    fiberlbd: Option<Child>,
+    pub socket: PathBuf,
+    netns: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for c in [self.fiberlbd.as_mut(), self.dataplane.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(3) && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(ns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+pub fn start_dataplane(netns: &str, dir: &Path) -> (Child, PathBuf) {
+    let region = dir.join("region");
+    let dp_config = dir.join("dataplane.toml");
+    sh(&["ip", "netns", "add", netns]);
+    for (port, peer) in [("l0", "p0"), ("l1", "p1")] {
+        sh(&[
+            "ip", "-n", netns, "link", "add", port, "type", "veth", "peer", "name", peer,
+        ]);
+        sh(&["ip", "-n", netns, "link", "set", peer, "up"]);
+        sh(&["ip", "-n", netns, "link", "set", port, "up"]);
+    }
+    let core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
+    std::fs::write(
+        &dp_config,
+        format!(
+            "[forwarding]\nbackend_gateway_mac = \"02:00:00:00:02:fe\"\n\
+             [[ports]]\nname = \"client\"\ninterface = \"l0\"\nrole = \"client\"\n\
+             gateway_mac = \"02:00:00:00:01:fe\"\n\
+             [[ports]]\nname = \"backend\"\ninterface = \"l1\"\nrole = \"backend\"\n\
+             [workers]\ncores = [{core}]\nidle_backoff = true\n[shm]\npath = {region:?}\n"
+        ),
+    )
+    .unwrap();
+    let mut dp = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(dataplane_bin())
+        .args(["run", "--config"])
+        .arg(&dp_config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fiberlb-dataplane");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(dp.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(dp.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("forwarding on") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => {}
+        }
+        if let Some(status) = dp.try_wait().unwrap() {
+            panic!("fiberlb-dataplane exited ({status}): {}", seen.join("\n"));
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "fiberlb-dataplane did not start: {}",
+            seen.join("\n")
+        );
+    }
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    (dp, region)
+}
+
+impl Node {
+    pub fn start(tag: &str, endpoints: &[String], with_dataplane: bool) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("fiberlbd.sock");
+        let mut node = Node {
+            dataplane: None,
+            fiberlbd: None,
+            socket,
+            netns: None,
+            dir,
+        };
+        let mut shm = String::new();
+        if with_dataplane {
+            let ns = format!("etcd{tag}{}", std::process::id());
+            node.netns = Some(ns.clone());
+            let (dp, region) = start_dataplane(&ns, node.dir.path());
+            node.dataplane = Some(dp);
+            shm = format!("shm_path = {region:?}\n");
+        }
+        let eps = endpoints
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            node.dir.path().join("controlplane.toml"),
+            format!(
+                "listen = {:?}\nstore = \"etcd\"\nstore_path = {:?}\n{shm}\
+                 vip_ranges = [\"10.10.0.0/22\"]\n\
+                 [etcd]\nendpoints = [{eps}]\nprefix = \"/fiberlb-test\"\ntimeout_ms = 1000\n",
+                node.socket,
+                node.dir.path().join("store.redb"),
+            ),
+        )
+        .unwrap();
+        node.start_fiberlbd();
+        node
+    }
+
+    pub fn start_fiberlbd(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::File::create(self.dir.path().join("fiberlbd.log")).unwrap();
+        let d = Command::new(env!("CARGO_BIN_EXE_fiberlbd"))
+            .arg("--config")
+            .arg(self.dir.path().join("controlplane.toml"))
+            .env("FIBERLB_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .expect("start fiberlbd");
+        self.fiberlbd = Some(d);
+        let t0 = Instant::now();
+        while !self.socket.exists() {
+            if let Some(st) = self.fiberlbd.as_mut().unwrap().try_wait().unwrap() {
+                panic!("fiberlbd exited ({st}): {}", self.log());
+            }
+            assert!(t0.elapsed() < LIVENESS, "fiberlbd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fiberlbd.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> Clients {
+        connect(self.socket.to_str().unwrap(), None, None)
+            .await
+            .unwrap()
+    }
+}
