@@ -43,25 +43,21 @@ impl FromStr for Cidr {
             text: s.to_string(),
             reason,
         };
-        let (addr, prefix) = s.trim().split_once('/').ok_or_else(|| err("no /prefix"))?;
-        let addr: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| err("bad prefix length"))?;
-        let (bits, v6, value) = match addr {
-            IpAddr::V4(a) => (32u8, false, u128::from(u32::from(a))),
-            IpAddr::V6(a) => (128u8, true, u128::from(a)),
-        };
-        if prefix > bits {
-            return Err(err("prefix longer than the address"));
+        let text = s.trim();
+        if !text.contains('/') {
+            return Err(err("no /prefix"));
         }
-        let host_bits = u32::from(bits - prefix);
-        let host_mask = if host_bits >= 128 {
-            u128::MAX
-        } else {
-            (1u128 << host_bits) - 1
-        };
-        if value & host_mask != 0 {
+        let net: ipnet::IpNet = text
+            .parse()
+            .map_err(|_| err("not an IP address with a prefix length that fits it"))?;
+        if net.addr() != net.network() {
             return Err(err("host bits set; give the network address"));
         }
+        let (v6, value) = match net.network() {
+            IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+            IpAddr::V6(a) => (true, u128::from(a)),
+        };
+        let prefix = net.prefix_len();
         Ok(Cidr {
             network: value,
             prefix,
