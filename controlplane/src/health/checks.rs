@@ -4,17 +4,17 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::Empty;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::{CheckKind, HttpCheck, Target, UdpCheck};
 
-/// Largest HTTP response head read before giving up on finding the status line.
-const MAX_STATUS_LINE: usize = 4096;
 /// Largest UDP reply read.
 const MAX_UDP_REPLY: usize = 2048;
 
@@ -83,48 +83,51 @@ fn server_name(address: IpAddr, h: &HttpCheck) -> ServerName<'static> {
         .unwrap_or_else(|| ServerName::IpAddress(address.into()))
 }
 
-async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+/// One HTTP/1.1 GET through hyper's client connection; the status must lie in the expected
+/// range (the body is not read: `Connection: close`, and the probe is dropped after the head).
+async fn http_get<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     addr: SocketAddr,
     h: &HttpCheck,
 ) -> Result<(), String> {
+    use hyper::header::{HeaderValue, ACCEPT, CONNECTION, HOST, USER_AGENT};
     let path = if h.path.starts_with('/') {
         h.path.clone()
     } else {
         format!("/{}", h.path)
     };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fiberlb-health/1\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        host_header(addr, h)
-    );
-    stream
-        .write_all(request.as_bytes())
+    // Title-case header names (`Host:`), as curl and most clients send them: some backends'
+    // hand-written health endpoints compare them case-sensitively.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(stream))
         .await
-        .map_err(|e| format!("http request to {addr}: {e}"))?;
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
-    let line_end = loop {
-        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-            break i;
-        }
-        if buf.len() >= MAX_STATUS_LINE {
-            return Err(format!(
-                "http {addr}: no status line in {MAX_STATUS_LINE} bytes"
-            ));
-        }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("http response from {addr}: {e}"))?;
-        if n == 0 {
-            return Err(format!(
-                "http {addr}: connection closed before a status line"
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let status = parse_status_line(&buf[..line_end])
-        .ok_or_else(|| format!("http {addr}: malformed status line"))?;
+        .map_err(|e| format!("http {addr}: {e}"))?;
+    let host = HeaderValue::from_str(&host_header(addr, h))
+        .map_err(|_| format!("http {addr}: the host name is not a valid Host header"))?;
+    let mut req = hyper::Request::new(Empty::<Bytes>::new());
+    *req.uri_mut() = path
+        .parse()
+        .map_err(|_| format!("http {addr}: path {path:?} is not a valid request target"))?;
+    let headers = req.headers_mut();
+    headers.insert(HOST, host);
+    headers.insert(USER_AGENT, HeaderValue::from_static("fiberlb-health/1"));
+    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    // The connection future drives the I/O. With `Connection: close` it may finish as soon as
+    // it has handed the response over: then the response is already waiting for the sender.
+    let mut conn = std::pin::pin!(conn);
+    let mut response = std::pin::pin!(sender.send_request(req));
+    let resp = tokio::select! {
+        biased;
+        r = &mut response => r,
+        r = &mut conn => match r {
+            Ok(()) => response.await,
+            Err(e) => return Err(format!("http {addr}: {e}")),
+        },
+    }
+    .map_err(|e| format!("http {addr}: {e}"))?;
+    let status = resp.status().as_u16();
     let (lo, hi) = h.expected_status;
     if (lo..=hi).contains(&status) {
         Ok(())
@@ -133,17 +136,6 @@ async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
             "http {addr}{path}: status {status}, expected {lo}-{hi}"
         ))
     }
-}
-
-/// `HTTP/1.x NNN reason` → `NNN`.
-pub(super) fn parse_status_line(line: &[u8]) -> Option<u16> {
-    let rest = line.strip_prefix(b"HTTP/")?;
-    let sp = rest.iter().position(|b| *b == b' ')?;
-    let code = rest.get(sp + 1..sp + 4)?;
-    if !code.iter().all(u8::is_ascii_digit) || rest.get(sp + 4).is_some_and(|b| *b != b' ') {
-        return None;
-    }
-    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 async fn udp(addr: SocketAddr, u: &UdpCheck) -> Result<(), String> {
@@ -251,23 +243,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_lines() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK"), Some(200));
-        assert_eq!(
-            parse_status_line(b"HTTP/1.0 503 Service Unavailable"),
-            Some(503)
-        );
-        assert_eq!(parse_status_line(b"HTTP/1.1 204"), Some(204));
-        assert_eq!(parse_status_line(b"HTTP/1.1 20"), None);
-        assert_eq!(parse_status_line(b"HTTP/1.1 2000 x"), None);
-        assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH"), None);
-        assert_eq!(parse_status_line(b"HTTP/1.1 abc"), None);
-        assert_eq!(parse_status_line(b""), None);
-    }
-
-    #[test]
     fn insecure_config_builds() {
         let c = insecure_client_config().unwrap();
         assert!(!c.crypto_provider().cipher_suites.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod http_probe_tests {
+    /// A server that answers and closes at once (`Connection: close`): the probe still reads
+    /// the status that arrived with the close.
+    #[tokio::test]
+    async fn status_of_a_server_that_closes_after_answering() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.unwrap();
+            let mut b = [0u8; 1024];
+            let _ = c.read(&mut b).await;
+            c.write_all(b"HTTP/1.1 200 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let h = super::HttpCheck {
+            path: "/healthz".into(),
+            host: None,
+            expected_status: (200, 399),
+        };
+        let r = super::http_get(s, addr, &h).await;
+        assert!(r.is_ok(), "{r:?}");
     }
 }
