@@ -202,6 +202,10 @@ pub struct Programmer {
     status_tx: watch::Sender<ProgramStatus>,
     macs: HashMap<IpAddr, Mac>,
     macs_read: Option<Instant>,
+    /// Addresses already probed once: a new backend's first probe is waited for (it gets its MAC
+    /// in the same sync); an address that stays unresolved is probed again at each refresh
+    /// without holding the sync up (that wait put ~100 ms into a write's latency every second).
+    probed: std::collections::HashSet<IpAddr>,
 }
 
 impl std::fmt::Debug for Programmer {
@@ -235,6 +239,7 @@ impl Programmer {
             status_tx: watch::channel(ProgramStatus::default()).0,
             macs: HashMap::new(),
             macs_read: None,
+            probed: std::collections::HashSet::new(),
         }
     }
 
@@ -360,7 +365,12 @@ impl Programmer {
         let due = self
             .macs_read
             .is_none_or(|t| t.elapsed() >= self.opts.mac_refresh);
-        if force || due {
+        // A backend address never looked up (just added) is looked up now, not at the next
+        // refresh: it gets its MAC in this very sync when the kernel knows or learns it.
+        let new_address = unresolved_addresses(set, &self.macs)
+            .iter()
+            .any(|a| !self.probed.contains(a));
+        if force || due || new_address {
             match resolver.table().await {
                 Ok(t) => self.macs = t,
                 Err(e) => log::warn!("{e}; backends without a MAC use the gateway MAC"),
@@ -368,8 +378,13 @@ impl Programmer {
             self.macs_read = Some(Instant::now());
             // Ask the kernel to resolve what it does not know, and give it a moment.
             let missing = unresolved_addresses(set, &self.macs);
+            let fresh = missing.iter().any(|a| !self.probed.contains(a));
+            self.probed.retain(|a| missing.contains(a));
+            self.probed.extend(missing.iter().copied());
             if !missing.is_empty() {
                 probe_neighbours(&missing);
+            }
+            if fresh {
                 for _ in 0..5 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     if let Ok(t) = resolver.table().await {
