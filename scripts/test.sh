@@ -11,6 +11,8 @@ bash scripts/setup.sh
 # setup.sh installed every prerequisite, so tests that would skip without one (the Python
 # gRPC reflection client's venv) must fail instead.
 export CI=${CI:-true}
+# A fresh clone gains nothing from incremental compilation, which doubles target/'s size.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 started=$SECONDS
 step() { echo; echo "==> [$((SECONDS - started))s] $*"; }
@@ -66,6 +68,7 @@ check "quickstart (scripts/quickstart.sh, as tests/tests/quickstart.rs)" \
     --no-fail-fast -- --ignored --nocapture quickstart_end_to_end
 
 step "summary"
+echo "  disk used by build outputs: $(du -sh target fuzz/target 2>/dev/null | awk '{print $2 " " $1}' | paste -sd, -)"
 for n in "${passed[@]}"; do echo "  ok      $n"; done
 for n in "${failed[@]}"; do echo "  FAILED  $n"; done
 echo "checks: ${#passed[@]} passed, ${#failed[@]} failed"
