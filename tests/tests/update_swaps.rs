@@ -10,7 +10,9 @@
 //! forwarder share this machine's two cores. At 150 kpps the code before the control thread left
 //! the workers' cores (ad33ebd^) lost 1368 and 1306 packets in two runs (controls 0) and then 0
 //! in five more; the current code lost 0 in five runs: the loss is intermittent, so this check
-//! can catch it but a single pass does not prove it gone. No speed is asserted.
+//! can catch it but a single pass does not prove it gone. No speed is asserted. The deterministic
+//! check of the fix is `runtime::tests::control_thread_stays_off_the_worker_cores` in
+//! fiberlb-dataplane: it fails on ad33ebd^ (the control thread allowed on the worker's core).
 //!
 //! Root only: prints why and passes when not root.
 
