@@ -27,9 +27,27 @@ scenario_update() {
     fi
     # An odd count ends on set A (4 backends), so the load starts with flows on all four and
     # the first swap to B has flows to move.
+    # Idle: 201 commits 10 ms apart. The two sets alternate, so after the first two commits the
+    # data plane finds both nat tables in its table cache (a pool flapping between states);
+    # set C (2 backends) is then committed once, between A's, to time a build (cache miss).
     "$PKTGEN" update --shm /dev/shm/$P.region --services "$WORK/set-a.yaml" --services "$WORK/set-b.yaml" \
-        --count 21 --interval-ms 20 >"$RES/json/update-idle.json" || { fiberlb_stop update; return 1; }
-    echo "  idle: commit -> Applied $(jget update-idle '"min %.0f / p50 %.0f / max %.0f us over %d updates" % (d["min_us"], d["p50_us"], d["max_us"], d["updates"])')"
+        --count 201 --interval-ms 10 >"$RES/json/update-idle.json" || { fiberlb_stop update; return 1; }
+    echo "  idle: commit -> Applied $(jget update-idle '"min %.0f / p50 %.0f / p99 %.0f / max %.0f us over %d updates" % (d["min_us"], d["p50_us"], d["p99_us"], d["max_us"], d["updates"])')"
+    fiberlb_services "$WORK/set-c.yaml" 2
+    "$PKTGEN" update --shm /dev/shm/$P.region --services "$WORK/set-c.yaml" --services "$WORK/set-a.yaml" \
+        --count 2 --interval-ms 10 >"$RES/json/update-cold.json" || { fiberlb_stop update; return 1; }
+    echo "  idle, one nat table built (65537 slots, cache miss): commit -> Applied $(jget update-cold '"%.0f us (back to set A, cached: %.0f us)" % (d["latencies_us"][0], d["latencies_us"][1])')"
+    # Full load: the generator as fast as it can go (the worker busy-polls: idle back-off is
+    # off in this configuration) while 101 commits go in 10 ms apart. Loss is not judged here
+    # (the forwarder is overloaded on purpose); the latency is.
+    (SECS=4 pktgen update-full $MAC_L0 $VIP_NAT 64 1000 1 \
+        "$(backend_addr 20 0),$(backend_addr 20 1),$(backend_addr 20 2),$(backend_addr 20 3)") &
+    local full=$!
+    sleep 1
+    "$PKTGEN" update --shm /dev/shm/$P.region --services "$WORK/set-a.yaml" --services "$WORK/set-b.yaml" \
+        --count 101 --interval-ms 10 >"$RES/json/update-full-load.json" || true
+    wait $full || true
+    echo "  full load ($(jget update-full '"%.0f kpps forwarded" % (d["rx_pps"] / 1000)' 2>/dev/null || echo "?")): commit -> Applied $(jget update-full-load '"p50 %.0f / p99 %.0f / max %.0f us over %d updates" % (d["p50_us"], d["p99_us"], d["max_us"], d["updates"])')"
     # Control: the same load without swaps (loss here means the rate is too high, not the swaps).
     SECS=3 pktgen update-control $MAC_L0 $VIP_NAT 64 1000 1 \
         "$(backend_addr 20 0),$(backend_addr 20 1),$(backend_addr 20 2),$(backend_addr 20 3)" --rate "$rate" || true
@@ -53,8 +71,13 @@ scenario_update() {
     {
         echo "update_idle_p50_us=$(jget update-idle 'round(d["p50_us"])')"
         echo "update_idle_max_us=$(jget update-idle 'round(d["max_us"])')"
+        echo "update_idle_p99_us=$(jget update-idle 'round(d["p99_us"])')"
+        echo "update_cold_us=$(jget update-cold 'round(d["latencies_us"][0])')"
+        echo "update_full_p50_us=$(jget update-full-load 'round(d["p50_us"])')"
+        echo "update_full_p99_us=$(jget update-full-load 'round(d["p99_us"])')"
         echo "update_load_p50_us=$(jget update-load 'round(d["p50_us"])')"
         echo "update_load_max_us=$(jget update-load 'round(d["max_us"])')"
+        echo "update_load_p99_us=$(jget update-load 'round(d["p99_us"])')"
         echo "update_load_swaps=$(jget update-load 'd["updates"]')"
         echo "update_control_lost=$(jget update-control 'd["lost_packets"]')"
         echo "update_load_rate=$rate update_load_sent=$tx update_load_lost=$lost update_load_flows_moved=$moved"

@@ -345,4 +345,12 @@ async fn write_to_applied_latency() {
         pct(0.99),
         samples[samples.len() - 1]
     );
+    // Loose on purpose (this machine is shared; the goal is p99 <= 3 ms): a p99 this far off
+    // means something waits that should not (a timer, a poll interval, a rebuild of every
+    // table), as the 100 ms MAC-refresh wait and the 1 ms tokio poll once did.
+    assert!(
+        pct(0.99) < Duration::from_millis(100),
+        "write -> applied p99 {:?} is over 100 ms",
+        pct(0.99)
+    );
 }

@@ -51,7 +51,9 @@ pub struct ControlOptions {
     /// Listener and backend slots the snapshots may use (the pipeline's counter arrays).
     pub max_listeners: usize,
     pub max_backends: usize,
-    /// Sleep when the command ring is empty.
+    /// Sleep when the command ring is empty: the wait a commit may sit unseen. 100 µs (about
+    /// 10 000 wake-ups a second, ~1 % of the housekeeping core the control thread runs on);
+    /// at 1 ms it was half of an idle commit's latency.
     pub poll_interval: Duration,
     /// How often the data plane's heartbeat is stored.
     pub heartbeat_interval: Duration,
@@ -77,7 +79,7 @@ impl Default for ControlOptions {
             workers: 1,
             max_listeners: 4096,
             max_backends: 65536,
-            poll_interval: Duration::from_millis(1),
+            poll_interval: Duration::from_micros(100),
             heartbeat_interval: Duration::from_millis(100),
             stale_transaction: Duration::from_secs(3),
             slots_path: None,

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use fiberlb_shared::maglev::{self, MaglevBackend};
 use fiberlb_shared::model::{
@@ -105,8 +105,9 @@ pub struct PoolRec {
     pub name: String,
     pub algorithm: Algorithm,
     /// Maglev lookup table: backend handles, or [`NO_BACKEND`] when the pool has no active
-    /// backend. Its length is the pool's table size.
-    pub table: Box<[u32]>,
+    /// backend. Its length is the pool's table size. Shared with the builder's cache and with
+    /// the snapshots before and after this one when the pool did not change.
+    pub table: Arc<[u32]>,
     /// Number of backends with [`Usability::Active`].
     pub active: u32,
 }
@@ -256,6 +257,64 @@ pub struct SnapshotBuilder {
     /// not, such a backend is kept out of its pool's Maglev table (no new flows) until the
     /// control plane sends its MAC: new flows to it would be dropped as `no_next_hop`.
     gateway_fallback: bool,
+    /// Maglev tables of recent builds, so a commit rebuilds only the pools whose active
+    /// backends changed (see [`TableCache`]).
+    tables: TableCache,
+}
+
+/// Builds kept in [`TableCache`] after their last use: a pool flapping between a few states
+/// (a backend's health going up and down) finds each of them here.
+const TABLE_CACHE_BUILDS: u64 = 4;
+
+/// The Maglev tables of the last [`TABLE_CACHE_BUILDS`] builds, keyed by what a table is a
+/// pure function of: the table size and the active backends (address, port, weight, in the
+/// order given to the builder). Each entry keeps the table as handed to the workers (backend
+/// handles), one per set of handles (two pools may list the same addresses, each with its own
+/// backend objects). A commit that changes one pool of
+/// a hundred thus builds one table rather than a hundred (the build is ~1 ms for 65537 slots),
+/// and unchanged pools share one copy of their table between the snapshots.
+#[derive(Debug, Default)]
+struct TableCache {
+    entries: HashMap<(u32, Vec<MaglevBackend>), Vec<CachedTable>>,
+    /// Builds so far (the clock of `last_used`).
+    builds: u64,
+    /// Tables built (cache misses) and reused, for tests and diagnostics.
+    built: u64,
+    reused: u64,
+}
+
+#[derive(Debug)]
+struct CachedTable {
+    handles: Vec<u32>,
+    table: Arc<[u32]>,
+    last_used: u64,
+}
+
+impl TableCache {
+    /// Drops the tables no build used in the last [`TABLE_CACHE_BUILDS`] builds.
+    fn end_build(&mut self) {
+        let now = self.builds;
+        self.entries.retain(|_, tables| {
+            tables.retain(|t| now.saturating_sub(t.last_used) < TABLE_CACHE_BUILDS);
+            !tables.is_empty()
+        });
+        self.builds += 1;
+    }
+}
+
+/// The Maglev builder's view of the backends `active` (indices into `set.backends`).
+fn maglev_inputs(set: &ServiceSet, active: &[usize]) -> Vec<MaglevBackend> {
+    active
+        .iter()
+        .map(|&i| {
+            let b = &set.backends[i];
+            MaglevBackend {
+                address: b.address,
+                port: b.port,
+                weight: b.weight,
+            }
+        })
+        .collect()
 }
 
 impl SnapshotBuilder {
@@ -268,7 +327,13 @@ impl SnapshotBuilder {
             max_listeners,
             max_backends: max_backends.min(MAX_BACKEND_SLOTS),
             gateway_fallback: true,
+            tables: TableCache::default(),
         }
+    }
+
+    /// Maglev tables built and reused from earlier builds so far: `(built, reused)`.
+    pub fn table_builds(&self) -> (u64, u64) {
+        (self.tables.built, self.tables.reused)
     }
 
     /// Says whether backends without a MAC have a next hop (a backend gateway MAC); without
@@ -321,6 +386,8 @@ impl SnapshotBuilder {
         for (i, b) in set.backends.iter().enumerate() {
             members[pool_index[&b.pool] as usize].push(i);
         }
+        // A pool whose (size, active backends) was built before reuses that table: those inputs
+        // built without error then, and the build is a pure function of them.
         let mut raw_tables = Vec::with_capacity(set.pools.len());
         for (pi, p) in set.pools.iter().enumerate() {
             let active: Vec<usize> = members[pi]
@@ -328,24 +395,18 @@ impl SnapshotBuilder {
                 .copied()
                 .filter(|&i| self.usability(&set.backends[i]) == Usability::Active)
                 .collect();
-            let inputs: Vec<MaglevBackend> = active
-                .iter()
-                .map(|&i| {
-                    let b = &set.backends[i];
-                    MaglevBackend {
-                        address: b.address,
-                        port: b.port,
-                        weight: b.weight,
+            let key = (p.table_size, maglev_inputs(set, &active));
+            let raw = if self.tables.entries.contains_key(&key) {
+                None
+            } else {
+                Some(maglev::build_table(&key.1, p.table_size).map_err(|source| {
+                    SnapshotError::Maglev {
+                        pool: p.name.clone(),
+                        source,
                     }
-                })
-                .collect();
-            let table = maglev::build_table(&inputs, p.table_size).map_err(|source| {
-                SnapshotError::Maglev {
-                    pool: p.name.clone(),
-                    source,
-                }
-            })?;
-            raw_tables.push((active, table));
+                })?)
+            };
+            raw_tables.push((active, key, raw));
         }
 
         let backend_ids: Vec<u32> = set.backends.iter().map(|b| b.id.0).collect();
@@ -375,26 +436,62 @@ impl SnapshotBuilder {
                 usability: self.usability(b),
             });
         }
-        let pools = set
-            .pools
-            .iter()
-            .zip(raw_tables)
-            .map(|(p, (active, table))| PoolRec {
-                name: p.name.clone(),
-                algorithm: p.algorithm,
-                active: active.len() as u32,
-                table: table
+        let now = self.tables.builds;
+        let mut pools = Vec::with_capacity(set.pools.len());
+        for (p, (active, key, raw)) in set.pools.iter().zip(raw_tables) {
+            let active_handles: Vec<u32> = active.iter().map(|&i| handles[i]).collect();
+            let cached = self
+                .tables
+                .entries
+                .get_mut(&key)
+                .and_then(|tables| tables.iter_mut().find(|t| t.handles == active_handles));
+            let table = if let Some(entry) = cached {
+                entry.last_used = now;
+                self.tables.reused += 1;
+                entry.table.clone()
+            } else {
+                // Not cached, or cached for other handles (a backend re-slotted): the raw table
+                // is built now if it was not above — the same inputs built without error
+                // before, and the build is deterministic, so this cannot fail.
+                let raw = match raw {
+                    Some(raw) => raw,
+                    None => maglev::build_table(&key.1, p.table_size).map_err(|source| {
+                        SnapshotError::Maglev {
+                            pool: p.name.clone(),
+                            source,
+                        }
+                    })?,
+                };
+                self.tables.built += 1;
+                let table: Arc<[u32]> = raw
                     .into_iter()
                     .map(|e| {
                         if e == maglev::EMPTY {
                             NO_BACKEND
                         } else {
-                            handles[active[e as usize]]
+                            active_handles[e as usize]
                         }
                     })
-                    .collect(),
-            })
-            .collect();
+                    .collect();
+                self.tables
+                    .entries
+                    .entry(key)
+                    .or_default()
+                    .push(CachedTable {
+                        handles: active_handles,
+                        table: table.clone(),
+                        last_used: now,
+                    });
+                table
+            };
+            pools.push(PoolRec {
+                name: p.name.clone(),
+                algorithm: p.algorithm,
+                active: active.len() as u32,
+                table,
+            });
+        }
+        self.tables.end_build();
 
         let mut listeners = Vec::with_capacity(set.listeners.len());
         let mut listener_map = FxHashMap::default();

@@ -213,3 +213,88 @@ fn limits_are_enforced_without_side_effects() {
     assert!(err.to_string().contains("max_backends = 1"), "{err}");
     assert!(b.backends.by_id.is_empty());
 }
+
+/// A second pool, `api`, listing the same addresses as `web` with its own backend objects.
+fn two_pools(backends: &[(u32, &str, u32)]) -> ServiceSet {
+    let mut s = set(backends);
+    s.pools.push(Pool {
+        id: PoolId(2),
+        name: "api".into(),
+        algorithm: Algorithm::Maglev,
+        table_size: 251,
+    });
+    let copies: Vec<Backend> = s
+        .backends
+        .iter()
+        .map(|b| Backend {
+            id: BackendId(b.id.0 + 100),
+            pool: PoolId(2),
+            ..b.clone()
+        })
+        .collect();
+    s.backends.extend(copies);
+    s
+}
+
+#[test]
+fn unchanged_pools_reuse_their_maglev_table() {
+    let mut b = SnapshotBuilder::new(16, 16);
+    let a = two_pools(&[(1, "10.1.0.1", 1), (2, "10.1.0.2", 1), (3, "10.1.0.3", 1)]);
+    let s1 = b.build(&a, 1).unwrap();
+    assert_eq!(
+        b.table_builds(),
+        (2, 0),
+        "same addresses, different backends: two tables"
+    );
+    assert_ne!(
+        s1.pools[0].table, s1.pools[1].table,
+        "each pool names its own handles"
+    );
+    // The same configuration again: nothing is built, the tables are shared.
+    let s2 = b.build(&a, 2).unwrap();
+    assert_eq!(b.table_builds(), (2, 2));
+    assert!(Arc::ptr_eq(&s1.pools[0].table, &s2.pools[0].table));
+    assert!(Arc::ptr_eq(&s1.pools[1].table, &s2.pools[1].table));
+    // A backend of `web` goes down: only `web` is built, and its table is what a builder
+    // without a cache makes.
+    let mut down = a.clone();
+    down.backends[1].healthy = false;
+    let s3 = b.build(&down, 3).unwrap();
+    assert_eq!(b.table_builds(), (3, 3));
+    assert!(Arc::ptr_eq(&s1.pools[1].table, &s3.pools[1].table));
+    let mut fresh = SnapshotBuilder::new(16, 16);
+    fresh.build(&a, 1).unwrap(); // the same slots as `b`
+    assert_eq!(
+        fresh.build(&down, 2).unwrap().pools[0].table,
+        s3.pools[0].table
+    );
+    // It comes back: the earlier table is found again (flapping costs no build).
+    let s4 = b.build(&a, 4).unwrap();
+    assert_eq!(b.table_builds(), (3, 5));
+    assert!(Arc::ptr_eq(&s1.pools[0].table, &s4.pools[0].table));
+    // Backend 2 replaced by backend 4 at the same address: same Maglev inputs, a new handle,
+    // so the table is built again and names the new backend.
+    let mut replaced = a.clone();
+    replaced.backends[1].id = BackendId(4);
+    let s5 = b.build(&replaced, 5).unwrap();
+    assert_eq!(b.table_builds(), (4, 6));
+    let h4 = s5
+        .backends
+        .iter()
+        .flatten()
+        .find(|r| r.id == BackendId(4))
+        .unwrap()
+        .handle;
+    assert!(s5.pools[0].table.contains(&h4));
+    assert!(s5.pools[0].table.iter().all(|&h| s5.backend(h).is_some()));
+    // Tables unused for TABLE_CACHE_BUILDS builds are dropped: `down`'s table is gone.
+    for g in 6..6 + TABLE_CACHE_BUILDS {
+        b.build(&replaced, g).unwrap();
+    }
+    let before = b.table_builds().0;
+    b.build(&down, 100).unwrap();
+    assert!(
+        b.table_builds().0 > before,
+        "an evicted table is built again"
+    );
+}
