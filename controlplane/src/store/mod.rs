@@ -522,20 +522,26 @@ impl Store {
         }
     }
 
-    /// Backends whose lease has expired (they are deleted by [`Store::run`]).
-    fn expired_backends(&self) -> Vec<u32> {
-        let g = self.lock();
-        g.state
+    /// The backends of `state` whose lease has expired: no longer among etcd's `live` leases,
+    /// or (redb, `live` is `None`) past fiberlbd's own timer.
+    fn expired_in(&self, state: &State, live: Option<&HashSet<i64>>) -> Vec<u32> {
+        state
             .backends
             .values()
             .filter(|b| {
-                b.lease.is_some_and(|l| match &g.live_leases {
-                    Some(live) => !live.contains(&l.id),
+                b.lease.is_some_and(|l| match live {
+                    Some(set) => !set.contains(&l.id),
                     None => self.local_leases.expired(l.id),
                 })
             })
             .map(|b| b.id)
             .collect()
+    }
+
+    /// Backends whose lease has expired (they are deleted by [`Store::run`]).
+    fn expired_backends(&self) -> Vec<u32> {
+        let g = self.lock();
+        self.expired_in(&g.state, g.live_leases.as_ref())
     }
 
     /// Deletes the backends whose lease expired, in one commit.
@@ -546,17 +552,7 @@ impl Store {
         let r = self.mutate(|t| {
             let gone = {
                 let live = self.lock();
-                t.state
-                    .backends
-                    .values()
-                    .filter(|b| {
-                        b.lease.is_some_and(|l| match &live.live_leases {
-                            Some(set) => !set.contains(&l.id),
-                            None => self.local_leases.expired(l.id),
-                        })
-                    })
-                    .map(|b| b.id)
-                    .collect::<Vec<_>>()
+                self.expired_in(&t.state, live.live_leases.as_ref())
             };
             for id in &gone {
                 t.state.backends.remove(id);
