@@ -135,7 +135,17 @@ fn mul_mod_matches_integer_modulo() {
             assert_eq!(mul_mod(a, b, m, reciprocal), want, "{a} * {b} % {m}");
         }
     }
-    assert_eq!(pow_mod(3, 65535, 65537) * 3 % 65537, 1);
+    for m in [7u32, 65537, 655_373, MAX_TABLE_SIZE] {
+        let reciprocal = 1.0 / f64::from(m);
+        for a in [1, 2, 3, m / 2, m - 2, m - 1] {
+            let inverse = pow_mod(a, m - 2, m, reciprocal);
+            assert_eq!(
+                u64::from(inverse) * u64::from(a) % u64::from(m),
+                1,
+                "{a} mod {m}"
+            );
+        }
+    }
 }
 
 #[test]
