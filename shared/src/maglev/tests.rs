@@ -149,6 +149,22 @@ fn mul_mod_matches_integer_modulo() {
 }
 
 #[test]
+fn add_mod_wraps_once() {
+    for m in [7u32, 65537, MAX_TABLE_SIZE] {
+        for (a, b) in [
+            (0, 0),
+            (0, m - 1),
+            (m - 1, 1),
+            (m - 1, m - 1),
+            (m / 2, m / 2 + 1),
+        ] {
+            let want = ((u64::from(a) + u64::from(b)) % u64::from(m)) as u32;
+            assert_eq!(add_mod(a, b, m), want, "{a} + {b} mod {m}");
+        }
+    }
+}
+
+#[test]
 fn table_size_checks() {
     for ok in [7, 11, 251, 65537, 655_373, MAX_TABLE_SIZE] {
         assert_eq!(check_table_size(ok), Ok(()), "{ok}");
