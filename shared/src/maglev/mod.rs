@@ -394,23 +394,37 @@ fn populate_with(entries: &[Entry], size: u32, schedule: Schedule, endgame_at: u
 /// subtraction instead of a modulo, and a bitmap of taken slots (8 KiB for 65537 slots, so the
 /// probes hit L1 rather than the 256 KiB table).
 ///
-/// Probing costs about `size / free` steps per claim, so over half of all probes go to the last
-/// 1% of slots. Once few slots are free (the "endgame"), a claim instead computes, for each free
-/// slot `f`, its position `(f - next) / skip (mod size)` in the entry's permutation and takes the
-/// nearest: the same slot the probe would reach, in `free` steps instead of `size / free`.
+/// A claim probes `K` preferred slots per step (see [`Self::claim_probing`]), more as the table
+/// fills. Probing costs about `size / free` steps per claim, so over half of all probes go to the
+/// last 1% of slots. Once few slots are free (the "endgame"), a claim instead computes, for each
+/// free slot `f`, its position `(f - next) / skip (mod size)` in the entry's permutation and
+/// takes the nearest: the same slot the probe would reach, in `free` steps instead of
+/// `size / free`.
 struct Filler<'t> {
-    /// `(next preferred slot, skip)` per entry.
-    cursor: Vec<(u32, u32)>,
+    /// Next preferred slot per entry.
+    next: Vec<u32>,
+    /// `j * skip (mod size)` for `j` in 1..=[`MAX_GROUP`], per entry: the offsets of a group's
+    /// probes from its first one, and the last is the stride from one group to the next.
+    strides: Vec<[u32; MAX_GROUP]>,
     index: Vec<u32>,
+    /// Bit `s % 64` of word `s / 64` is set once slot `s` is taken; the length is a power of
+    /// two, so that probes can index it with a mask.
     taken: Vec<u64>,
     table: &'t mut [u32],
     size: u32,
     free: u32,
+    /// Probe 4 slots per step from this many free slots down, 8 from `.1` down.
+    group_at: (u32, u32),
     /// Switch to the endgame when this many slots are free.
     endgame_at: u32,
     /// The free slots, once in the endgame.
     free_slots: Vec<u32>,
+    /// Inverse of each entry's skip (mod size), once computed in the endgame; 0 until then.
+    inverse: Vec<u32>,
 }
+
+/// Probes per step in the fullest part of the table.
+const MAX_GROUP: usize = 8;
 
 /// Free-slot count at which the endgame starts: an endgame step (one [`mul_mod`]) costs about
 /// as much as a probe step, and the endgame takes `free` of them per claim against `size / free`
@@ -420,17 +434,49 @@ fn default_endgame(size: u32) -> u32 {
     (size / 4).isqrt()
 }
 
+/// Free-slot counts below which a probe step covers 4, then [`MAX_GROUP`], slots: while over
+/// half the table is free, 2 probes mostly find one; wider steps cost more instructions but
+/// mispredict fewer exits as the table fills. Measured at 65537 slots with 1000 backends: this
+/// schedule builds about 10% faster than one probe per branch; 8 probes per step from the
+/// start is no faster than one, 16 is 1.7 times slower.
+fn group_thresholds(size: u32) -> (u32, u32) {
+    (size / 2, size / 8)
+}
+
+/// `slot + step (mod size)` for `slot, step < size`, as a minimum, which compiles to a
+/// conditional move: a branch there would mispredict as often as it is taken.
+#[inline(always)]
+fn add_mod(slot: u32, step: u32, size: u32) -> u32 {
+    // size <= MAX_TABLE_SIZE < 2^31: no overflow, and a sum below size wraps above it.
+    let sum = slot + step;
+    sum.min(sum.wrapping_sub(size))
+}
+
 impl<'t> Filler<'t> {
     fn new(entries: &[Entry], size: u32, table: &'t mut [u32], endgame_at: u32) -> Self {
         Filler {
-            cursor: entries.iter().map(|e| (e.offset, e.skip)).collect(),
+            next: entries.iter().map(|e| e.offset).collect(),
+            strides: entries
+                .iter()
+                .map(|e| {
+                    let mut strides = [0u32; MAX_GROUP];
+                    let mut stride = 0;
+                    for s in &mut strides {
+                        stride = add_mod(stride, e.skip, size);
+                        *s = stride;
+                    }
+                    strides
+                })
+                .collect(),
             index: entries.iter().map(|e| e.index).collect(),
-            taken: vec![0u64; (size as usize).div_ceil(64)],
+            taken: vec![0u64; (size as usize).div_ceil(64).next_power_of_two()],
             table,
             size,
             free: size,
+            group_at: group_thresholds(size),
             endgame_at,
             free_slots: Vec::new(),
+            inverse: Vec::new(),
         }
     }
 
@@ -439,36 +485,58 @@ impl<'t> Filler<'t> {
     /// at the first `true`, so a free slot always exists here.
     #[inline]
     fn claim(&mut self, e: usize) -> bool {
-        if self.free <= self.endgame_at {
+        let free = self.free;
+        let slot = if free > self.group_at.0 {
+            self.probe::<2>(e)
+        } else if free > self.group_at.1 {
+            self.probe::<4>(e)
+        } else if free > self.endgame_at {
+            self.probe::<MAX_GROUP>(e)
+        } else {
             return self.claim_endgame(e);
-        }
-        let (mut slot, skip) = self.cursor[e];
-        let size = self.size;
-        loop {
-            let word = &mut self.taken[(slot >> 6) as usize];
-            let bit = 1u64 << (slot & 63);
-            if *word & bit == 0 {
-                *word |= bit;
-                break;
-            }
-            slot += skip;
-            if slot >= size {
-                slot -= size;
-            }
-        }
+        };
+        self.taken[(slot >> 6) as usize] |= 1u64 << (slot & 63);
         self.take(e, slot)
+    }
+
+    /// Entry `e`'s first free preferred slot, probing `K` of them per step without a branch
+    /// between them: their free bits go into a mask whose lowest set bit is the first free one.
+    /// The `K` positions advance by `K * skip` each, so they form `K` independent chains rather
+    /// than one chain of dependent additions.
+    #[inline(always)]
+    fn probe<const K: usize>(&self, e: usize) -> u32 {
+        let size = self.size;
+        let strides = &self.strides[e];
+        let mut positions = [self.next[e]; K];
+        for j in 1..K {
+            positions[j] = add_mod(positions[0], strides[j - 1], size);
+        }
+        let stride = strides[K - 1];
+        let all = (1u32 << K) - 1;
+        // A power-of-two length and a masked index: no bounds check per probe (the mask never
+        // changes an index, as slots are below size).
+        let mask = self.taken.len() - 1;
+        let bitmap = &self.taken[..=mask];
+        loop {
+            let mut taken = 0u32;
+            for (j, &p) in positions.iter().enumerate() {
+                taken |= ((bitmap[(p >> 6) as usize & mask] >> (p & 63)) as u32 & 1) << j;
+            }
+            let free = !taken & all;
+            if free != 0 {
+                return positions[free.trailing_zeros() as usize];
+            }
+            for p in &mut positions {
+                *p = add_mod(*p, stride, size);
+            }
+        }
     }
 
     /// Records `slot` for entry `e` and moves its cursor past it.
     #[inline]
-    fn take(&mut self, e: usize, mut slot: u32) -> bool {
+    fn take(&mut self, e: usize, slot: u32) -> bool {
         self.table[slot as usize] = self.index[e];
-        let skip = self.cursor[e].1;
-        slot += skip;
-        if slot >= self.size {
-            slot -= self.size;
-        }
-        self.cursor[e].0 = slot;
+        self.next[e] = add_mod(slot, self.strides[e][0], self.size);
         self.free -= 1;
         self.free == 0
     }
@@ -477,15 +545,26 @@ impl<'t> Filler<'t> {
     fn claim_endgame(&mut self, e: usize) -> bool {
         let size = self.size;
         if self.free_slots.is_empty() {
-            self.free_slots = (0..size)
-                .filter(|&s| self.taken[(s >> 6) as usize] & (1u64 << (s & 63)) == 0)
-                .collect();
+            self.free_slots.reserve(self.free as usize);
+            for (w, &word) in self.taken.iter().enumerate() {
+                let mut free = !word;
+                while free != 0 {
+                    let slot = (w as u32) << 6 | free.trailing_zeros();
+                    if slot < size {
+                        self.free_slots.push(slot);
+                    }
+                    free &= free - 1;
+                }
+            }
+            self.inverse = vec![0; self.next.len()];
         }
-        let (next, skip) = self.cursor[e];
-        // size is prime and 0 < skip < size, so skip^(size-2) is its inverse (Fermat).
-        let m = u64::from(size);
-        let inverse = pow_mod(u64::from(skip), m - 2, m) as u32;
+        let next = self.next[e];
         let reciprocal = 1.0 / f64::from(size);
+        if self.inverse[e] == 0 {
+            // size is prime and 0 < skip < size, so skip^(size-2) is its inverse (Fermat).
+            self.inverse[e] = pow_mod(self.strides[e][0], size - 2, size, reciprocal);
+        }
+        let inverse = self.inverse[e];
         let mut best = (u32::MAX, 0usize);
         for (k, &f) in self.free_slots.iter().enumerate() {
             let distance = if f >= next { f - next } else { f + size - next };
@@ -496,6 +575,7 @@ impl<'t> Filler<'t> {
         }
         // Never empty here: free >= 1 and free_slots holds exactly the free slots.
         let slot = self.free_slots.swap_remove(best.1);
+        self.taken[(slot >> 6) as usize] |= 1u64 << (slot & 63);
         self.take(e, slot)
     }
 }
@@ -517,15 +597,14 @@ fn mul_mod(a: u32, b: u32, m: u32, reciprocal: f64) -> u32 {
     r as u32
 }
 
-/// `base^exp mod m` for `m < 2^32`.
-fn pow_mod(mut base: u64, mut exp: u64, m: u64) -> u64 {
+/// `base^exp mod m` for `base < m <= 2^24`, `reciprocal = 1.0 / m`, by [`mul_mod`].
+fn pow_mod(mut base: u32, mut exp: u32, m: u32, reciprocal: f64) -> u32 {
     let mut result = 1 % m;
-    base %= m;
     while exp > 0 {
         if exp & 1 == 1 {
-            result = result * base % m;
+            result = mul_mod(result, base, m, reciprocal);
         }
-        base = base * base % m;
+        base = mul_mod(base, base, m, reciprocal);
         exp >>= 1;
     }
     result

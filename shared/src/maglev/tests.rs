@@ -135,7 +135,33 @@ fn mul_mod_matches_integer_modulo() {
             assert_eq!(mul_mod(a, b, m, reciprocal), want, "{a} * {b} % {m}");
         }
     }
-    assert_eq!(pow_mod(3, 65535, 65537) * 3 % 65537, 1);
+    for m in [7u32, 65537, 655_373, MAX_TABLE_SIZE] {
+        let reciprocal = 1.0 / f64::from(m);
+        for a in [1, 2, 3, m / 2, m - 2, m - 1] {
+            let inverse = pow_mod(a, m - 2, m, reciprocal);
+            assert_eq!(
+                u64::from(inverse) * u64::from(a) % u64::from(m),
+                1,
+                "{a} mod {m}"
+            );
+        }
+    }
+}
+
+#[test]
+fn add_mod_wraps_once() {
+    for m in [7u32, 65537, MAX_TABLE_SIZE] {
+        for (a, b) in [
+            (0, 0),
+            (0, m - 1),
+            (m - 1, 1),
+            (m - 1, m - 1),
+            (m / 2, m / 2 + 1),
+        ] {
+            let want = ((u64::from(a) + u64::from(b)) % u64::from(m)) as u32;
+            assert_eq!(add_mod(a, b, m), want, "{a} + {b} mod {m}");
+        }
+    }
 }
 
 #[test]
@@ -450,4 +476,52 @@ proptest! {
             prop_assert_eq!(&rounds, &populate_with(&entries, size, schedule, endgame_at));
         }
     }
+}
+
+/// XXH64 of a table's slots, little-endian: a fingerprint for pinning whole tables.
+fn fingerprint(table: &[u32]) -> u64 {
+    let bytes: Vec<u8> = table.iter().flat_map(|s| s.to_le_bytes()).collect();
+    xxh64(&bytes, 0)
+}
+
+#[test]
+fn tables_are_pinned() {
+    // Fingerprints taken with the builder as of b274920 (before the probe-loop rewrite): any
+    // change in which backend owns which slot fails here. Covers equal weights (the plain
+    // round loop), mixed weights (the weighted round loop) and skewed weights (the heap), at
+    // the default size and a small one, with the caller's order shuffled.
+    let m = DEFAULT_TABLE_SIZE;
+    let equal: Vec<_> = (0..1000).rev().map(|i| v4(i, 8080, 1)).collect();
+    let mixed: Vec<_> = (0..1000).map(|i| v4(i, 80, 1 + i % 7)).collect();
+    let skewed: Vec<_> = (0..300)
+        .map(|i| v4(i, 443, if i % 50 == 0 { 10_000 } else { 1 + i % 3 }))
+        .collect();
+    let v6: Vec<_> = (0..10u16)
+        .map(|i| MaglevBackend {
+            address: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i + 1)),
+            port: 443,
+            weight: 1,
+        })
+        .collect();
+    let got = [
+        fingerprint(&build_table(&equal, m).unwrap()),
+        fingerprint(&build_table(&equal[..100], m).unwrap()),
+        fingerprint(&build_table(&mixed, m).unwrap()),
+        fingerprint(&build_table(&skewed, m).unwrap()),
+        fingerprint(&build_table(&v6, m).unwrap()),
+        fingerprint(&build_table(&equal, 1009).unwrap()),
+        fingerprint(&build_table(&equal[..500], 655_373).unwrap()),
+    ];
+    assert_eq!(
+        got,
+        [
+            0x64ea_7b61_4107_0b35,
+            0x5e29_fd07_cfca_57a3,
+            0xb56c_c8de_def3_8fdf,
+            0x1df5_b3e5_6572_65f6,
+            0x78d1_b467_c27e_35f5,
+            0x4a0c_f45a_a6f0_a343,
+            0xbcf7_bcd5_3483_a881,
+        ]
+    );
 }
