@@ -44,6 +44,22 @@ pub fn allow_cpus(cpus: &[usize]) -> Result<(), String> {
     Ok(())
 }
 
+/// Gives the calling thread the nice value `nice` (lower runs sooner); needs CAP_SYS_NICE for
+/// values below 0, so without it the thread keeps its priority (logged once, not an error).
+pub fn raise_priority(nice: i32) {
+    // SAFETY: gettid takes no argument and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority with PRIO_PROCESS and a thread id changes only that thread's nice
+    // value; it reads no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc != 0 {
+        eprintln!(
+            "fiberlb-dataplane: control thread keeps nice 0 (setting {nice}: {})",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// The CPUs this process may use that no worker is pinned to: where the control thread and
 /// the other housekeeping threads belong. Empty when the workers take every allowed CPU.
 pub fn housekeeping_cpus(worker_cores: &[usize]) -> Vec<usize> {

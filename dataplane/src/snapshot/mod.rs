@@ -268,25 +268,31 @@ const TABLE_CACHE_BUILDS: u64 = 4;
 
 /// The Maglev tables of the last [`TABLE_CACHE_BUILDS`] builds, keyed by what a table is a
 /// pure function of: the table size and the active backends (address, port, weight, in the
-/// order given to the builder). Each entry keeps the table as handed to the workers (backend
-/// handles), one per set of handles (two pools may list the same addresses, each with its own
-/// backend objects). A commit that changes one pool of
-/// a hundred thus builds one table rather than a hundred (the build is ~1 ms for 65537 slots),
-/// and unchanged pools share one copy of their table between the snapshots.
+/// order given to the builder). An entry keeps the builder's table (positions in that list)
+/// and the tables handed to the workers made from it (backend handles), one per set of
+/// handles: a backend removed and added again gets a new handle (a new slot incarnation), and
+/// two pools may list the same addresses with their own backend objects — those cost a copy
+/// of the table with other handles (~50 µs for 65537 slots), not a build (~1 ms). A commit that
+/// changes one pool of a hundred builds one table, and unchanged pools share one copy of
+/// their table between snapshots.
 #[derive(Debug, Default)]
 struct TableCache {
-    entries: HashMap<(u32, Vec<MaglevBackend>), Vec<CachedTable>>,
+    entries: HashMap<(u32, Vec<MaglevBackend>), CachedTable>,
     /// Builds so far (the clock of `last_used`).
     builds: u64,
-    /// Tables built (cache misses) and reused, for tests and diagnostics.
+    /// Tables built by Maglev (misses), made from a cached build for new handles, and
+    /// reused as they were, for tests and diagnostics.
     built: u64,
+    mapped: u64,
     reused: u64,
 }
 
 #[derive(Debug)]
 struct CachedTable {
-    handles: Vec<u32>,
-    table: Arc<[u32]>,
+    /// `maglev::build_table`'s result.
+    raw: Arc<[u32]>,
+    /// Tables for the workers made from `raw`: (handles of the active backends, table).
+    mapped: Vec<(Vec<u32>, Arc<[u32]>, u64)>,
     last_used: u64,
 }
 
@@ -294,11 +300,34 @@ impl TableCache {
     /// Drops the tables no build used in the last [`TABLE_CACHE_BUILDS`] builds.
     fn end_build(&mut self) {
         let now = self.builds;
-        self.entries.retain(|_, tables| {
-            tables.retain(|t| now.saturating_sub(t.last_used) < TABLE_CACHE_BUILDS);
-            !tables.is_empty()
+        let fresh = |used: u64| now.saturating_sub(used) < TABLE_CACHE_BUILDS;
+        self.entries.retain(|_, e| {
+            e.mapped.retain(|(_, _, used)| fresh(*used));
+            fresh(e.last_used)
         });
         self.builds += 1;
+    }
+
+    /// The workers' table for `handles` from the cached build `key` (which must exist).
+    fn table_for(&mut self, key: &(u32, Vec<MaglevBackend>), handles: &[u32]) -> Arc<[u32]> {
+        let now = self.builds;
+        let Some(entry) = self.entries.get_mut(key) else {
+            return Arc::from(Vec::new());
+        };
+        entry.last_used = now;
+        if let Some((_, table, used)) = entry.mapped.iter_mut().find(|(h, _, _)| h == handles) {
+            *used = now;
+            self.reused += 1;
+            return table.clone();
+        }
+        self.mapped += 1;
+        let table: Arc<[u32]> = entry
+            .raw
+            .iter()
+            .map(|&e| handles.get(e as usize).copied().unwrap_or(NO_BACKEND))
+            .collect();
+        entry.mapped.push((handles.to_vec(), table.clone(), now));
+        table
     }
 }
 
@@ -331,9 +360,10 @@ impl SnapshotBuilder {
         }
     }
 
-    /// Maglev tables built and reused from earlier builds so far: `(built, reused)`.
-    pub fn table_builds(&self) -> (u64, u64) {
-        (self.tables.built, self.tables.reused)
+    /// Maglev tables so far: `(built, made from an earlier build for other backend handles,
+    /// reused as they were)`.
+    pub fn table_builds(&self) -> (u64, u64, u64) {
+        (self.tables.built, self.tables.mapped, self.tables.reused)
     }
 
     /// Says whether backends without a MAC have a next hop (a backend gateway MAC); without
@@ -386,9 +416,10 @@ impl SnapshotBuilder {
         for (i, b) in set.backends.iter().enumerate() {
             members[pool_index[&b.pool] as usize].push(i);
         }
-        // A pool whose (size, active backends) was built before reuses that table: those inputs
-        // built without error then, and the build is a pure function of them.
-        let mut raw_tables = Vec::with_capacity(set.pools.len());
+        // A pool whose (size, active backends) was built before reuses that build: those
+        // inputs built without error then, and the build is a pure function of them. New ones
+        // are built and cached here, before anything else changes (a build can fail).
+        let mut pool_keys = Vec::with_capacity(set.pools.len());
         for (pi, p) in set.pools.iter().enumerate() {
             let active: Vec<usize> = members[pi]
                 .iter()
@@ -396,17 +427,24 @@ impl SnapshotBuilder {
                 .filter(|&i| self.usability(&set.backends[i]) == Usability::Active)
                 .collect();
             let key = (p.table_size, maglev_inputs(set, &active));
-            let raw = if self.tables.entries.contains_key(&key) {
-                None
-            } else {
-                Some(maglev::build_table(&key.1, p.table_size).map_err(|source| {
+            if !self.tables.entries.contains_key(&key) {
+                let raw = maglev::build_table(&key.1, p.table_size).map_err(|source| {
                     SnapshotError::Maglev {
                         pool: p.name.clone(),
                         source,
                     }
-                })?)
-            };
-            raw_tables.push((active, key, raw));
+                })?;
+                self.tables.built += 1;
+                self.tables.entries.insert(
+                    key.clone(),
+                    CachedTable {
+                        raw: raw.into(),
+                        mapped: Vec::new(),
+                        last_used: self.tables.builds,
+                    },
+                );
+            }
+            pool_keys.push((active, key));
         }
 
         let backend_ids: Vec<u32> = set.backends.iter().map(|b| b.id.0).collect();
@@ -436,59 +474,14 @@ impl SnapshotBuilder {
                 usability: self.usability(b),
             });
         }
-        let now = self.tables.builds;
         let mut pools = Vec::with_capacity(set.pools.len());
-        for (p, (active, key, raw)) in set.pools.iter().zip(raw_tables) {
+        for (p, (active, key)) in set.pools.iter().zip(pool_keys) {
             let active_handles: Vec<u32> = active.iter().map(|&i| handles[i]).collect();
-            let cached = self
-                .tables
-                .entries
-                .get_mut(&key)
-                .and_then(|tables| tables.iter_mut().find(|t| t.handles == active_handles));
-            let table = if let Some(entry) = cached {
-                entry.last_used = now;
-                self.tables.reused += 1;
-                entry.table.clone()
-            } else {
-                // Not cached, or cached for other handles (a backend re-slotted): the raw table
-                // is built now if it was not above — the same inputs built without error
-                // before, and the build is deterministic, so this cannot fail.
-                let raw = match raw {
-                    Some(raw) => raw,
-                    None => maglev::build_table(&key.1, p.table_size).map_err(|source| {
-                        SnapshotError::Maglev {
-                            pool: p.name.clone(),
-                            source,
-                        }
-                    })?,
-                };
-                self.tables.built += 1;
-                let table: Arc<[u32]> = raw
-                    .into_iter()
-                    .map(|e| {
-                        if e == maglev::EMPTY {
-                            NO_BACKEND
-                        } else {
-                            active_handles[e as usize]
-                        }
-                    })
-                    .collect();
-                self.tables
-                    .entries
-                    .entry(key)
-                    .or_default()
-                    .push(CachedTable {
-                        handles: active_handles,
-                        table: table.clone(),
-                        last_used: now,
-                    });
-                table
-            };
             pools.push(PoolRec {
                 name: p.name.clone(),
                 algorithm: p.algorithm,
                 active: active.len() as u32,
-                table,
+                table: self.tables.table_for(&key, &active_handles),
             });
         }
         self.tables.end_build();

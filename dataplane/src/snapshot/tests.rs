@@ -241,18 +241,15 @@ fn unchanged_pools_reuse_their_maglev_table() {
     let mut b = SnapshotBuilder::new(16, 16);
     let a = two_pools(&[(1, "10.1.0.1", 1), (2, "10.1.0.2", 1), (3, "10.1.0.3", 1)]);
     let s1 = b.build(&a, 1).unwrap();
-    assert_eq!(
-        b.table_builds(),
-        (2, 0),
-        "same addresses, different backends: two tables"
-    );
+    // Same addresses in both pools: one Maglev build, two tables (each pool's own handles).
+    assert_eq!(b.table_builds(), (1, 2, 0));
     assert_ne!(
         s1.pools[0].table, s1.pools[1].table,
         "each pool names its own handles"
     );
-    // The same configuration again: nothing is built, the tables are shared.
+    // The same configuration again: nothing is built or copied, the tables are shared.
     let s2 = b.build(&a, 2).unwrap();
-    assert_eq!(b.table_builds(), (2, 2));
+    assert_eq!(b.table_builds(), (1, 2, 2));
     assert!(Arc::ptr_eq(&s1.pools[0].table, &s2.pools[0].table));
     assert!(Arc::ptr_eq(&s1.pools[1].table, &s2.pools[1].table));
     // A backend of `web` goes down: only `web` is built, and its table is what a builder
@@ -260,7 +257,7 @@ fn unchanged_pools_reuse_their_maglev_table() {
     let mut down = a.clone();
     down.backends[1].healthy = false;
     let s3 = b.build(&down, 3).unwrap();
-    assert_eq!(b.table_builds(), (3, 3));
+    assert_eq!(b.table_builds(), (2, 3, 3));
     assert!(Arc::ptr_eq(&s1.pools[1].table, &s3.pools[1].table));
     let mut fresh = SnapshotBuilder::new(16, 16);
     fresh.build(&a, 1).unwrap(); // the same slots as `b`
@@ -270,14 +267,14 @@ fn unchanged_pools_reuse_their_maglev_table() {
     );
     // It comes back: the earlier table is found again (flapping costs no build).
     let s4 = b.build(&a, 4).unwrap();
-    assert_eq!(b.table_builds(), (3, 5));
+    assert_eq!(b.table_builds(), (2, 3, 5));
     assert!(Arc::ptr_eq(&s1.pools[0].table, &s4.pools[0].table));
-    // Backend 2 replaced by backend 4 at the same address: same Maglev inputs, a new handle,
-    // so the table is built again and names the new backend.
+    // Backend 2 replaced by backend 4 at the same address: same Maglev inputs, a new handle:
+    // no build, the cached build is copied with the new handles and names the new backend.
     let mut replaced = a.clone();
     replaced.backends[1].id = BackendId(4);
     let s5 = b.build(&replaced, 5).unwrap();
-    assert_eq!(b.table_builds(), (4, 6));
+    assert_eq!(b.table_builds(), (2, 4, 6));
     let h4 = s5
         .backends
         .iter()
@@ -287,14 +284,26 @@ fn unchanged_pools_reuse_their_maglev_table() {
         .handle;
     assert!(s5.pools[0].table.contains(&h4));
     assert!(s5.pools[0].table.iter().all(|&h| s5.backend(h).is_some()));
-    // Tables unused for TABLE_CACHE_BUILDS builds are dropped: `down`'s table is gone.
+    let mut fresh = SnapshotBuilder::new(16, 16);
+    fresh.build(&a, 1).unwrap();
+    assert_eq!(
+        fresh.build(&replaced, 2).unwrap().pools[0].table,
+        s5.pools[0].table
+    );
+    // Builds unused for TABLE_CACHE_BUILDS builds are dropped: `down`'s is built again.
     for g in 6..6 + TABLE_CACHE_BUILDS {
         b.build(&replaced, g).unwrap();
     }
+    assert_eq!(
+        b.tables.entries.len(),
+        1,
+        "only the configuration in use stays cached"
+    );
     let before = b.table_builds().0;
     b.build(&down, 100).unwrap();
-    assert!(
-        b.table_builds().0 > before,
+    assert_eq!(
+        b.table_builds().0,
+        before + 1,
         "an evicted table is built again"
     );
 }
