@@ -42,12 +42,27 @@ pub const fn handle_slot(handle: u32) -> usize {
 }
 
 /// Key of the listener map: VIP (IPv4 in the first 4 bytes), port, protocol and family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenerKey {
     pub addr: [u8; 16],
     pub port: u16,
     pub proto: u8,
     pub v6: bool,
+}
+
+/// Two words per key instead of the derived hash's six writes (the address as a length-prefixed
+/// slice, then each small field): the listener lookup runs for every packet. Equal keys give
+/// equal words, so this is a valid `Hash` for the derived `Eq`.
+impl std::hash::Hash for ListenerKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The fields that vary most (port, protocol, then the address's first bytes) go in the
+        // low bits of the last word, which reach every bit of the hash hashbrown uses.
+        let a = u128::from_ne_bytes(self.addr);
+        let small = u64::from(self.port) | u64::from(self.proto) << 16 | u64::from(self.v6) << 24;
+        state.write_u64((a >> 64) as u64);
+        state.write_u64((a as u64).rotate_left(32) ^ small);
+    }
 }
 
 impl ListenerKey {
