@@ -384,8 +384,8 @@ impl Pipeline {
                         }
                         None => return Verdict::Drop(DropReason::FragmentAmbiguous),
                     }
-                } else if let Some(&li) = snap
-                    .listener_map
+                } else if let Some(li) = snap
+                    .listener_index
                     .get(&key_of(p.v6, &p.dst, p.dport, p.proto))
                 {
                     li
@@ -478,16 +478,19 @@ impl Pipeline {
                 listener: l.slot,
                 port: p.sport,
             };
-            let closing = p.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0;
-            let syn_only = p.proto == proto::TCP
-                && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
             // A flow seen only with SYN is half-open (its own class in the flow table: it
             // never evicts an established flow); the client's ACK makes it established.
-            let state = match (p.proto, closing, syn_only) {
-                (proto::UDP, _, _) => FlowState::Udp,
-                (_, true, _) => FlowState::TcpClosing,
-                (_, false, true) => FlowState::TcpSyn,
-                (_, false, false) => FlowState::TcpOpen,
+            let (state, syn_only) = if p.proto == proto::UDP {
+                (FlowState::Udp, false)
+            } else {
+                let closing = p.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0;
+                let syn_only = p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+                let state = match (closing, syn_only) {
+                    (true, _) => FlowState::TcpClosing,
+                    (false, true) => FlowState::TcpSyn,
+                    (false, false) => FlowState::TcpOpen,
+                };
+                (state, syn_only)
             };
             match self.flows.find(hash, &key, now) {
                 Some(hit) => {
@@ -539,7 +542,7 @@ impl Pipeline {
             pkt,
             p,
             l,
-            b.mac,
+            b.mac.as_ref(),
             &b.addr,
             b.address.is_ipv6(),
             b.port,
@@ -571,7 +574,7 @@ impl Pipeline {
         pkt: &mut PacketBuf<'_>,
         p: &Parsed,
         l: &ListenerRec,
-        mac: Option<Mac>,
+        mac: Option<&Mac>,
         addr: &[u8; 16],
         addr_v6: bool,
         port: u16,
@@ -579,13 +582,13 @@ impl Pipeline {
         icmp_inner: Option<&parse::Inner>,
     ) -> Verdict {
         if l.mode == Mode::Nat && !p.v6 && icmp_inner.is_none() && p.frag != Frag::Later {
-            let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac) else {
+            let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
                 return Verdict::Drop(DropReason::NoNextHop);
             };
             // The common nat case, one fused pass over the headers.
             let data = pkt.data_mut();
             return match rewrite::nat_v4_dst_fused(data, p, v4(addr), port).and_then(|()| {
-                rewrite::set_macs_reply_from(data, &dst_mac, self.cfg.backend_side_mac.as_ref())
+                rewrite::set_macs_reply_from(data, dst_mac, self.cfg.backend_side_mac.as_ref())
             }) {
                 Ok(()) => Verdict::ToBackend,
                 Err(r) => Verdict::Drop(r),
@@ -603,14 +606,14 @@ impl Pipeline {
         pkt: &mut PacketBuf<'_>,
         p: &Parsed,
         l: &ListenerRec,
-        mac: Option<Mac>,
+        mac: Option<&Mac>,
         addr: &[u8; 16],
         addr_v6: bool,
         port: u16,
         hash: u64,
         icmp_inner: Option<&parse::Inner>,
     ) -> Verdict {
-        let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac) else {
+        let Some(&dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
         let Some(&our_mac) = pkt.data().first_chunk::<6>() else {
@@ -738,7 +741,7 @@ impl Pipeline {
             pkt,
             p,
             l,
-            b.mac,
+            b.mac.as_ref(),
             &b.addr,
             b.address.is_ipv6(),
             b.port,

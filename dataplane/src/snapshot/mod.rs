@@ -26,6 +26,9 @@ use fiberlb_shared::model::{
 };
 use rustc_hash::FxHashMap;
 
+mod listener_index;
+pub use listener_index::ListenerIndex;
+
 /// Handle value that names no backend (an empty Maglev slot).
 pub const NO_BACKEND: u32 = u32::MAX;
 
@@ -166,6 +169,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<ListenerRec>,
     pub listener_map: FxHashMap<ListenerKey, u32>,
+    /// The same pairs as `listener_map`, in the table the per-packet path reads.
+    pub listener_index: ListenerIndex,
     /// For IP fragments without ports: (VIP, protocol) -> listener index, present only when
     /// every listener on that VIP and protocol uses the same pool and mode (otherwise a
     /// non-first fragment could belong to any of them, and is dropped).
@@ -457,9 +462,11 @@ impl SnapshotBuilder {
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
+        let listener_index = ListenerIndex::new(listener_map.iter().map(|(k, &v)| (*k, v)));
         Ok(Snapshot {
             generation,
             listeners,
+            listener_index,
             listener_map,
             fragment_map,
             nat_return,
