@@ -215,7 +215,7 @@ impl FlowRef<'_> {
     }
 
     /// The flow's state.
-    #[inline]
+    #[inline(always)]
     pub fn state(&self) -> FlowState {
         state_from_u8(self.e.state())
     }

@@ -324,7 +324,18 @@ impl Pipeline {
         for (i, ((parsed, hash), err)) in stage.enumerate().take(n) {
             let data = pkts.data(i);
             rx_bytes += data.len() as u64;
-            match parse::parse(data) {
+            // The common frame's record is stored straight from registers; the rest take the
+            // full parse (the same `parse::parse`, split so the two are not merged first).
+            if let Some(p) = parse::parse_v4_fast(data) {
+                let h = self
+                    .hasher
+                    .hash_v4(v4(&p.src), v4(&p.dst), p.sport, p.dport, p.proto);
+                self.flows.prefetch(h);
+                *parsed = p;
+                *hash = h;
+                continue;
+            }
+            match parse::parse_full(data) {
                 Ok(p) => {
                     let h = self.hash5(p.v6, &p.src, &p.dst, p.sport, p.dport, p.proto);
                     self.flows.prefetch(h);
@@ -500,11 +511,9 @@ impl Pipeline {
                         Some(b) if !reopen => {
                             // A closing flow stays closing until it expires; an established one
                             // is not made half-open again by a (retransmitted or spoofed) SYN.
-                            let st = match (hit_state, state) {
-                                (FlowState::TcpClosing, _) => hit_state,
-                                (FlowState::TcpOpen, FlowState::TcpSyn) => hit_state,
-                                _ => state,
-                            };
+                            let keep = hit_state == FlowState::TcpClosing
+                                || (hit_state == FlowState::TcpOpen && state == FlowState::TcpSyn);
+                            let st = if keep { hit_state } else { state };
                             let h = hit.backend();
                             hit.touch(st, now);
                             (h, Some(b))

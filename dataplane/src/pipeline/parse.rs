@@ -109,7 +109,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
 /// parses (and refuses, if it must). For a frame it accepts it returns exactly what
 /// [`parse_full`] returns (a property test holds them equal).
 #[inline(always)]
-fn parse_v4_fast(frame: &[u8]) -> Option<Parsed> {
+pub fn parse_v4_fast(frame: &[u8]) -> Option<Parsed> {
     // Ethernet (14), IPv4 (20), and the 20 bytes of a TCP header (UDP's 8 and then some).
     let h: &[u8; 54] = frame.first_chunk()?;
     // IPv4 ethertype and version 4 / IHL 5 in one compare; then the fragment field without

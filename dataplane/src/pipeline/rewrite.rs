@@ -219,9 +219,9 @@ pub fn set_macs_reply_from(
 ) -> Result<(), DropReason> {
     let (d, rest) = frame.split_first_chunk_mut::<6>().ok_or(MALFORMED)?;
     let s: &mut [u8; 6] = rest.first_chunk_mut().ok_or(MALFORMED)?;
-    let ours = *d;
+    // The source first: without a configured one it is the old destination.
+    *s = *src.unwrap_or(d);
     *d = *dst;
-    *s = src.copied().unwrap_or(ours);
     Ok(())
 }
 
