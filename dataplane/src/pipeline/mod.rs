@@ -573,7 +573,7 @@ impl Pipeline {
     }
 
     /// Rewrites a packet for the chosen backend by the listener's mode: the common nat case
-    /// (IPv4, not an ICMP error, not a later fragment) inline, the rest in
+    /// (IPv4, not an ICMP error, not a later fragment) and dsr inline, the rest in
     /// [`Self::send_to_backend_general`].
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -603,7 +603,26 @@ impl Pipeline {
                 Err(r) => Verdict::Drop(r),
             };
         }
+        if l.mode == Mode::Dsr {
+            return self.send_dsr(pkt, p, mac);
+        }
         self.send_to_backend_general(snap, pkt, p, l, mac, addr, addr_v6, port, hash, icmp_inner)
+    }
+
+    /// [`Self::send_to_backend`] for dsr: the frame goes on unchanged but for the TTL and the
+    /// MACs.
+    #[inline(never)]
+    fn send_dsr(&self, pkt: &mut PacketBuf<'_>, p: &Parsed, mac: Option<&Mac>) -> Verdict {
+        let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
+            return Verdict::Drop(DropReason::NoNextHop);
+        };
+        let data = pkt.data_mut();
+        match rewrite::dec_ttl(data, p).and_then(|()| {
+            rewrite::set_macs_reply_from(data, dst_mac, self.cfg.backend_side_mac.as_ref())
+        }) {
+            Ok(()) => Verdict::ToBackend,
+            Err(r) => Verdict::Drop(r),
+        }
     }
 
     /// [`Self::send_to_backend`] for every other case.

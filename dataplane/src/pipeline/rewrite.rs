@@ -53,6 +53,10 @@ pub fn set_macs(frame: &mut [u8], dst: &Mac, src: &Mac) -> Result<(), DropReason
     Ok(())
 }
 
+/// `~m + m'` of RFC 1624 for an IPv4 TTL decrement (the word TTL|protocol m becomes
+/// m - 0x100; m >= 0x200 as TTL > 1): 0xFEFF big-endian, here as read in the machine's order.
+const TTL_DELTA: u16 = u16::from_ne_bytes(0xfeffu16.to_be_bytes());
+
 /// Decrements the TTL / hop limit, as a router does.
 #[inline]
 pub fn dec_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
@@ -69,11 +73,12 @@ pub fn dec_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
         if ttl <= 1 {
             return Err(DropReason::TtlExceeded);
         }
-        let old = u16::from_be_bytes([ip[8], ip[9]]);
         ip[8] = ttl - 1;
-        let new = u16::from_be_bytes([ip[8], ip[9]]);
-        let c = checksum::update_u16(u16::from_be_bytes([ip[10], ip[11]]), old, new);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        // RFC 1624 for the TTL word m (TTL, protocol) becoming m - 0x100: ~m + m' = 0xFEFF,
+        // in the machine's byte order (see `nat_v4_dst_fused`).
+        let hc = u16::from_ne_bytes([ip[10], ip[11]]);
+        let c = !checksum::fold(u32::from(!hc) + u32::from(TTL_DELTA));
+        ip[10..12].copy_from_slice(&c.to_ne_bytes());
     }
     Ok(())
 }
@@ -167,8 +172,7 @@ pub fn nat_v4_dst_fused(
     // RFC 1624 (HC' = ~(~HC + ~m + m')) for both words of the address at once: a 32-bit
     // word counts as the sum of its halves, since 2^16 = 1 modulo 0xFFFF.
     let addr_delta = u64::from(!old) + u64::from(u32::from_ne_bytes(addr));
-    // The TTL word m (TTL, protocol) becomes m - 0x100: ~m + m' = 0xFEFF (big-endian).
-    let ttl_delta = u64::from(u16::from_ne_bytes(0xfeffu16.to_be_bytes()));
+    let ttl_delta = u64::from(TTL_DELTA);
     let hc = u16::from_ne_bytes([ip[10], ip[11]]);
     let acc = u64::from(!hc) + ttl_delta + addr_delta;
     ip[10..12].copy_from_slice(&(!checksum::fold64(acc)).to_ne_bytes());
@@ -537,6 +541,21 @@ mod tests {
         #[test]
         fn ipv4_header_sum_equals_general(h in any::<[u8; 20]>()) {
             prop_assert_eq!(ipv4_header_sum(&h), checksum::ones_complement_sum(&h));
+        }
+
+        /// dec_ttl's native-order checksum update is RFC 1624's big-endian one, for any
+        /// header checksum (including 0x0000 and 0xFFFF) and TTL.
+        #[test]
+        fn dec_ttl_equals_rfc1624(csum: u16, ttl in 2u8..=255, proto: u8) {
+            let mut frame = FrameBuilder::udp_v4([1, 2, 3, 4], [5, 6, 7, 8], 1, 2).ttl(ttl).build();
+            let p = parse(&frame).unwrap();
+            frame[p.l3 + 9] = proto;
+            frame[p.l3 + 10..p.l3 + 12].copy_from_slice(&csum.to_be_bytes());
+            let old = u16::from_be_bytes([ttl, proto]);
+            let want = checksum::update_u16(csum, old, old - 0x100);
+            dec_ttl(&mut frame, &p).unwrap();
+            prop_assert_eq!(frame[p.l3 + 8], ttl - 1);
+            prop_assert_eq!(u16::from_be_bytes([frame[p.l3 + 10], frame[p.l3 + 11]]), want);
         }
 
         /// The fused nat path writes exactly what dec_ttl + nat write, for random packets,
