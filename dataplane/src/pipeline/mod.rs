@@ -352,7 +352,13 @@ impl Pipeline {
         for (i, (((p, &h), err), verdict)) in stage.zip(verdicts.iter_mut()).enumerate().take(n) {
             let v = match *err {
                 Some(r) => self.parse_refused(r),
-                None => pkts.with_buf(i, |pkt| self.forward(snap, pkt, p, h, now)),
+                // Inlined closure: the whole per-packet path in this loop, no call (the call,
+                // its spills and the captured environment cost ~26 instructions per packet).
+                None => pkts.with_buf(
+                    i,
+                    #[inline(always)]
+                    |pkt| self.forward(snap, pkt, p, h, now),
+                ),
             };
             match v {
                 Verdict::ToBackend | Verdict::ToClient => forwarded += 1,

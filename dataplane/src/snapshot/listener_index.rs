@@ -103,10 +103,26 @@ impl ListenerIndex {
     #[inline]
     pub fn get(&self, key: &ListenerKey) -> Option<u32> {
         let (addr, meta) = words(key);
+        let i = self.home(addr, meta);
+        // The first probe inline (in a table at most half full, usually the only one).
+        let s = self.slots.get(i)?;
+        if s.meta == meta && s.addr == addr {
+            return Some(s.listener);
+        }
+        if s.meta == 0 {
+            return None;
+        }
+        self.probe_on(i, addr, meta)
+    }
+
+    /// [`Self::get`] after a first probe that found another key.
+    #[inline(never)]
+    fn probe_on(&self, first: usize, addr: u128, meta: u32) -> Option<u32> {
         let mask = self.slots.len() - 1;
-        let mut i = self.home(addr, meta);
+        let mut i = first;
         // Bounded by the table size; an empty slot (there always is one) ends it sooner.
-        for _ in 0..self.slots.len() {
+        for _ in 1..self.slots.len() {
+            i = (i + 1) & mask;
             let s = self.slots.get(i)?;
             if s.meta == meta && s.addr == addr {
                 return Some(s.listener);
@@ -114,7 +130,6 @@ impl ListenerIndex {
             if s.meta == 0 {
                 return None;
             }
-            i = (i + 1) & mask;
         }
         None
     }
