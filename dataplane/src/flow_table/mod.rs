@@ -166,15 +166,20 @@ impl Entry {
 }
 
 impl FlowKey {
-    /// The key as an entry stores it: client word, and listener tag | port << 32.
+    /// The key as an entry stores it (see [`key_words`]).
     #[inline(always)]
     fn words(&self) -> (u128, u64) {
-        let tag = self.listener.wrapping_add(1);
-        (
-            u128::from_ne_bytes(self.client),
-            u64::from(tag) | u64::from(self.port) << 32,
-        )
+        key_words(&self.client, self.listener, self.port)
     }
+}
+
+/// A key as an entry stores it: client word, and listener tag (slot + 1) | port << 32.
+#[inline(always)]
+fn key_words(client: &[u8; 16], listener: u32, port: u16) -> (u128, u64) {
+    (
+        u128::from_ne_bytes(*client),
+        u64::from(listener.wrapping_add(1)) | u64::from(port) << 32,
+    )
 }
 
 #[derive(Clone, Copy, Default)]
@@ -379,10 +384,18 @@ impl FlowTable {
     /// Finds a live entry for `key` and lends it for reading and updating in place: the
     /// per-packet form of [`lookup`](Self::lookup) followed by [`touch`](Self::touch) or
     /// [`update`](Self::update), without finding the entry again.
+    /// The key comes as its parts (a [`FlowKey`]'s fields), so no key is built to find it.
     #[inline]
-    pub fn find(&mut self, hash: u64, key: &FlowKey, now: u32) -> Option<FlowRef<'_>> {
+    pub fn find(
+        &mut self,
+        hash: u64,
+        client: &[u8; 16],
+        listener: u32,
+        port: u16,
+        now: u32,
+    ) -> Option<FlowRef<'_>> {
         let bi = self.bucket_index(hash);
-        let (client, meta) = key.words();
+        let (client, meta) = key_words(client, listener, port);
         let timeout_of = &self.timeout_of;
         let bucket = self.buckets.get_mut(bi)?;
         let e = bucket

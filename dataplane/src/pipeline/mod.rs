@@ -443,8 +443,8 @@ impl Pipeline {
             .filter(|b| b.pool == l.pool && b.usability != Usability::Unusable)
     }
 
-    /// The Maglev choice for a flow.
-    #[inline]
+    /// The Maglev choice for a flow (out of line: in steady state flows hit the table).
+    #[inline(never)]
     fn maglev(
         hasher: &FlowHasher,
         snap: &Snapshot,
@@ -485,16 +485,10 @@ impl Pipeline {
         let Some(l) = snap.listeners.get(li as usize) else {
             return Verdict::Drop(DropReason::NoListener);
         };
-        let p3 = (&p.src, &p.dst, p.proto, p.v6);
         let mut new_flow = false;
         let (handle, kept) = if p.frag != Frag::No {
-            (Self::maglev(&self.hasher, snap, l, p3, hash, true), None)
+            (Self::maglev(&self.hasher, snap, l, (&p.src, &p.dst, p.proto, p.v6), hash, true), None)
         } else {
-            let key = FlowKey {
-                client: p.src,
-                listener: l.slot,
-                port: p.sport,
-            };
             // A flow seen only with SYN is half-open (its own class in the flow table: it
             // never evicts an established flow); the client's ACK makes it established.
             let (state, syn_only) = if p.proto == proto::UDP {
@@ -509,7 +503,7 @@ impl Pipeline {
                 };
                 (state, syn_only)
             };
-            match self.flows.find(hash, &key, now) {
+            match self.flows.find(hash, &p.src, l.slot, p.sport, now) {
                 Some(hit) => {
                     let hit_state = hit.state();
                     let reopen = syn_only && hit_state == FlowState::TcpClosing;
@@ -525,7 +519,7 @@ impl Pipeline {
                             (h, Some(b))
                         }
                         _ => {
-                            let h = Self::maglev(&self.hasher, snap, l, p3, hash, false);
+                            let h = Self::maglev(&self.hasher, snap, l, (&p.src, &p.dst, p.proto, p.v6), hash, false);
                             if h == NO_BACKEND {
                                 return Verdict::Drop(DropReason::NoBackend);
                             }
@@ -539,10 +533,15 @@ impl Pipeline {
                     }
                 }
                 None => {
-                    let h = Self::maglev(&self.hasher, snap, l, p3, hash, false);
+                    let h = Self::maglev(&self.hasher, snap, l, (&p.src, &p.dst, p.proto, p.v6), hash, false);
                     if h == NO_BACKEND {
                         return Verdict::Drop(DropReason::NoBackend);
                     }
+                    let key = FlowKey {
+                        client: p.src,
+                        listener: l.slot,
+                        port: p.sport,
+                    };
                     self.flows.insert(hash, &key, h, state, now);
                     new_flow = true;
                     (h, None)
