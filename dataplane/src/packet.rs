@@ -211,28 +211,25 @@ impl Burst for AreaBurst<'_> {
     #[inline]
     fn with_buf<R>(&mut self, i: usize, f: impl FnOnce(&mut PacketBuf<'_>) -> R) -> R {
         let d = self.descs[i];
-        let Some((base, start)) = self.locate(&d) else {
-            // A descriptor outside the area: the pipeline sees an empty (malformed) packet
-            // and the descriptor is left as it was for the backend to reclaim.
-            return f(&mut PacketBuf {
-                chunk: &mut [],
-                start: 0,
-                len: 0,
-            });
-        };
-        let chunk = &mut self.area[base..base + self.chunk];
-        let Some(mut pkt) = PacketBuf::new(chunk, start, d.len as usize) else {
-            return f(&mut PacketBuf {
-                chunk: &mut [],
-                start: 0,
-                len: 0,
-            });
+        let chunk = self.chunk;
+        // A descriptor outside the area: the pipeline sees an empty (malformed) packet and
+        // the descriptor is left as it was for the backend to reclaim. `f` is called in one
+        // place only, so an inlined `f` is not duplicated.
+        let located = self.locate(&d).and_then(|(base, start)| {
+            let c = self.area.get_mut(base..base + chunk)?;
+            Some((base, PacketBuf::new(c, start, d.len as usize)?))
+        });
+        let (base, mut pkt) = match located {
+            Some((base, pkt)) => (Some(base), pkt),
+            None => (None, PacketBuf::empty()),
         };
         let r = f(&mut pkt);
-        self.descs[i] = Desc {
-            addr: (base + pkt.start) as u64,
-            len: pkt.len as u32,
-        };
+        if let Some(base) = base {
+            self.descs[i] = Desc {
+                addr: (base + pkt.start) as u64,
+                len: pkt.len as u32,
+            };
+        }
         r
     }
 }

@@ -111,11 +111,23 @@ impl Timeouts {
     /// lookup instead of a match. Values that name no state get the UDP timeout, as
     /// `state_from_u8` reads them as UDP.
     fn by_state(&self) -> [u32; 8] {
-        let mut t = [self.udp_ms; 8];
-        t[FlowState::TcpOpen as usize] = self.tcp_open_ms;
-        t[FlowState::TcpClosing as usize] = self.tcp_closing_ms;
-        t[FlowState::TcpSyn as usize] = self.tcp_syn_ms;
-        t
+        const {
+            assert!(FlowState::TcpOpen as usize == 1);
+            assert!(FlowState::TcpClosing as usize == 2);
+            assert!(FlowState::Udp as usize == 3);
+            assert!(FlowState::TcpSyn as usize == 4);
+        }
+        let udp = self.udp_ms;
+        [
+            udp,
+            self.tcp_open_ms,
+            self.tcp_closing_ms,
+            udp,
+            self.tcp_syn_ms,
+            udp,
+            udp,
+            udp,
+        ]
     }
 }
 

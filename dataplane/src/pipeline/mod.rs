@@ -487,7 +487,17 @@ impl Pipeline {
         };
         let mut new_flow = false;
         let (handle, kept) = if p.frag != Frag::No {
-            (Self::maglev(&self.hasher, snap, l, (&p.src, &p.dst, p.proto, p.v6), hash, true), None)
+            (
+                Self::maglev(
+                    &self.hasher,
+                    snap,
+                    l,
+                    (&p.src, &p.dst, p.proto, p.v6),
+                    hash,
+                    true,
+                ),
+                None,
+            )
         } else {
             // A flow seen only with SYN is half-open (its own class in the flow table: it
             // never evicts an established flow); the client's ACK makes it established.
@@ -519,7 +529,14 @@ impl Pipeline {
                             (h, Some(b))
                         }
                         _ => {
-                            let h = Self::maglev(&self.hasher, snap, l, (&p.src, &p.dst, p.proto, p.v6), hash, false);
+                            let h = Self::maglev(
+                                &self.hasher,
+                                snap,
+                                l,
+                                (&p.src, &p.dst, p.proto, p.v6),
+                                hash,
+                                false,
+                            );
                             if h == NO_BACKEND {
                                 return Verdict::Drop(DropReason::NoBackend);
                             }
@@ -533,7 +550,14 @@ impl Pipeline {
                     }
                 }
                 None => {
-                    let h = Self::maglev(&self.hasher, snap, l, (&p.src, &p.dst, p.proto, p.v6), hash, false);
+                    let h = Self::maglev(
+                        &self.hasher,
+                        snap,
+                        l,
+                        (&p.src, &p.dst, p.proto, p.v6),
+                        hash,
+                        false,
+                    );
                     if h == NO_BACKEND {
                         return Verdict::Drop(DropReason::NoBackend);
                     }
