@@ -108,12 +108,22 @@ impl MemoryPort {
     #[inline]
     pub fn rx_burst(&mut self, out: &mut [Desc]) -> usize {
         let n = out.len().min(self.rx_len);
-        for slot in out.iter_mut().take(n) {
-            *slot = self.rx.get(self.rx_head).copied().unwrap_or_default();
-            self.rx_head += 1;
-            if self.rx_head == self.rx.len() {
-                self.rx_head = 0;
-            }
+        // At most two contiguous runs of the ring, each copied at once.
+        let cap = self.rx.len();
+        let first = n.min(cap - self.rx_head);
+        let (a, b) = out.split_at_mut(first);
+        if let (Some(src), Some(dst)) = (
+            self.rx.get(self.rx_head..self.rx_head + first),
+            a.get_mut(..),
+        ) {
+            dst.copy_from_slice(src);
+        }
+        if let (Some(src), Some(dst)) = (self.rx.get(..n - first), b.get_mut(..n - first)) {
+            dst.copy_from_slice(src);
+        }
+        self.rx_head += n;
+        if self.rx_head >= cap {
+            self.rx_head -= cap;
         }
         self.rx_len -= n;
         n
