@@ -180,10 +180,17 @@ if bd:
     b = load(f"{res}/callgrind/annotate-nat-1000-{n2}.txt")
     # (source file of the instruction, inlined or not) then (non-inlined function) -> stage.
     files = [("/pipeline/parse.rs", "parse"), ("/wire/checksum.rs", "rewrite"), ("/wire/", "parse"),
-             ("xxhash", "flow hash"), ("/flow_table.rs", "flow table"),
+             ("xxhash", "flow hash"), ("/flow_table.rs", "flow table"), ("/flow_table/", "flow table"),
+             ("/snapshot/listener_index.rs", "listener lookup"),
              ("hashbrown", "listener lookup"), ("rustc-hash", "listener lookup"),
              ("/maglev.rs", "Maglev"), ("/pipeline/rewrite.rs", "rewrite"),
-             ("/nic/memory.rs", "memory port (harness)"), ("/nic/mod.rs", "burst buffers (desc -> PacketBuf)"), ("/pktgen/", "memory port (harness)"),
+             ("/pipeline/counters.rs", "process_burst loop, counters"),
+             # All of process_burst is inlined into the bench's worker: pipeline/mod.rs is the
+             # burst loop, the dispatch and the flow-path logic together.
+             ("/pipeline/mod.rs", "process_burst loop, counters"),
+             ("/snapshot/mod.rs", "dispatch (forward)"),
+             ("/nic/memory.rs", "memory port (harness)"), ("/nic/mod.rs", "burst buffers (desc -> PacketBuf)"),
+             ("/src/packet.rs", "burst buffers (desc -> PacketBuf)"), ("/pktgen/", "memory port (harness)"),
              ("memmove", "memory port (harness)"), ("memcpy", "memory port (harness)"),
              ("/vec_deque/", "memory port (harness)")]
     # Only MemoryPort (the harness) uses a VecDeque; std code inlined into the bench's worker

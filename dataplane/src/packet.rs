@@ -159,6 +159,9 @@ impl Burst for [PacketBuf<'_>] {
 pub struct AreaBurst<'a> {
     area: &'a mut [u8],
     chunk: usize,
+    /// `chunk - 1` when `chunk` is a power of two (every real chunk size): the chunk of an
+    /// address is then found with a mask instead of a division.
+    pow2_mask: Option<usize>,
     descs: &'a mut [Desc],
 }
 
@@ -167,9 +170,11 @@ impl<'a> AreaBurst<'a> {
     /// A descriptor that does not lie inside one chunk of the area is treated as an empty
     /// packet (dropped as malformed), never trusted.
     pub fn new(area: &'a mut [u8], chunk: usize, descs: &'a mut [Desc]) -> Self {
+        let chunk = chunk.max(1);
         AreaBurst {
             area,
-            chunk: chunk.max(1),
+            chunk,
+            pow2_mask: chunk.is_power_of_two().then(|| chunk - 1),
             descs,
         }
     }
@@ -178,7 +183,10 @@ impl<'a> AreaBurst<'a> {
     #[inline]
     fn locate(&self, d: &Desc) -> Option<(usize, usize)> {
         let addr = usize::try_from(d.addr).ok()?;
-        let base = addr - addr % self.chunk;
+        let base = match self.pow2_mask {
+            Some(m) => addr & !m,
+            None => addr - addr % self.chunk,
+        };
         let start = addr - base;
         let end = base.checked_add(self.chunk)?;
         (end <= self.area.len() && start + d.len as usize <= self.chunk).then_some((base, start))
@@ -203,28 +211,25 @@ impl Burst for AreaBurst<'_> {
     #[inline]
     fn with_buf<R>(&mut self, i: usize, f: impl FnOnce(&mut PacketBuf<'_>) -> R) -> R {
         let d = self.descs[i];
-        let Some((base, start)) = self.locate(&d) else {
-            // A descriptor outside the area: the pipeline sees an empty (malformed) packet
-            // and the descriptor is left as it was for the backend to reclaim.
-            return f(&mut PacketBuf {
-                chunk: &mut [],
-                start: 0,
-                len: 0,
-            });
-        };
-        let chunk = &mut self.area[base..base + self.chunk];
-        let Some(mut pkt) = PacketBuf::new(chunk, start, d.len as usize) else {
-            return f(&mut PacketBuf {
-                chunk: &mut [],
-                start: 0,
-                len: 0,
-            });
+        let chunk = self.chunk;
+        // A descriptor outside the area: the pipeline sees an empty (malformed) packet and
+        // the descriptor is left as it was for the backend to reclaim. `f` is called in one
+        // place only, so an inlined `f` is not duplicated.
+        let located = self.locate(&d).and_then(|(base, start)| {
+            let c = self.area.get_mut(base..base + chunk)?;
+            Some((base, PacketBuf::new(c, start, d.len as usize)?))
+        });
+        let (base, mut pkt) = match located {
+            Some((base, pkt)) => (Some(base), pkt),
+            None => (None, PacketBuf::empty()),
         };
         let r = f(&mut pkt);
-        self.descs[i] = Desc {
-            addr: (base + pkt.start) as u64,
-            len: pkt.len as u32,
-        };
+        if let Some(base) = base {
+            self.descs[i] = Desc {
+                addr: (base + pkt.start) as u64,
+                len: pkt.len as u32,
+            };
+        }
         r
     }
 }

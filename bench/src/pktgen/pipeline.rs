@@ -138,6 +138,12 @@ fn worker(
     let mut descs = [Desc::default(); BURST];
     let mut verdicts = [Verdict::Drop(DropReason::Malformed); BURST];
     let n = lens.len();
+    // Each template's bytes, sliced once.
+    let frames: Vec<&[u8]> = lens
+        .iter()
+        .enumerate()
+        .map(|(j, &len)| &templates[j * STRIDE..j * STRIDE + len])
+        .collect();
     // Workers start at different flows, as RSS would give them different ones.
     let mut next = index * n / 2 % n.max(1);
     let mut burst = |pipeline: &mut Pipeline, next: &mut usize| -> usize {
@@ -145,7 +151,7 @@ fn worker(
             let j = *next;
             *next = if j + 1 == n { 0 } else { j + 1 };
             // Cannot fail: 2 * BURST chunks of 2048 bytes and all freed after each burst.
-            let _ = port.inject(&templates[j * STRIDE..j * STRIDE + lens[j]]);
+            let _ = port.inject(frames.get(j).copied().unwrap_or_default());
         }
         let k = port.rx_burst(&mut descs);
         let done = {

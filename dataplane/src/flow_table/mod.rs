@@ -107,14 +107,27 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    #[inline]
-    fn for_state(&self, state: u8) -> u32 {
-        match state {
-            1 => self.tcp_open_ms,
-            2 => self.tcp_closing_ms,
-            4 => self.tcp_syn_ms,
-            _ => self.udp_ms,
+    /// The timeout of every state byte value `0..8` (a state byte is below 8): one load per
+    /// lookup instead of a match. Values that name no state get the UDP timeout, as
+    /// `state_from_u8` reads them as UDP.
+    fn by_state(&self) -> [u32; 8] {
+        const {
+            assert!(FlowState::TcpOpen as usize == 1);
+            assert!(FlowState::TcpClosing as usize == 2);
+            assert!(FlowState::Udp as usize == 3);
+            assert!(FlowState::TcpSyn as usize == 4);
         }
+        let udp = self.udp_ms;
+        [
+            udp,
+            self.tcp_open_ms,
+            self.tcp_closing_ms,
+            udp,
+            self.tcp_syn_ms,
+            udp,
+            udp,
+            udp,
+        ]
     }
 }
 
@@ -128,18 +141,57 @@ pub struct FlowKey {
     pub port: u16,
 }
 
-/// One table entry: 32 bytes, two per cache line.
+/// One table entry: 32 bytes, two per cache line. The key is two words — the client address
+/// and [`Entry::meta`]'s low 48 bits — so a way is compared with two compares.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(32))]
 struct Entry {
-    client: [u8; 16],
-    /// Listener slot + 1; 0 marks an empty entry.
-    listener: u32,
-    port: u16,
-    state: u8,
-    _pad: u8,
+    /// Client address bytes, read as one native-endian word.
+    client: u128,
+    /// Listener slot + 1 (bits 0-31; 0 marks an empty entry), client port (bits 32-47) and
+    /// state (bits 48-55; the [`FlowState`] value).
+    meta: u64,
     backend: u32,
     last_seen: u32,
+}
+
+const KEY_MASK: u64 = (1 << 48) - 1;
+const STATE_SHIFT: u32 = 48;
+
+impl Entry {
+    /// Listener slot + 1; 0 for an empty entry.
+    #[inline(always)]
+    fn listener(&self) -> u32 {
+        self.meta as u32
+    }
+
+    /// The state byte (a [`FlowState`] value, below 8).
+    #[inline(always)]
+    fn state(&self) -> u8 {
+        (self.meta >> STATE_SHIFT) as u8 & 7
+    }
+
+    #[inline(always)]
+    fn set_state(&mut self, state: FlowState) {
+        self.meta = (self.meta & KEY_MASK) | (state as u64) << STATE_SHIFT;
+    }
+}
+
+impl FlowKey {
+    /// The key as an entry stores it (see [`key_words`]).
+    #[inline(always)]
+    fn words(&self) -> (u128, u64) {
+        key_words(&self.client, self.listener, self.port)
+    }
+}
+
+/// A key as an entry stores it: client word, and listener tag (slot + 1) | port << 32.
+#[inline(always)]
+fn key_words(client: &[u8; 16], listener: u32, port: u16) -> (u128, u64) {
+    (
+        u128::from_ne_bytes(*client),
+        u64::from(listener.wrapping_add(1)) | u64::from(port) << 32,
+    )
 }
 
 #[derive(Clone, Copy, Default)]
@@ -156,6 +208,48 @@ pub struct Hit {
     /// Where the entry is, for [`FlowTable::touch`] / [`FlowTable::update`].
     pub slot: usize,
     pub state: FlowState,
+}
+
+/// A live entry found by [`FlowTable::find`], lent for reading and updating in place.
+pub struct FlowRef<'a> {
+    e: &'a mut Entry,
+}
+
+impl fmt::Debug for FlowRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowRef")
+            .field("backend", &self.backend())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl FlowRef<'_> {
+    /// The backend recorded for the flow.
+    #[inline]
+    pub fn backend(&self) -> u32 {
+        self.e.backend
+    }
+
+    /// The flow's state.
+    #[inline(always)]
+    pub fn state(&self) -> FlowState {
+        state_from_u8(self.e.state())
+    }
+
+    /// Refreshes the entry, moving it to `state` (see [`FlowTable::touch`]).
+    #[inline]
+    pub fn touch(self, state: FlowState, now: u32) {
+        self.e.last_seen = now;
+        self.e.set_state(state);
+    }
+
+    /// Points the entry at another backend (see [`FlowTable::update`]).
+    #[inline]
+    pub fn update(self, backend: u32, state: FlowState, now: u32) {
+        self.e.backend = backend;
+        self.touch(state, now);
+    }
 }
 
 /// Counts of what the table did, for the worker's counters.
@@ -187,6 +281,8 @@ pub struct FlowTable {
     buckets: BucketArray,
     mask: usize,
     timeouts: Timeouts,
+    /// `timeouts` by state byte ([`Timeouts::by_state`]).
+    timeout_of: [u32; 8],
     stats: FlowTableStats,
 }
 
@@ -222,6 +318,7 @@ impl FlowTable {
             buckets,
             mask: nbuckets - 1,
             timeouts,
+            timeout_of: timeouts.by_state(),
             stats: FlowTableStats::default(),
         })
     }
@@ -259,26 +356,67 @@ impl FlowTable {
         }
     }
 
+    /// The way of `bucket` holding a live entry for `key`, if any.
+    #[inline(always)]
+    fn find_way(&self, bucket: &Bucket, key: &FlowKey, now: u32) -> Option<usize> {
+        let (client, meta) = key.words();
+        let way = bucket
+            .entries
+            .iter()
+            .position(|e| e.meta & KEY_MASK == meta && e.client == client)?;
+        let e = bucket.entries.get(way)?;
+        (now.wrapping_sub(e.last_seen) <= self.timeout(e.state())).then_some(way)
+    }
+
+    /// The idle timeout of state byte `state`.
+    #[inline(always)]
+    fn timeout(&self, state: u8) -> u32 {
+        // Always present: a state byte is below 8 (`Entry::state` masks it).
+        self.timeout_of
+            .get(usize::from(state & 7))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Finds a live entry for `key`.
     #[inline]
     pub fn lookup(&self, hash: u64, key: &FlowKey, now: u32) -> Option<Hit> {
         let bi = self.bucket_index(hash);
         // Always present (`mask` < len); `get` costs the same compare `[]` did.
         let bucket = self.buckets.get(bi)?;
-        let tag = key.listener.wrapping_add(1);
-        for (way, e) in bucket.entries.iter().enumerate() {
-            if e.listener == tag && e.port == key.port && e.client == key.client {
-                if now.wrapping_sub(e.last_seen) > self.timeouts.for_state(e.state) {
-                    return None;
-                }
-                return Some(Hit {
-                    backend: e.backend,
-                    slot: bi * WAYS + way,
-                    state: state_from_u8(e.state),
-                });
-            }
-        }
-        None
+        let way = self.find_way(bucket, key, now)?;
+        let e = bucket.entries.get(way)?;
+        Some(Hit {
+            backend: e.backend,
+            slot: bi * WAYS + way,
+            state: state_from_u8(e.state()),
+        })
+    }
+
+    /// Finds a live entry for `key` and lends it for reading and updating in place: the
+    /// per-packet form of [`lookup`](Self::lookup) followed by [`touch`](Self::touch) or
+    /// [`update`](Self::update), without finding the entry again.
+    /// The key comes as its parts (a [`FlowKey`]'s fields), so no key is built to find it.
+    #[inline]
+    pub fn find(
+        &mut self,
+        hash: u64,
+        client: &[u8; 16],
+        listener: u32,
+        port: u16,
+        now: u32,
+    ) -> Option<FlowRef<'_>> {
+        let bi = self.bucket_index(hash);
+        let (client, meta) = key_words(client, listener, port);
+        let timeout_of = &self.timeout_of;
+        let bucket = self.buckets.get_mut(bi)?;
+        let e = bucket
+            .entries
+            .iter_mut()
+            .find(|e| e.meta & KEY_MASK == meta && e.client == client)?;
+        // Always present: a state byte is below 8.
+        let timeout = timeout_of.get(usize::from(e.state())).copied().unwrap_or(0);
+        (now.wrapping_sub(e.last_seen) <= timeout).then_some(FlowRef { e })
     }
 
     /// Refreshes an entry found by [`lookup`](Self::lookup), moving it to `state` (a TCP flow
@@ -286,8 +424,7 @@ impl FlowTable {
     #[inline]
     pub fn touch(&mut self, slot: usize, state: FlowState, now: u32) {
         if let Some(e) = self.entry_mut(slot) {
-            e.last_seen = now;
-            e.state = state as u8;
+            FlowRef { e }.touch(state, now);
         }
     }
 
@@ -295,9 +432,7 @@ impl FlowTable {
     #[inline]
     pub fn update(&mut self, slot: usize, backend: u32, state: FlowState, now: u32) {
         if let Some(e) = self.entry_mut(slot) {
-            e.backend = backend;
-            e.last_seen = now;
-            e.state = state as u8;
+            FlowRef { e }.update(backend, state, now);
         }
     }
 
@@ -316,26 +451,27 @@ impl FlowTable {
     #[inline]
     pub fn insert(&mut self, hash: u64, key: &FlowKey, backend: u32, state: FlowState, now: u32) {
         let bi = self.bucket_index(hash);
-        let timeouts = self.timeouts;
         let Some(bucket) = self.buckets.get_mut(bi) else {
             return;
         };
-        let tag = key.listener.wrapping_add(1);
+        let (client, meta) = key.words();
+        let timeout_of = self.timeout_of;
         // Victim class: 0 same key or dead, 1 live half-open, 2 live established; lowest class
         // first, then the oldest in it.
         let mut victim = 0;
         let mut victim_class = u8::MAX;
         let mut victim_age = 0u32;
         for (way, e) in bucket.entries.iter().enumerate() {
-            if e.listener == tag && e.port == key.port && e.client == key.client {
+            if e.meta & KEY_MASK == meta && e.client == client {
                 victim = way;
                 victim_class = 0;
                 break;
             }
             let age = now.wrapping_sub(e.last_seen);
-            let class = if e.listener == 0 || age > timeouts.for_state(e.state) {
+            let timeout = timeout_of.get(usize::from(e.state())).copied().unwrap_or(0);
+            let class = if e.listener() == 0 || age > timeout {
                 0
-            } else if e.state == FlowState::TcpSyn as u8 {
+            } else if e.state() == FlowState::TcpSyn as u8 {
                 1
             } else {
                 2
@@ -358,11 +494,8 @@ impl FlowTable {
             return;
         };
         *slot = Entry {
-            client: key.client,
-            listener: tag,
-            port: key.port,
-            state: state as u8,
-            _pad: 0,
+            client,
+            meta: meta | (state as u64) << STATE_SHIFT,
             backend,
             last_seen: now,
         };
@@ -395,15 +528,13 @@ impl FlowTable {
         let mut run = 0u64;
         for b in self.buckets.get(s.next..end).unwrap_or_default() {
             for e in &b.entries {
-                if e.listener == 0
-                    || now.wrapping_sub(e.last_seen) > self.timeouts.for_state(e.state)
-                {
+                if e.listener() == 0 || now.wrapping_sub(e.last_seen) > self.timeout(e.state()) {
                     continue;
                 }
                 live += 1;
-                if e.listener != run_tag {
+                if e.listener() != run_tag {
                     FlowSweep::add(listeners, run_tag.wrapping_sub(1) as usize, run, pass);
-                    run_tag = e.listener;
+                    run_tag = e.listener();
                     run = 0;
                 }
                 run += 1;
@@ -442,7 +573,7 @@ impl FlowTable {
             .iter()
             .flat_map(|b| b.entries.iter())
             .filter(|e| {
-                e.listener != 0 && now.wrapping_sub(e.last_seen) <= self.timeouts.for_state(e.state)
+                e.listener() != 0 && now.wrapping_sub(e.last_seen) <= self.timeout(e.state())
             })
             .count()
     }

@@ -28,9 +28,15 @@ pub enum MemoryPortError {
 pub struct MemoryPort {
     area: Box<[u8]>,
     chunk: usize,
+    /// `chunk - 1` when `chunk` is a power of two: a chunk's base by mask, not division.
+    pow2_mask: Option<u64>,
     headroom: usize,
     free: Vec<u64>,
-    rx: VecDeque<Desc>,
+    /// The receive queue: a ring of `frames` descriptors (as an AF_XDP RX ring), `rx_len`
+    /// of them from `rx_head` on.
+    rx: Box<[Desc]>,
+    rx_head: usize,
+    rx_len: usize,
     tx: VecDeque<Desc>,
 }
 
@@ -42,9 +48,12 @@ impl MemoryPort {
         MemoryPort {
             area,
             chunk,
+            pow2_mask: chunk.is_power_of_two().then(|| chunk as u64 - 1),
             headroom: headroom.min(chunk),
             free,
-            rx: VecDeque::with_capacity(frames),
+            rx: vec![Desc::default(); frames].into_boxed_slice(),
+            rx_head: 0,
+            rx_len: 0,
             tx: VecDeque::with_capacity(frames),
         }
     }
@@ -53,6 +62,7 @@ impl MemoryPort {
     ///
     /// # Errors
     /// When no chunk is free or the packet is too long.
+    #[inline]
     pub fn inject(&mut self, pkt: &[u8]) -> Result<(), MemoryPortError> {
         let room = self.chunk - self.headroom;
         if pkt.len() > room {
@@ -61,16 +71,26 @@ impl MemoryPort {
                 room,
             });
         }
-        let base = self
-            .free
-            .pop()
-            .ok_or(MemoryPortError::NoBuffer(self.frames()))?;
+        let Some(base) = self.free.pop() else {
+            return Err(MemoryPortError::NoBuffer(self.frames()));
+        };
+        // Every queued descriptor holds a chunk taken from the free list, so the ring has
+        // room unless chunks were freed twice; then refuse rather than overwrite.
+        let mut tail = self.rx_head + self.rx_len;
+        if tail >= self.rx.len() {
+            tail -= self.rx.len();
+        }
+        let Some(slot) = self.rx.get_mut(tail) else {
+            self.free.push(base);
+            return Err(MemoryPortError::NoBuffer(self.frames()));
+        };
         let start = base as usize + self.headroom;
         self.area[start..start + pkt.len()].copy_from_slice(pkt);
-        self.rx.push_back(Desc {
+        *slot = Desc {
             addr: start as u64,
             len: pkt.len() as u32,
-        });
+        };
+        self.rx_len += 1;
         Ok(())
     }
 
@@ -81,19 +101,36 @@ impl MemoryPort {
 
     /// Packets waiting on the receive queue.
     pub fn rx_pending(&self) -> usize {
-        self.rx.len()
+        self.rx_len
     }
 
     /// Takes up to `out.len()` received packets.
+    #[inline]
     pub fn rx_burst(&mut self, out: &mut [Desc]) -> usize {
-        let n = out.len().min(self.rx.len());
-        for (slot, d) in out.iter_mut().zip(self.rx.drain(..n)) {
-            *slot = d;
+        let n = out.len().min(self.rx_len);
+        // At most two contiguous runs of the ring, each copied at once.
+        let cap = self.rx.len();
+        let first = n.min(cap - self.rx_head);
+        let (a, b) = out.split_at_mut(first);
+        if let (Some(src), Some(dst)) = (
+            self.rx.get(self.rx_head..self.rx_head + first),
+            a.get_mut(..),
+        ) {
+            dst.copy_from_slice(src);
         }
+        if let (Some(src), Some(dst)) = (self.rx.get(..n - first), b.get_mut(..n - first)) {
+            dst.copy_from_slice(src);
+        }
+        self.rx_head += n;
+        if self.rx_head >= cap {
+            self.rx_head -= cap;
+        }
+        self.rx_len -= n;
         n
     }
 
     /// A burst view over received descriptors, for the pipeline.
+    #[inline]
     pub fn burst<'a>(&'a mut self, descs: &'a mut [Desc]) -> AreaBurst<'a> {
         AreaBurst::new(&mut self.area, self.chunk, descs)
     }
@@ -104,8 +141,12 @@ impl MemoryPort {
     }
 
     /// Returns a packet's chunk to the free list.
+    #[inline]
     pub fn free(&mut self, d: Desc) {
-        let base = d.addr - d.addr % self.chunk as u64;
+        let base = match self.pow2_mask {
+            Some(m) => d.addr & !m,
+            None => d.addr - d.addr % self.chunk as u64,
+        };
         if (base as usize) < self.area.len() {
             self.free.push(base);
         }

@@ -51,7 +51,8 @@ use fiberlb_shared::model::{Algorithm, Mac, Mode, Usability};
 use crate::flow_table::{FlowKey, FlowState, FlowTable, FlowTableError, Timeouts};
 use crate::packet::{Burst, PacketBuf};
 use crate::snapshot::{
-    handle_slot, ListenerKey, ListenerRec, LocalAddrSet, LocalAddrs, Snapshot, NO_BACKEND,
+    handle_slot, BackendRec, ListenerKey, ListenerRec, LocalAddrSet, LocalAddrs, Snapshot,
+    NO_BACKEND,
 };
 use parse::{proto, tcp_flags, Frag, Parsed};
 use rewrite::Outer;
@@ -147,6 +148,23 @@ fn key_of(v6: bool, addr: &[u8; 16], port: u16, proto: u8) -> ListenerKey {
         port,
         proto,
         v6,
+    }
+}
+
+#[inline(always)]
+fn hash5(
+    h: &FlowHasher,
+    v6: bool,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    sp: u16,
+    dp: u16,
+    pr: u8,
+) -> u64 {
+    if v6 {
+        h.hash_v6(*src, *dst, sp, dp, pr)
+    } else {
+        h.hash_v4(v4(src), v4(dst), sp, dp, pr)
     }
 }
 
@@ -260,11 +278,7 @@ impl Pipeline {
 
     #[inline]
     fn hash5(&self, v6: bool, src: &[u8; 16], dst: &[u8; 16], sp: u16, dp: u16, pr: u8) -> u64 {
-        if v6 {
-            self.hasher.hash_v6(*src, *dst, sp, dp, pr)
-        } else {
-            self.hasher.hash_v4(v4(src), v4(dst), sp, dp, pr)
-        }
+        hash5(&self.hasher, v6, src, dst, sp, dp, pr)
     }
 
     /// Processes one packet.
@@ -304,11 +318,24 @@ impl Pipeline {
             .iter_mut()
             .zip(hashes.iter_mut())
             .zip(errs.iter_mut());
+        // Counted in registers and added once per burst: nothing reads the counters while a
+        // burst is processed (they are the worker's own, published between bursts).
+        let mut rx_bytes = 0u64;
         for (i, ((parsed, hash), err)) in stage.enumerate().take(n) {
             let data = pkts.data(i);
-            self.counters.rx_packets += 1;
-            self.counters.rx_bytes += data.len() as u64;
-            match parse::parse(data) {
+            rx_bytes += data.len() as u64;
+            // The common frame's record is stored straight from registers; the rest take the
+            // full parse (the same `parse::parse`, split so the two are not merged first).
+            if let Some(p) = parse::parse_v4_fast(data) {
+                let h = self
+                    .hasher
+                    .hash_v4(v4(&p.src), v4(&p.dst), p.sport, p.dport, p.proto);
+                self.flows.prefetch(h);
+                *parsed = p;
+                *hash = h;
+                continue;
+            }
+            match parse::parse_full(data) {
                 Ok(p) => {
                     let h = self.hash5(p.v6, &p.src, &p.dst, p.sport, p.dport, p.proto);
                     self.flows.prefetch(h);
@@ -318,15 +345,28 @@ impl Pipeline {
                 Err(r) => *err = Some(r),
             }
         }
+        self.counters.rx_packets += n as u64;
+        self.counters.rx_bytes += rx_bytes;
+        let mut forwarded = 0u64;
         let stage = parsed.iter().zip(hashes.iter()).zip(errs.iter());
         for (i, (((p, &h), err), verdict)) in stage.zip(verdicts.iter_mut()).enumerate().take(n) {
             let v = match *err {
                 Some(r) => self.parse_refused(r),
-                None => pkts.with_buf(i, |pkt| self.forward(snap, pkt, p, h, now)),
+                // Inlined closure: the whole per-packet path in this loop, no call (the call,
+                // its spills and the captured environment cost ~26 instructions per packet).
+                None => pkts.with_buf(
+                    i,
+                    #[inline(always)]
+                    |pkt| self.forward(snap, pkt, p, h, now),
+                ),
             };
-            self.account(v);
+            match v {
+                Verdict::ToBackend | Verdict::ToClient => forwarded += 1,
+                _ => self.account(v),
+            }
             *verdict = v;
         }
+        self.counters.forwarded += forwarded;
         n
     }
 
@@ -339,7 +379,7 @@ impl Pipeline {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn forward(
         &mut self,
         snap: &Snapshot,
@@ -350,33 +390,26 @@ impl Pipeline {
     ) -> Verdict {
         match p.proto {
             proto::TCP | proto::UDP => {
-                if p.frag == Frag::Later {
+                // One call of the (inlined) flow path for both ways a listener is found.
+                let li = if p.frag == Frag::Later {
                     let key = key_of(p.v6, &p.dst, 0, p.proto);
-                    return match snap.fragment_map.get(&key) {
-                        Some(&li) => self.new_or_existing_flow(snap, pkt, p, li, hash, now),
+                    match snap.fragment_map.get(&key) {
+                        Some(&li) => li,
                         // Not a VIP at all: the host's (the XDP program decides the same).
                         None if !snap.is_vip_addr(&p.dst, p.v6) => {
-                            self.not_ours(DropReason::FragmentAmbiguous)
+                            return self.not_ours(DropReason::FragmentAmbiguous)
                         }
-                        None => Verdict::Drop(DropReason::FragmentAmbiguous),
-                    };
-                }
-                if let Some(&li) = snap
-                    .listener_map
+                        None => return Verdict::Drop(DropReason::FragmentAmbiguous),
+                    }
+                } else if let Some(li) = snap
+                    .listener_index
                     .get(&key_of(p.v6, &p.dst, p.dport, p.proto))
                 {
-                    return self.new_or_existing_flow(snap, pkt, p, li, hash, now);
-                }
-                if let Some(&li) = snap.nat_return.get(&key_of(p.v6, &p.src, p.sport, p.proto)) {
-                    // From a nat backend to one of the host's own addresses (a health check
-                    // made from this host): the host's, not a reply to un-NAT. Checked only
-                    // on a nat_return hit, which gives the same answer as checking first.
-                    if self.host_path && self.local.contains(&p.dst, p.v6) {
-                        return Verdict::ToHost;
-                    }
-                    return self.nat_reply(snap, pkt, p, li);
-                }
-                self.not_ours(DropReason::NoListener)
+                    li
+                } else {
+                    return self.not_a_listener(snap, pkt, p);
+                };
+                self.new_or_existing_flow(snap, pkt, p, li, hash, now)
             }
             proto::ICMP if !p.v6 => self.icmp_error(snap, pkt, p, now),
             proto::ICMPV6 if p.v6 => self.icmp_error(snap, pkt, p, now),
@@ -384,19 +417,36 @@ impl Pipeline {
         }
     }
 
-    /// Is `handle` a backend this listener may keep sending an existing flow to?
-    #[inline]
-    fn still_usable(snap: &Snapshot, l: &ListenerRec, handle: u32) -> bool {
-        match snap.backend(handle) {
-            Some(b) => b.pool == l.pool && b.usability != Usability::Unusable,
-            None => false,
+    /// A TCP/UDP packet to no listener: a nat reply, or not fiberlb's.
+    #[inline(never)]
+    fn not_a_listener(&mut self, snap: &Snapshot, pkt: &mut PacketBuf<'_>, p: &Parsed) -> Verdict {
+        if let Some(&li) = snap.nat_return.get(&key_of(p.v6, &p.src, p.sport, p.proto)) {
+            // From a nat backend to one of the host's own addresses (a health check
+            // made from this host): the host's, not a reply to un-NAT. Checked only
+            // on a nat_return hit, which gives the same answer as checking first.
+            if self.host_path && self.local.contains(&p.dst, p.v6) {
+                return Verdict::ToHost;
+            }
+            return self.nat_reply(snap, pkt, p, li);
         }
+        self.not_ours(DropReason::NoListener)
     }
 
-    /// The Maglev choice for a flow.
+    /// The backend `handle` names, if this listener may keep sending an existing flow to it.
     #[inline]
+    fn usable_backend<'s>(
+        snap: &'s Snapshot,
+        l: &ListenerRec,
+        handle: u32,
+    ) -> Option<&'s BackendRec> {
+        snap.backend(handle)
+            .filter(|b| b.pool == l.pool && b.usability != Usability::Unusable)
+    }
+
+    /// The Maglev choice for a flow (out of line: in steady state flows hit the table).
+    #[inline(never)]
     fn maglev(
-        &self,
+        hasher: &FlowHasher,
         snap: &Snapshot,
         l: &ListenerRec,
         p3: (&[u8; 16], &[u8; 16], u8, bool),
@@ -408,7 +458,7 @@ impl Pipeline {
         };
         let h = if three || pool.algorithm == Algorithm::MaglevSourceIp {
             let (src, dst, pr, v6) = p3;
-            self.hash5(v6, src, dst, 0, 0, pr)
+            hash5(hasher, v6, src, dst, 0, 0, pr)
         } else {
             h5
         };
@@ -422,6 +472,7 @@ impl Pipeline {
         }
     }
 
+    #[inline(always)]
     fn new_or_existing_flow(
         &mut self,
         snap: &Snapshot,
@@ -434,66 +485,94 @@ impl Pipeline {
         let Some(l) = snap.listeners.get(li as usize) else {
             return Verdict::Drop(DropReason::NoListener);
         };
-        let p3 = (&p.src, &p.dst, p.proto, p.v6);
         let mut new_flow = false;
-        let handle = if p.frag != Frag::No {
-            self.maglev(snap, l, p3, hash, true)
+        let (handle, kept) = if p.frag != Frag::No {
+            (
+                Self::maglev(
+                    &self.hasher,
+                    snap,
+                    l,
+                    (&p.src, &p.dst, p.proto, p.v6),
+                    hash,
+                    true,
+                ),
+                None,
+            )
         } else {
-            let key = FlowKey {
-                client: p.src,
-                listener: l.slot,
-                port: p.sport,
-            };
-            let closing = p.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0;
-            let syn_only = p.proto == proto::TCP
-                && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
             // A flow seen only with SYN is half-open (its own class in the flow table: it
             // never evicts an established flow); the client's ACK makes it established.
-            let state = match (p.proto, closing, syn_only) {
-                (proto::UDP, _, _) => FlowState::Udp,
-                (_, true, _) => FlowState::TcpClosing,
-                (_, false, true) => FlowState::TcpSyn,
-                (_, false, false) => FlowState::TcpOpen,
+            let (state, syn_only) = if p.proto == proto::UDP {
+                (FlowState::Udp, false)
+            } else {
+                let closing = p.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0;
+                let syn_only = p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+                let state = match (closing, syn_only) {
+                    (true, _) => FlowState::TcpClosing,
+                    (false, true) => FlowState::TcpSyn,
+                    (false, false) => FlowState::TcpOpen,
+                };
+                (state, syn_only)
             };
-            match self.flows.lookup(hash, &key, now) {
-                Some(hit)
-                    if Self::still_usable(snap, l, hit.backend)
-                        && !(syn_only && hit.state == FlowState::TcpClosing) =>
-                {
-                    // A closing flow stays closing until it expires; an established one is not
-                    // made half-open again by a (retransmitted or spoofed) SYN.
-                    let st = match (hit.state, state) {
-                        (FlowState::TcpClosing, _) => hit.state,
-                        (FlowState::TcpOpen, FlowState::TcpSyn) => hit.state,
-                        _ => state,
-                    };
-                    self.flows.touch(hit.slot, st, now);
-                    hit.backend
-                }
+            match self.flows.find(hash, &p.src, l.slot, p.sport, now) {
                 Some(hit) => {
-                    let h = self.maglev(snap, l, p3, hash, false);
-                    if h == NO_BACKEND {
-                        return Verdict::Drop(DropReason::NoBackend);
+                    let hit_state = hit.state();
+                    let reopen = syn_only && hit_state == FlowState::TcpClosing;
+                    match Self::usable_backend(snap, l, hit.backend()) {
+                        Some(b) if !reopen => {
+                            // A closing flow stays closing until it expires; an established one
+                            // is not made half-open again by a (retransmitted or spoofed) SYN.
+                            let keep = hit_state == FlowState::TcpClosing
+                                || (hit_state == FlowState::TcpOpen && state == FlowState::TcpSyn);
+                            let st = if keep { hit_state } else { state };
+                            let h = hit.backend();
+                            hit.touch(st, now);
+                            (h, Some(b))
+                        }
+                        _ => {
+                            let h = Self::maglev(
+                                &self.hasher,
+                                snap,
+                                l,
+                                (&p.src, &p.dst, p.proto, p.v6),
+                                hash,
+                                false,
+                            );
+                            if h == NO_BACKEND {
+                                return Verdict::Drop(DropReason::NoBackend);
+                            }
+                            if !reopen {
+                                self.counters.flows_rebalanced += 1;
+                            }
+                            hit.update(h, state, now);
+                            new_flow = true;
+                            (h, None)
+                        }
                     }
-                    if !(syn_only && hit.state == FlowState::TcpClosing) {
-                        self.counters.flows_rebalanced += 1;
-                    }
-                    self.flows.update(hit.slot, h, state, now);
-                    new_flow = true;
-                    h
                 }
                 None => {
-                    let h = self.maglev(snap, l, p3, hash, false);
+                    let h = Self::maglev(
+                        &self.hasher,
+                        snap,
+                        l,
+                        (&p.src, &p.dst, p.proto, p.v6),
+                        hash,
+                        false,
+                    );
                     if h == NO_BACKEND {
                         return Verdict::Drop(DropReason::NoBackend);
                     }
+                    let key = FlowKey {
+                        client: p.src,
+                        listener: l.slot,
+                        port: p.sport,
+                    };
                     self.flows.insert(hash, &key, h, state, now);
                     new_flow = true;
-                    h
+                    (h, None)
                 }
             }
         };
-        let Some(b) = snap.backend(handle) else {
+        let Some(b) = kept.or_else(|| snap.backend(handle)) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let v = self.send_to_backend(
@@ -501,7 +580,7 @@ impl Pipeline {
             pkt,
             p,
             l,
-            b.mac,
+            b.mac.as_ref(),
             &b.addr,
             b.address.is_ipv6(),
             b.port,
@@ -522,39 +601,82 @@ impl Pipeline {
         v
     }
 
-    /// Rewrites a packet for the chosen backend by the listener's mode.
+    /// Rewrites a packet for the chosen backend by the listener's mode: the common nat case
+    /// (IPv4, not an ICMP error, not a later fragment) and dsr inline, the rest in
+    /// [`Self::send_to_backend_general`].
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn send_to_backend(
         &self,
         snap: &Snapshot,
         pkt: &mut PacketBuf<'_>,
         p: &Parsed,
         l: &ListenerRec,
-        mac: Option<Mac>,
+        mac: Option<&Mac>,
         addr: &[u8; 16],
         addr_v6: bool,
         port: u16,
         hash: u64,
         icmp_inner: Option<&parse::Inner>,
     ) -> Verdict {
-        let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac) else {
+        if l.mode == Mode::Nat && !p.v6 && icmp_inner.is_none() && p.frag != Frag::Later {
+            let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
+                return Verdict::Drop(DropReason::NoNextHop);
+            };
+            // The common nat case, one fused pass over the headers.
+            let data = pkt.data_mut();
+            return match rewrite::nat_v4_dst_fused(data, p, v4(addr), port).and_then(|()| {
+                rewrite::set_macs_reply_from(data, dst_mac, self.cfg.backend_side_mac.as_ref())
+            }) {
+                Ok(()) => Verdict::ToBackend,
+                Err(r) => Verdict::Drop(r),
+            };
+        }
+        if l.mode == Mode::Dsr {
+            return self.send_dsr(pkt, p, mac);
+        }
+        self.send_to_backend_general(snap, pkt, p, l, mac, addr, addr_v6, port, hash, icmp_inner)
+    }
+
+    /// [`Self::send_to_backend`] for dsr: the frame goes on unchanged but for the TTL and the
+    /// MACs.
+    #[inline(never)]
+    fn send_dsr(&self, pkt: &mut PacketBuf<'_>, p: &Parsed, mac: Option<&Mac>) -> Verdict {
+        let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
+            return Verdict::Drop(DropReason::NoNextHop);
+        };
+        let data = pkt.data_mut();
+        match rewrite::dec_ttl(data, p).and_then(|()| {
+            rewrite::set_macs_reply_from(data, dst_mac, self.cfg.backend_side_mac.as_ref())
+        }) {
+            Ok(()) => Verdict::ToBackend,
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
+    /// [`Self::send_to_backend`] for every other case.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn send_to_backend_general(
+        &self,
+        snap: &Snapshot,
+        pkt: &mut PacketBuf<'_>,
+        p: &Parsed,
+        l: &ListenerRec,
+        mac: Option<&Mac>,
+        addr: &[u8; 16],
+        addr_v6: bool,
+        port: u16,
+        hash: u64,
+        icmp_inner: Option<&parse::Inner>,
+    ) -> Verdict {
+        let Some(&dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
         let Some(&our_mac) = pkt.data().first_chunk::<6>() else {
             return Verdict::Drop(DropReason::Malformed);
         };
         let src_mac = self.cfg.backend_side_mac.unwrap_or(our_mac);
-        if l.mode == Mode::Nat && !p.v6 && icmp_inner.is_none() && p.frag != Frag::Later {
-            // The common nat case, one fused pass over the headers.
-            let data = pkt.data_mut();
-            return match rewrite::nat_v4_dst_fused(data, p, v4(addr), port)
-                .and_then(|()| rewrite::set_macs(data, &dst_mac, &src_mac))
-            {
-                Ok(()) => Verdict::ToBackend,
-                Err(r) => Verdict::Drop(r),
-            };
-        }
         if let Err(r) = rewrite::dec_ttl(pkt.data_mut(), p) {
             return Verdict::Drop(r);
         }
@@ -658,8 +780,9 @@ impl Pipeline {
             port: inner.dport,
         };
         let handle = match self.flows.lookup(h, &key, now) {
-            Some(hit) if Self::still_usable(snap, l, hit.backend) => hit.backend,
-            _ => self.maglev(
+            Some(hit) if Self::usable_backend(snap, l, hit.backend).is_some() => hit.backend,
+            _ => Self::maglev(
+                &self.hasher,
                 snap,
                 l,
                 (&inner.dst, &inner.src, inner.proto, p.v6),
@@ -675,7 +798,7 @@ impl Pipeline {
             pkt,
             p,
             l,
-            b.mac,
+            b.mac.as_ref(),
             &b.addr,
             b.address.is_ipv6(),
             b.port,

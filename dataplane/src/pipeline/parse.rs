@@ -33,7 +33,7 @@ pub enum Frag {
 }
 
 /// What the parse stage found.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
     /// Offset of the IP header in the frame.
     pub l3: usize,
@@ -97,6 +97,75 @@ pub fn l2(frame: &[u8]) -> Result<(usize, u16), DropReason> {
 /// Parses a frame up to the L4 ports.
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
+    match parse_v4_fast(frame) {
+        Some(p) => Ok(p),
+        None => parse_full(frame),
+    }
+}
+
+/// The common frame — Ethernet without VLAN tag, IPv4 without options and not a fragment,
+/// TCP or UDP whose header lies inside the packet, at least 54 bytes — read with one length
+/// check and a handful of compares. `None` for every other frame, which [`parse_full`] then
+/// parses (and refuses, if it must). For a frame it accepts it returns exactly what
+/// [`parse_full`] returns (a property test holds them equal).
+#[inline(always)]
+pub fn parse_v4_fast(frame: &[u8]) -> Option<Parsed> {
+    // Ethernet (14), IPv4 (20), and the 20 bytes of a TCP header (UDP's 8 and then some).
+    let h: &[u8; 54] = frame.first_chunk()?;
+    // IPv4 ethertype and version 4 / IHL 5 in one compare; then the fragment field without
+    // the DF (and reserved) bit: no offset, no MF.
+    if u32::from_be_bytes([h[12], h[13], h[14], 0]) != 0x0800_4500
+        || u16::from_be_bytes([h[20], h[21]]) & 0x3fff != 0
+    {
+        return None;
+    }
+    let ip_len = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    // total_len must cover the header and lie inside the frame: l4_len = ip_len - 20 >= 0.
+    let l4_len = ip_len.checked_sub(20)?;
+    if ip_len > frame.len() - 14 {
+        return None;
+    }
+    let proto = h[23];
+    let tcp_flags = match proto {
+        proto::TCP => {
+            let doff = usize::from(h[46] >> 4) * 4;
+            if l4_len < 20 || doff < 20 || doff > l4_len {
+                return None;
+            }
+            h[47]
+        }
+        proto::UDP => {
+            let ulen = usize::from(u16::from_be_bytes([h[38], h[39]]));
+            if ulen < 8 || ulen > l4_len {
+                return None;
+            }
+            0
+        }
+        _ => return None,
+    };
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&h[26..30]);
+    dst[..4].copy_from_slice(&h[30..34]);
+    Some(Parsed {
+        l3: 14,
+        v6: false,
+        ip_len,
+        l4: 34,
+        proto,
+        src,
+        dst,
+        sport: u16::from_be_bytes([h[34], h[35]]),
+        dport: u16::from_be_bytes([h[36], h[37]]),
+        frag: Frag::No,
+        tcp_flags,
+    })
+}
+
+/// [`parse`] for every frame: VLAN tags, IPv4 options and fragments, IPv6 and its extension
+/// headers, other protocols, and every way a frame can be malformed.
+#[inline]
+pub fn parse_full(frame: &[u8]) -> Result<Parsed, DropReason> {
     let (l3, et) = l2(frame)?;
     let rest = frame.get(l3..).ok_or(DropReason::Malformed)?;
     let mut p = Parsed {
@@ -250,10 +319,68 @@ pub fn icmp_inner(frame: &[u8], p: &Parsed) -> Option<Inner> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::wire::build::{FrameBuilder, Ipv6Ext};
+    use proptest::prelude::*;
+
+    /// Frames near the fast path's edges: TCP/UDP over IPv4, cut, padded and with header
+    /// bytes overwritten.
+    fn frame_strategy() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<bool>(),
+            any::<[u8; 4]>(),
+            any::<u16>(),
+            0usize..40,
+            proptest::collection::vec((0usize..60, any::<u8>()), 0..4),
+            0usize..80,
+            0usize..24,
+        )
+            .prop_map(|(udp, a, port, payload, pokes, cut, pad)| {
+                let b = if udp {
+                    FrameBuilder::udp_v4(a, [10, 0, 0, 1], port, 80)
+                } else {
+                    FrameBuilder::tcp_v4(a, [10, 0, 0, 1], port, 80)
+                };
+                let mut f = b.payload(&vec![7; payload]).build();
+                f.extend(std::iter::repeat_n(0, pad));
+                for (at, v) in pokes {
+                    if let Some(x) = f.get_mut(at) {
+                        *x = v;
+                    }
+                }
+                f.truncate(f.len().saturating_sub(cut % 8 * (cut / 8 % 2)));
+                f
+            })
+    }
+
+    proptest! {
+        /// Whatever the fast path accepts, the full parse parses to the same record.
+        #[test]
+        fn fast_path_equals_full_parse(f in frame_strategy()) {
+            if let Some(fast) = parse_v4_fast(&f) {
+                prop_assert_eq!(Ok(fast), parse_full(&f));
+            }
+            prop_assert_eq!(parse(&f), parse_full(&f));
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_the_common_frames() {
+        let udp = FrameBuilder::udp_v4([192, 0, 2, 1], [10, 0, 0, 1], 4000, 53)
+            .payload(&[1; 18])
+            .build();
+        let tcp = FrameBuilder::tcp_v4([192, 0, 2, 1], [10, 0, 0, 1], 4000, 80).build();
+        for f in [&udp, &tcp] {
+            assert_eq!(parse_v4_fast(f), Some(parse_full(f).unwrap()));
+        }
+        let vlan = FrameBuilder::tcp_v4([192, 0, 2, 1], [10, 0, 0, 1], 4000, 80)
+            .vlan(7)
+            .build();
+        assert_eq!(parse_v4_fast(&vlan), None);
+        assert!(parse(&vlan).is_ok());
+    }
 
     #[test]
     fn a_too_long_extension_chain_is_unsupported_not_malformed() {

@@ -53,6 +53,10 @@ pub fn set_macs(frame: &mut [u8], dst: &Mac, src: &Mac) -> Result<(), DropReason
     Ok(())
 }
 
+/// `~m + m'` of RFC 1624 for an IPv4 TTL decrement (the word TTL|protocol m becomes
+/// m - 0x100; m >= 0x200 as TTL > 1): 0xFEFF big-endian, here as read in the machine's order.
+const TTL_DELTA: u16 = u16::from_ne_bytes(0xfeffu16.to_be_bytes());
+
 /// Decrements the TTL / hop limit, as a router does.
 #[inline]
 pub fn dec_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
@@ -69,11 +73,12 @@ pub fn dec_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
         if ttl <= 1 {
             return Err(DropReason::TtlExceeded);
         }
-        let old = u16::from_be_bytes([ip[8], ip[9]]);
         ip[8] = ttl - 1;
-        let new = u16::from_be_bytes([ip[8], ip[9]]);
-        let c = checksum::update_u16(u16::from_be_bytes([ip[10], ip[11]]), old, new);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        // RFC 1624 for the TTL word m (TTL, protocol) becoming m - 0x100: ~m + m' = 0xFEFF,
+        // in the machine's byte order (see `nat_v4_dst_fused`).
+        let hc = u16::from_ne_bytes([ip[10], ip[11]]);
+        let c = !checksum::fold(u32::from(!hc) + u32::from(TTL_DELTA));
+        ip[10..12].copy_from_slice(&c.to_ne_bytes());
     }
     Ok(())
 }
@@ -139,9 +144,14 @@ pub fn nat(
 
 /// The hot nat case, fused: an IPv4 TCP/UDP packet (not a later fragment) whose TTL is
 /// decremented and whose destination address and port become `addr`:`port`. One read and
-/// one write of each checksum, 32-bit arithmetic, no copies — this is the per-packet work of
-/// a nat listener. Equivalent to [`dec_ttl`] followed by [`nat`] (tested against them).
-#[inline]
+/// one write of each checksum, no copies — this is the per-packet work of a nat listener.
+/// Equivalent to [`dec_ttl`] followed by [`nat`] (tested against them).
+///
+/// The checksum arithmetic is done on words read in the machine's byte order, never swapped:
+/// the one's complement sum is independent of byte order (RFC 1071 §2.B) — a byte swap of
+/// a 16-bit word is a multiplication by 2^8 modulo 0xFFFF, and the sum is linear — so the
+/// result is the same bytes, and 0 / 0xFFFF map to themselves, so the UDP zero rules hold.
+#[inline(always)]
 pub fn nat_v4_dst_fused(
     frame: &mut [u8],
     p: &Parsed,
@@ -153,49 +163,69 @@ pub fn nat_v4_dst_fused(
     if ttl <= 1 {
         return Err(DropReason::TtlExceeded);
     }
-    let old_ttl_word = u16::from_be_bytes([ip[8], ip[9]]);
     ip[8] = ttl - 1;
-    let old = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let new = u32::from_be_bytes(addr);
-    ip[16..20].copy_from_slice(&addr);
-    // IP header checksum: TTL word and destination address in one update.
-    let acc = u32::from(!u16::from_be_bytes([ip[10], ip[11]]))
-        + u32::from(!old_ttl_word)
-        + u32::from(old_ttl_word - 0x100)
-        + u32::from(!(old >> 16) as u16)
-        + u32::from(!(old as u16))
-        + (new >> 16)
-        + (new & 0xffff);
-    ip[10..12].copy_from_slice(&(!checksum::fold(acc)).to_be_bytes());
-    let coff = match p.proto {
-        proto::TCP => 16,
-        _ => 6,
+    let [o0, o1, o2, o3, ..] = ip[16..20] else {
+        return Err(MALFORMED);
     };
-    // The L4 header up to and including its checksum: ports first, checksum last.
-    let l4 = frame
-        .get_mut(p.l4..)
-        .and_then(|b| b.get_mut(..coff + 2))
-        .ok_or(MALFORMED)?;
-    let (ports, rest) = l4.split_first_chunk_mut::<4>().ok_or(MALFORMED)?;
+    let old = u32::from_ne_bytes([o0, o1, o2, o3]);
+    ip[16..20].copy_from_slice(&addr);
+    // RFC 1624 (HC' = ~(~HC + ~m + m')) for both words of the address at once: a 32-bit
+    // word counts as the sum of its halves, since 2^16 = 1 modulo 0xFFFF.
+    let addr_delta = u64::from(!old) + u64::from(u32::from_ne_bytes(addr));
+    let ttl_delta = u64::from(TTL_DELTA);
+    let hc = u16::from_ne_bytes([ip[10], ip[11]]);
+    let acc = u64::from(!hc) + ttl_delta + addr_delta;
+    ip[10..12].copy_from_slice(&(!checksum::fold64(acc)).to_ne_bytes());
+    match p.proto {
+        proto::TCP => l4_dst_fused::<18>(frame, p.l4, addr_delta, port, false),
+        _ => l4_dst_fused::<8>(frame, p.l4, addr_delta, port, true),
+    }
+}
+
+/// The L4 part of [`nat_v4_dst_fused`]: the first `N` bytes of the L4 header (up to and
+/// including the checksum, its last two bytes) at `l4`; the destination port becomes `port`
+/// and the checksum takes `addr_delta` (the address change, as summed there) and the port's.
+#[inline(always)]
+fn l4_dst_fused<const N: usize>(
+    frame: &mut [u8],
+    l4: usize,
+    addr_delta: u64,
+    port: u16,
+    udp: bool,
+) -> Result<(), DropReason> {
+    let h: &mut [u8; N] = chunk_mut(frame, l4).ok_or(MALFORMED)?;
+    let (ports, rest) = h.split_first_chunk_mut::<4>().ok_or(MALFORMED)?;
     let csum: &mut [u8; 2] = rest.last_chunk_mut().ok_or(MALFORMED)?;
-    let old_port = u16::from_be_bytes([ports[2], ports[3]]);
-    ports[2..4].copy_from_slice(&port.to_be_bytes());
-    let c = u16::from_be_bytes(*csum);
-    if p.proto == proto::UDP && c == 0 {
+    let old_port = u16::from_ne_bytes([ports[2], ports[3]]);
+    let new_port = port.to_be_bytes();
+    ports[2..4].copy_from_slice(&new_port);
+    let c = u16::from_ne_bytes(*csum);
+    if udp && c == 0 {
         return Ok(()); // IPv4 UDP without checksum stays without.
     }
-    let acc = u32::from(!c)
-        + u32::from(!(old >> 16) as u16)
-        + u32::from(!(old as u16))
-        + (new >> 16)
-        + (new & 0xffff)
-        + u32::from(!old_port)
-        + u32::from(port);
-    let mut c = !checksum::fold(acc);
-    if p.proto == proto::UDP && c == 0 {
+    let acc =
+        u64::from(!c) + addr_delta + u64::from(!old_port) + u64::from(u16::from_ne_bytes(new_port));
+    let mut c = !checksum::fold64(acc);
+    if udp && c == 0 {
         c = 0xffff;
     }
-    *csum = c.to_be_bytes();
+    *csum = c.to_ne_bytes();
+    Ok(())
+}
+
+/// Writes the Ethernet addresses of a frame going out: `dst`, and `src` or — when `None` —
+/// the frame's own destination address (the port's MAC it arrived on).
+#[inline(always)]
+pub fn set_macs_reply_from(
+    frame: &mut [u8],
+    dst: &Mac,
+    src: Option<&Mac>,
+) -> Result<(), DropReason> {
+    let (d, rest) = frame.split_first_chunk_mut::<6>().ok_or(MALFORMED)?;
+    let s: &mut [u8; 6] = rest.first_chunk_mut().ok_or(MALFORMED)?;
+    // The source first: without a configured one it is the old destination.
+    *s = *src.unwrap_or(d);
+    *d = *dst;
     Ok(())
 }
 
@@ -511,6 +541,21 @@ mod tests {
         #[test]
         fn ipv4_header_sum_equals_general(h in any::<[u8; 20]>()) {
             prop_assert_eq!(ipv4_header_sum(&h), checksum::ones_complement_sum(&h));
+        }
+
+        /// dec_ttl's native-order checksum update is RFC 1624's big-endian one, for any
+        /// header checksum (including 0x0000 and 0xFFFF) and TTL.
+        #[test]
+        fn dec_ttl_equals_rfc1624(csum: u16, ttl in 2u8..=255, proto: u8) {
+            let mut frame = FrameBuilder::udp_v4([1, 2, 3, 4], [5, 6, 7, 8], 1, 2).ttl(ttl).build();
+            let p = parse(&frame).unwrap();
+            frame[p.l3 + 9] = proto;
+            frame[p.l3 + 10..p.l3 + 12].copy_from_slice(&csum.to_be_bytes());
+            let old = u16::from_be_bytes([ttl, proto]);
+            let want = checksum::update_u16(csum, old, old - 0x100);
+            dec_ttl(&mut frame, &p).unwrap();
+            prop_assert_eq!(frame[p.l3 + 8], ttl - 1);
+            prop_assert_eq!(u16::from_be_bytes([frame[p.l3 + 10], frame[p.l3 + 11]]), want);
         }
 
         /// The fused nat path writes exactly what dec_ttl + nat write, for random packets,

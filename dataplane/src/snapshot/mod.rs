@@ -26,6 +26,9 @@ use fiberlb_shared::model::{
 };
 use rustc_hash::FxHashMap;
 
+mod listener_index;
+pub use listener_index::ListenerIndex;
+
 /// Handle value that names no backend (an empty Maglev slot).
 pub const NO_BACKEND: u32 = u32::MAX;
 
@@ -42,12 +45,27 @@ pub const fn handle_slot(handle: u32) -> usize {
 }
 
 /// Key of the listener map: VIP (IPv4 in the first 4 bytes), port, protocol and family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenerKey {
     pub addr: [u8; 16],
     pub port: u16,
     pub proto: u8,
     pub v6: bool,
+}
+
+/// Two words per key instead of the derived hash's six writes (the address as a length-prefixed
+/// slice, then each small field): the listener lookup runs for every packet. Equal keys give
+/// equal words, so this is a valid `Hash` for the derived `Eq`.
+impl std::hash::Hash for ListenerKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The fields that vary most (port, protocol, then the address's first bytes) go in the
+        // low bits of the last word, which reach every bit of the hash hashbrown uses.
+        let a = u128::from_ne_bytes(self.addr);
+        let small = u64::from(self.port) | u64::from(self.proto) << 16 | u64::from(self.v6) << 24;
+        state.write_u64((a >> 64) as u64);
+        state.write_u64((a as u64).rotate_left(32) ^ small);
+    }
 }
 
 impl ListenerKey {
@@ -152,6 +170,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<ListenerRec>,
     pub listener_map: FxHashMap<ListenerKey, u32>,
+    /// The same pairs as `listener_map`, in the table the per-packet path reads.
+    pub listener_index: ListenerIndex,
     /// For IP fragments without ports: (VIP, protocol) -> listener index, present only when
     /// every listener on that VIP and protocol uses the same pool and mode (otherwise a
     /// non-first fragment could belong to any of them, and is dropped).
@@ -532,9 +552,11 @@ impl SnapshotBuilder {
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
+        let listener_index = ListenerIndex::new(listener_map.iter().map(|(k, &v)| (*k, v)));
         Ok(Snapshot {
             generation,
             listeners,
+            listener_index,
             listener_map,
             fragment_map,
             nat_return,

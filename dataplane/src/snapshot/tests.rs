@@ -146,6 +146,21 @@ fn slots_stay_stable_and_reuse_bumps_incarnation() {
     // Every Maglev slot names a live active backend.
     assert!(s2.pools[0].table.iter().all(|&h| s2.backend(h).is_some()));
     assert_eq!(s2.nat_return.len(), 2);
+    // The per-packet listener index answers what the map answers.
+    for s in [&s1, &s2] {
+        assert_eq!(s.listener_index.len(), s.listener_map.len());
+        for (k, &li) in &s.listener_map {
+            assert_eq!(s.listener_index.get(k), Some(li));
+            let other = ListenerKey {
+                port: k.port ^ 1,
+                ..*k
+            };
+            assert_eq!(
+                s.listener_index.get(&other),
+                s.listener_map.get(&other).copied()
+            );
+        }
+    }
 }
 
 #[test]

@@ -49,13 +49,16 @@ fn add_carry(acc: u64, w: u64) -> u64 {
     s + carry as u64
 }
 
-#[inline]
-fn fold64(acc: u64) -> u16 {
-    let mut s = (acc >> 32) + (acc & 0xffff_ffff);
-    s = (s >> 16) + (s & 0xffff);
-    s = (s >> 16) + (s & 0xffff);
-    s = (s >> 16) + (s & 0xffff);
-    s as u16
+/// Folds a 64-bit accumulator of 16-bit (or 32-bit) words into 16 bits with end-around carry:
+/// 0 only for 0, else the representative in `1..=0xFFFF` of `acc` modulo 0xFFFF. Two
+/// add-with-carry steps (32 + 32 bits, then 16 + 16).
+#[inline(always)]
+pub fn fold64(acc: u64) -> u16 {
+    let (s, c) = (acc as u32).overflowing_add((acc >> 32) as u32);
+    // Cannot overflow: when `c` is set, s <= 2^32 - 2.
+    let s = s + u32::from(c);
+    let (t, c) = (s as u16).overflowing_add((s >> 16) as u16);
+    t + u16::from(c)
 }
 
 /// The folded one's complement sum of `data` read as big-endian 16-bit words; an odd last byte
@@ -81,11 +84,11 @@ pub fn ones_complement_sum(data: &[u8]) -> u16 {
 }
 
 /// Folds a 32-bit accumulator of 16-bit words into 16 bits with end-around carry.
-#[inline]
+#[inline(always)]
 pub fn fold(sum: u32) -> u16 {
-    let s = (sum >> 16) + (sum & 0xffff);
-    let s = (s >> 16) + (s & 0xffff);
-    s as u16
+    let (t, c) = (sum as u16).overflowing_add((sum >> 16) as u16);
+    // Cannot overflow: when `c` is set, t <= 2^16 - 2.
+    t + u16::from(c)
 }
 
 /// One's complement sum of several sums (e.g. pseudo header + header + payload).
@@ -303,7 +306,42 @@ mod tests {
         assert_eq!(udp_finish(0x1234), !0x1234);
     }
 
+    /// The folds as first written (one 16-bit round at a time), which the add-with-carry
+    /// forms must equal bit for bit.
+    fn reference_fold64(acc: u64) -> u16 {
+        let mut s = (acc >> 32) + (acc & 0xffff_ffff);
+        s = (s >> 16) + (s & 0xffff);
+        s = (s >> 16) + (s & 0xffff);
+        s = (s >> 16) + (s & 0xffff);
+        s as u16
+    }
+
+    #[test]
+    fn folds_at_the_edges() {
+        for acc in [
+            0,
+            1,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+            u64::MAX - 1,
+        ] {
+            assert_eq!(fold64(acc), reference_fold64(acc), "{acc:#x}");
+        }
+        for sum in [0, 1, 0xffff, 0x1_0000, 0x1_fffe, 0xffff_ffff, 0xfffe_ffff] {
+            assert_eq!(fold(sum), reference_fold64(u64::from(sum)), "{sum:#x}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn folds_match_reference(acc: u64, sum: u32) {
+            prop_assert_eq!(fold64(acc), reference_fold64(acc));
+            prop_assert_eq!(fold(sum), reference_fold64(u64::from(sum)));
+        }
+
         #[test]
         fn fast_sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             prop_assert_eq!(ones_complement_sum(&data), reference_sum(&data));

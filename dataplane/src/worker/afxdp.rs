@@ -59,22 +59,21 @@ impl Burst for UmemBurst<'_> {
 
     #[inline]
     fn with_buf<T>(&mut self, i: usize, f: impl FnOnce(&mut PacketBuf<'_>) -> T) -> T {
-        let Some(&d) = self.descs.get(i) else {
-            return f(&mut PacketBuf::empty());
+        // `f` is called in one place only, so an inlined `f` (the pipeline's per-packet path)
+        // is not duplicated. A descriptor not inside one chunk (cannot happen for a packet that
+        // parsed, since `data` gave its bytes): the pipeline sees an empty packet, and the
+        // descriptor is left as it was.
+        let d = self.descs.get(i).copied();
+        let (real, mut pkt) = match d.and_then(|d| self.umem.packet_buf(&d)) {
+            Some(pkt) => (true, pkt),
+            None => (false, PacketBuf::empty()),
         };
-        let (r, start, len) = match self.umem.packet_buf(&d) {
-            Some(mut pkt) => {
-                let r = f(&mut pkt);
-                (r, pkt.start(), pkt.len())
+        let r = f(&mut pkt);
+        let (start, len) = (pkt.start(), pkt.len());
+        if let (true, Some(d)) = (real, d) {
+            if let Some(slot) = self.descs.get_mut(i) {
+                *slot = self.umem.desc_for(&d, start, len);
             }
-            // Not inside one chunk (cannot happen for a packet that parsed, since `data` gave
-            // its bytes): the pipeline sees an empty packet.
-            None => {
-                return f(&mut PacketBuf::empty());
-            }
-        };
-        if let Some(slot) = self.descs.get_mut(i) {
-            *slot = self.umem.desc_for(&d, start, len);
         }
         r
     }
