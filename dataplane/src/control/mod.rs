@@ -49,6 +49,9 @@ const MAX_MESSAGES_PER_POLL: usize = 256;
 /// turn (commit -> Applied p50 2.0 ms under load, 0.3 ms idle).
 pub const CONTROL_NICE: i32 = -10;
 
+/// An apply that takes this long is logged with the time of each step.
+const SLOW_APPLY: Duration = Duration::from_millis(2);
+
 /// Settings of the control thread.
 #[derive(Clone, Debug)]
 pub struct ControlOptions {
@@ -384,6 +387,7 @@ impl ControlThread {
         services: ServiceSet,
         stop: &AtomicBool,
     ) -> Result<(), SnapshotError> {
+        let t0 = Instant::now();
         let snap = match self.builder.build(&services, generation) {
             Ok(s) => s,
             Err(e) => {
@@ -398,6 +402,7 @@ impl ControlThread {
         self.high_water
             .backends
             .fetch_max(snap.backends.len(), Ordering::Relaxed);
+        let built = t0.elapsed();
         self.publisher.publish(Box::new(snap));
         // Wait for every online worker, beating meanwhile: a worker stuck for long stalls
         // configuration, never liveness reporting.
@@ -408,6 +413,7 @@ impl ControlThread {
                 break;
             }
         }
+        let quiescent = t0.elapsed();
         self.applied_set = services;
         self.applied_gen = generation;
         self.region.header().set_applied_generation(generation);
@@ -415,10 +421,23 @@ impl ControlThread {
         if let Some(hook) = self.hook.as_mut() {
             hook(self.publisher.current());
         }
+        let hooked = t0.elapsed();
         self.slots_dirty = true;
         // The map must name the new slots before anyone reads their counters; a write error
         // only costs names in `stats`, so it does not fail the transaction.
         let _ = self.write_slots();
+        let total = t0.elapsed();
+        if total >= SLOW_APPLY {
+            eprintln!(
+                "fiberlb-dataplane: generation {generation} took {} us to apply: build {} us, \
+                 workers' quiescent points {} us, XDP maps {} us, slots file {} us",
+                total.as_micros(),
+                built.as_micros(),
+                (quiescent - built).as_micros(),
+                (hooked - quiescent).as_micros(),
+                (total - hooked).as_micros()
+            );
+        }
         Ok(())
     }
 
