@@ -669,9 +669,13 @@ mod tests {
         assert_eq!(p.counters().flow_sweep.completed_passes(), 0);
         p.housekeeping(0, 32);
         assert_eq!(p.counters().flow_sweep.completed_passes(), 1);
-        for _ in 0..buckets / SWEEP_BUCKETS_IDLE {
-            p.housekeeping(0, 0);
+        // Idle rounds sweep once per millisecond: more rounds in the same ms do nothing.
+        for ms in 1..buckets / SWEEP_BUCKETS_IDLE {
+            p.housekeeping(ms as u32, 0);
+            p.housekeeping(ms as u32, 0);
         }
+        assert_eq!(p.counters().flow_sweep.completed_passes(), 1);
+        p.housekeeping((buckets / SWEEP_BUCKETS_IDLE) as u32, 0);
         assert_eq!(p.counters().flow_sweep.completed_passes(), 2);
     }
 

@@ -134,6 +134,8 @@ pub struct Pipeline {
     /// (refreshed once per burst when the publication changed).
     local_table: Option<Arc<LocalAddrs>>,
     local: LocalAddrSet,
+    /// The millisecond of the last idle round's sweep (idle sweeps run at most once per ms).
+    idle_swept_at: u32,
 }
 
 #[inline]
@@ -183,6 +185,7 @@ impl Pipeline {
             host_path: cfg.host_path,
             local_table: None,
             local: LocalAddrSet::default(),
+            idle_swept_at: u32::MAX,
             cfg,
         })
     }
@@ -255,13 +258,19 @@ impl Pipeline {
     /// round with `got` = packets received in that round (0 = idle). Bounded: it must cost
     /// at most a few hundred nanoseconds when `got > 0`. It advances the flow-table sweep
     /// that counts active flows per listener and backend ([`crate::flow_table::FlowSweep`]):
-    /// a few buckets when busy, more when idle.
+    /// a few buckets when busy, more when idle — at most once per millisecond when idle: a
+    /// busy-polling worker under load finds its ring empty for a moment in most rounds (91 %
+    /// of 10.6 M rounds in one bench run), and sweeping 256 buckets in each of them took ~5 %
+    /// of its core while packets piled up in the RX ring.
     #[inline]
     pub fn housekeeping(&mut self, now: u32, got: usize) {
         let budget = if got > 0 {
             crate::flow_table::SWEEP_BUCKETS_BUSY
-        } else {
+        } else if now != self.idle_swept_at {
+            self.idle_swept_at = now;
             crate::flow_table::SWEEP_BUCKETS_IDLE
+        } else {
+            return;
         };
         self.flows.sweep(&mut self.counters.flow_sweep, now, budget);
     }
