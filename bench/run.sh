@@ -7,6 +7,8 @@
 #   testpmd   (c) dpdk-testpmd mac forwarding on net_af_xdp vdevs: the ceiling (if installed)
 #   pipeline  (d) the pipeline alone on memory ports, 1 and 2 worker threads
 #   update        commit -> Applied latency, and loss while Maglev tables swap under load
+#   api           API write -> applied through fiberlbd (controlplane/tests/apply_latency.rs,
+#                 release build; its own data plane and namespace)
 # Every throughput is the sink's received rate of a max-rate trial, shown as a ratio to (b) and
 # (c) measured in the same run. Writes results/run-*/{table.md,plot.svg,plot-pipeline.svg,rows.tsv,json/} and
 # points results/latest at it.
@@ -25,12 +27,12 @@ while [ $# -gt 0 ]; do
         --secs) SECS=$2; shift ;;
         --build) BUILD=1 ;;
         -h|--help) sed -n "2,19p" "$0"; exit 0 ;;
-        fiberlb|kernel|testpmd|pipeline|update) SCENARIOS+=("$1") ;;
-        *) echo "unknown argument $1 (scenarios: fiberlb kernel testpmd pipeline update)"; exit 2 ;;
+        fiberlb|kernel|testpmd|pipeline|update|api) SCENARIOS+=("$1") ;;
+        *) echo "unknown argument $1 (scenarios: fiberlb kernel testpmd pipeline update api)"; exit 2 ;;
     esac
     shift
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(pipeline fiberlb kernel testpmd update)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(pipeline fiberlb kernel testpmd update api)
 [ -n "$SECS" ] || SECS=$((QUICK ? 3 : 5))
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh needs root (network namespaces, XDP, AF_XDP)"; exit 1; }
 for t in ip ethtool python3; do command -v $t >/dev/null || { echo "needs $t"; exit 1; }; done

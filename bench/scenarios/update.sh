@@ -88,3 +88,25 @@ scenario_update() {
         return 1
     fi
 }
+
+# API write -> applied through fiberlbd: the control plane's own latency test (a real fiberlbd
+# with a redb store and a real data plane on AF_XDP in a namespace it creates), 200 writes.
+scenario_api() {
+    echo "API write -> data plane applied (controlplane/tests/apply_latency.rs):"
+    local out="$WORK/api.out"
+    (cd "$ROOT" && FIBERLB_BIN_DIR=$BIN_DIR cargo test -q --release -p fiberlb-controlplane \
+        --test apply_latency -- --nocapture) >"$out" 2>&1 || { tail -20 "$out"; return 1; }
+    python3 - "$out" "$RES/api.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+kv = {}
+for what, key in (("write returned", "returned"), ("write sent", "sent")):
+    m = re.search(what + r" -> data plane applied, (\d+) writes: p50 (\S+), p99 (\S+), max (\S+)", text)
+    if not m:
+        sys.exit(f"no '{what}' line in the test output")
+    kv["api_writes"] = m.group(1)
+    kv[f"api_{key}_p50"], kv[f"api_{key}_p99"], kv[f"api_{key}_max"] = m.group(2, 3, 4)
+open(sys.argv[2], "w").write(" ".join(f"{k}={v}" for k, v in kv.items()) + "\n")
+PY
+    grep -E "^write (returned|sent)" "$out" | sed 's/^/  /'
+}
