@@ -66,11 +66,13 @@ fiberlb_start() { # cores flow_capacity
         >"$WORK/lb.out" 2>&1 &
     LB_PID=$!
     BG_PIDS+=("$LB_PID")
+    FWD_PID=$LB_PID FWD_THREADS='^fiberlb-w[0-9]+$'
     for _ in $(seq 1 200); do grep -q "forwarding on" "$WORK/lb.out" && return 0; sleep 0.1; done
     echo "fiberlb-dataplane did not start:"; cat "$WORK/lb.out"; return 1
 }
 
 fiberlb_stop() { # [log name]
+    FWD_PID=
     [ -n "$LB_PID" ] || return 0
     kill -TERM "$LB_PID" 2>/dev/null || true
     wait "$LB_PID" 2>/dev/null || true

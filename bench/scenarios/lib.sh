@@ -75,9 +75,26 @@ topology_links() {
 
 # pktgen NAME DST_MAC VIP SIZE FLOWS TXQ CAPTURE [extra args...]: one max-rate trial; the JSON
 # goes to $RES/json/NAME.json. Prints nothing; results are read with jget.
+# CPU time of the forwarder's packet threads: FWD_PID (the forwarder's process) and
+# FWD_THREADS (an extended regex over their names) are set by the scenario around its trials.
+# Prints "utime stime" in clock ticks, summed over the matching threads.
+FWD_PID= FWD_THREADS=
+fwd_cpu_ticks() {
+    local t comm u=0 k=0 f
+    for t in /proc/"$FWD_PID"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        [[ $comm =~ $FWD_THREADS ]] || continue
+        # Fields after the ")" of comm: state is 3rd, utime 14th, stime 15th of the full line.
+        read -r -a f <<<"$(sed 's/^.*) //' "$t/stat")"
+        u=$((u + f[11])) k=$((k + f[12]))
+    done
+    echo "$u $k"
+}
+
 pktgen() {
-    local name=$1 dst_mac=$2 vip=$3 size=$4 flows=$5 txq=$6 capture=$7 perf_pid=
+    local name=$1 dst_mac=$2 vip=$3 size=$4 flows=$5 txq=$6 capture=$7 perf_pid= cpu0=
     shift 7
+    [ -n "$FWD_PID" ] && cpu0=$(fwd_cpu_ticks)
     # PERF=1: profile every CPU (cpu-clock; no hardware counters in this VM) during the trial.
     if [ -n "${PERF:-}" ] && command -v perf >/dev/null; then
         (sleep 1; perf record -q -a -e cpu-clock -o "$WORK/$name.perf" -- sleep $((SECS > 2 ? SECS - 2 : 1)) \
@@ -89,6 +106,12 @@ pktgen() {
         --rx-core $SINK_CORE --src 198.19.0.0 --vip "$vip" --dport 9 --capture "$capture" --size "$size" \
         --flows "$flows" --duration "$SECS" --quiet --json "$RES/json/$name.json" "$@" \
         >/dev/null 2>"$WORK/$name.err" || { echo "  $name: pktgen failed:"; cat "$WORK/$name.err"; return 1; }
+    # The forwarder threads' CPU time over the trial (ticks of 1/CLK_TCK s): user and kernel.
+    if [ -n "$cpu0" ]; then
+        local cpu1
+        cpu1=$(fwd_cpu_ticks)
+        echo "${cpu0% *} ${cpu0#* } ${cpu1% *} ${cpu1#* } $(getconf CLK_TCK)" >"$RES/json/$name.cpu"
+    fi
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
         {
@@ -113,10 +136,22 @@ record() {
     loss=$(jget "$name" '"%.3f" % (100*d["loss_ratio"])')
     p99=$(jget "$name" '"%.0f" % d["sink"]["latency"]["p99_us"]')
     incons=$(jget "$name" 'd["sink"]["inconsistent_flows"]')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$group" "$size" "$flows" \
-        "$workers" "$rx" "$tx" "$loss" "$p99" "$incons" "$placement" >>"$RES/rows.tsv"
-    printf '  %-28s rx %8s pps  offered %8s pps  loss %7s%%  p99 %6s us  flows moved %s\n' \
-        "$name" "$rx" "$tx" "$loss" "$p99" "$incons"
+    # Kernel and user time of the forwarder's packet threads per packet received by the sink
+    # (a busy-polling forwarder's user time includes its empty polls; its kernel time is the
+    # copy-mode TX and the peer veth's receive, done in its sendto).
+    local kns=""
+    if [ -f "$RES/json/$name.cpu" ]; then
+        kns=$(python3 -c "
+import json, sys
+u0, k0, u1, k1, hz = map(int, open(sys.argv[1]).read().split())
+n = json.load(open(sys.argv[2]))['sink']['rx_packets']
+print('%.0f/%.0f' % ((k1 - k0) * 1e9 / hz / n, (u1 - u0) * 1e9 / hz / n) if n else '')
+" "$RES/json/$name.cpu" "$RES/json/$name.json")
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$group" "$size" "$flows" \
+        "$workers" "$rx" "$tx" "$loss" "$p99" "$incons" "$placement" "$kns" >>"$RES/rows.tsv"
+    printf '  %-28s rx %8s pps  offered %8s pps  loss %7s%%  p99 %6s us  flows moved %s  forwarder ns/pkt kernel/user %s\n' \
+        "$name" "$rx" "$tx" "$loss" "$p99" "$incons" "${kns:--}"
 }
 
 # NDR/PDR searches (fiberlb-pktgen run --search) run in full runs, or with NDR=1.

@@ -36,15 +36,18 @@ out.append(
     "(no I/O). Loss and p99 of max-rate rows describe the overload, not a working point. "
     "'>=' marks max-rate rows without loss: the generator (whose core also does l0's receive "
     "work) was the limit, so the forwarder's capacity is at least that; ratios against such a "
-    "row overstate the other side.\n"
+    "row overstate the other side. Forwarder ns/pkt: CPU time of the forwarder's packet "
+    "threads (fiberlb's workers, testpmd's lcore) over the trial per packet the sink received, "
+    "kernel/user; a busy poller's user time includes its empty polls.\n"
 )
 out.append(
     "| scenario | group | size B | flows | workers | rx kpps | offered kpps | loss % | p99 us "
-    "| flows moved | vs linux fwd | vs linux DNAT | vs testpmd | where it ran |"
+    "| flows moved | vs linux fwd | vs linux DNAT | vs testpmd | forwarder ns/pkt kernel/user "
+    "| where it ran |"
 )
-out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    name, group, size, flows, workers, rx, tx, loss, p99, moved, place = (r + [""] * 11)[:11]
+    name, group, size, flows, workers, rx, tx, loss, p99, moved, place, kns = (r + [""] * 12)[:12]
     v = float(rx) if rx else 0.0
     sfx = "-ndr" if name.endswith("-ndr") else ""
     size_b = "64" if group == "pipeline" else size
@@ -56,7 +59,7 @@ for r in rows:
     lower = ">= " if (not sfx and group != "pipeline" and loss and float(loss) == 0.0) else ""
     out.append(
         f"| {name} | {group} | {size} | {flows} | {workers} | {lower}{k(rx)} | {k(tx)} | {loss} | {p99} "
-        f"| {moved} | {ratio(v, fwd)} | {ratio(v, dnat)} | {ratio(v, tp)} | {place} |"
+        f"| {moved} | {ratio(v, fwd)} | {ratio(v, dnat)} | {ratio(v, tp)} | {kns or '-'} | {place} |"
     )
 up = os.path.join(res, "update.txt")
 if os.path.exists(up):

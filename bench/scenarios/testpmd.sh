@@ -19,6 +19,8 @@ scenario_testpmd() {
             --total-num-mbufs=16384 --stats-period 1 >"$WORK/testpmd.out" 2>&1 &
         pid=$!
         BG_PIDS+=("$pid")
+        # The forwarding lcore's thread (lcore 1; DPDK names it rte-worker-1 or lcore-worker-1).
+        FWD_PID=$pid FWD_THREADS='worker-1$'
         local up=0
         for _ in $(seq 1 100); do
             grep -q "Port statistics" "$WORK/testpmd.out" && { up=1; break; }
@@ -37,6 +39,7 @@ scenario_testpmd() {
             pktgen "$name-ndr" $MAC_L0 $VIP_DSR "$size" 1000 1 $VIP_DSR $NDR_ARGS && \
                 record_ndr "$name-ndr" ceiling "$size" 1000 1 "gen c$GEN_CORE (+l0 rx), testpmd c$FWD_CORE (+b0 rx), sink c$SINK_CORE"
         fi
+        FWD_PID=
         kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true
         topology_links
     done
