@@ -288,31 +288,31 @@ const TABLE_CACHE_BUILDS: u64 = 4;
 
 /// The Maglev tables of the last [`TABLE_CACHE_BUILDS`] builds, keyed by what a table is a
 /// pure function of: the table size and the active backends (address, port, weight, in the
-/// order given to the builder). An entry keeps the builder's table (positions in that list)
-/// and the tables handed to the workers made from it (backend handles), one per set of
-/// handles: a backend removed and added again gets a new handle (a new slot incarnation), and
-/// two pools may list the same addresses with their own backend objects — those cost a copy
-/// of the table with other handles (~50 µs for 65537 slots), not a build (~1 ms). A commit that
-/// changes one pool of a hundred builds one table, and unchanged pools share one copy of
-/// their table between snapshots.
+/// order given to the builder). An entry keeps the tables handed to the workers (backend
+/// handles), one per set of handles: a backend removed and added again gets a new handle (a new
+/// slot incarnation), and two pools may list the same addresses with their own backend objects
+/// — those cost a copy of a cached table with the handles replaced (~50 µs for 65537 slots),
+/// not a build (~1 ms). A commit that changes one pool of a hundred builds one table, and
+/// unchanged pools share one copy of their table between snapshots (the cache holds no other
+/// copy of it: its memory beyond the snapshot's is the tables of the last few builds).
 #[derive(Debug, Default)]
 struct TableCache {
-    entries: HashMap<(u32, Vec<MaglevBackend>), CachedTable>,
+    entries: HashMap<(u32, Vec<MaglevBackend>), Vec<CachedTable>>,
     /// Builds so far (the clock of `last_used`).
     builds: u64,
-    /// Tables built by Maglev (misses), made from a cached build for new handles, and
-    /// reused as they were, for tests and diagnostics.
+    /// Tables built by Maglev (misses), copied from a cached one for new handles, and reused
+    /// as they were, for tests and diagnostics.
     built: u64,
     mapped: u64,
     reused: u64,
 }
 
+/// One table for the workers: the handles of the active backends, in the builder's order, and
+/// the table, whose entries are those handles (or [`NO_BACKEND`]).
 #[derive(Debug)]
 struct CachedTable {
-    /// `maglev::build_table`'s result.
-    raw: Arc<[u32]>,
-    /// Tables for the workers made from `raw`: (handles of the active backends, table).
-    mapped: Vec<(Vec<u32>, Arc<[u32]>, u64)>,
+    handles: Vec<u32>,
+    table: Arc<[u32]>,
     last_used: u64,
 }
 
@@ -320,34 +320,66 @@ impl TableCache {
     /// Drops the tables no build used in the last [`TABLE_CACHE_BUILDS`] builds.
     fn end_build(&mut self) {
         let now = self.builds;
-        let fresh = |used: u64| now.saturating_sub(used) < TABLE_CACHE_BUILDS;
-        self.entries.retain(|_, e| {
-            e.mapped.retain(|(_, _, used)| fresh(*used));
-            fresh(e.last_used)
+        self.entries.retain(|_, tables| {
+            tables.retain(|t| now.saturating_sub(t.last_used) < TABLE_CACHE_BUILDS);
+            !tables.is_empty()
         });
         self.builds += 1;
     }
 
-    /// The workers' table for `handles` from the cached build `key` (which must exist).
-    fn table_for(&mut self, key: &(u32, Vec<MaglevBackend>), handles: &[u32]) -> Arc<[u32]> {
+    /// The workers' table for `handles`: the cached one, or one made from `raw` (a fresh
+    /// build's positions) or else from a cached table for other handles. `None` when the key
+    /// is not cached and no `raw` is given (the caller built every missing key first).
+    fn table_for(
+        &mut self,
+        key: (u32, Vec<MaglevBackend>),
+        handles: Vec<u32>,
+        raw: Option<Vec<u32>>,
+    ) -> Option<Arc<[u32]>> {
         let now = self.builds;
-        let Some(entry) = self.entries.get_mut(key) else {
-            return Arc::from(Vec::new());
-        };
-        entry.last_used = now;
-        if let Some((_, table, used)) = entry.mapped.iter_mut().find(|(h, _, _)| h == handles) {
-            *used = now;
+        let tables = self.entries.entry(key).or_default();
+        if let Some(t) = tables.iter_mut().find(|t| t.handles == handles) {
+            t.last_used = now;
             self.reused += 1;
-            return table.clone();
+            return Some(t.table.clone());
         }
-        self.mapped += 1;
-        let table: Arc<[u32]> = entry
-            .raw
-            .iter()
-            .map(|&e| handles.get(e as usize).copied().unwrap_or(NO_BACKEND))
-            .collect();
-        entry.mapped.push((handles.to_vec(), table.clone(), now));
-        table
+        let table: Arc<[u32]> = match (raw, tables.first()) {
+            (Some(raw), _) => {
+                self.built += 1;
+                raw.iter()
+                    .map(|&e| handles.get(e as usize).copied().unwrap_or(NO_BACKEND))
+                    .collect()
+            }
+            (None, Some(other)) => {
+                // The same positions under other handles: handle -> position by its slot.
+                self.mapped += 1;
+                let slots = other.handles.iter().map(|&h| handle_slot(h));
+                let mut position = vec![u32::MAX; slots.max().map_or(0, |m| m + 1)];
+                for (i, &h) in other.handles.iter().enumerate() {
+                    if let Some(p) = position.get_mut(handle_slot(h)) {
+                        *p = i as u32;
+                    }
+                }
+                other
+                    .table
+                    .iter()
+                    .map(|&h| {
+                        position
+                            .get(handle_slot(h))
+                            .and_then(|&i| handles.get(i as usize))
+                            .copied()
+                            .unwrap_or(NO_BACKEND)
+                    })
+                    .collect()
+            }
+            (None, None) => return None,
+        };
+        tables.push(CachedTable {
+            handles,
+            table: table.clone(),
+            last_used: now,
+        });
+        Some(table)
     }
 }
 
@@ -437,9 +469,10 @@ impl SnapshotBuilder {
             members[pool_index[&b.pool] as usize].push(i);
         }
         // A pool whose (size, active backends) was built before reuses that build: those
-        // inputs built without error then, and the build is a pure function of them. New ones
-        // are built and cached here, before anything else changes (a build can fail).
+        // inputs built without error then, and the build is a pure function of them. The
+        // others are built here, before anything changes (a build can fail).
         let mut pool_keys = Vec::with_capacity(set.pools.len());
+        let mut building = std::collections::HashSet::new();
         for (pi, p) in set.pools.iter().enumerate() {
             let active: Vec<usize> = members[pi]
                 .iter()
@@ -447,24 +480,18 @@ impl SnapshotBuilder {
                 .filter(|&i| self.usability(&set.backends[i]) == Usability::Active)
                 .collect();
             let key = (p.table_size, maglev_inputs(set, &active));
-            if !self.tables.entries.contains_key(&key) {
-                let raw = maglev::build_table(&key.1, p.table_size).map_err(|source| {
+            // (Two pools with the same inputs in one commit: one build, the second maps it.)
+            let raw = if self.tables.entries.contains_key(&key) || !building.insert(key.clone()) {
+                None
+            } else {
+                Some(maglev::build_table(&key.1, p.table_size).map_err(|source| {
                     SnapshotError::Maglev {
                         pool: p.name.clone(),
                         source,
                     }
-                })?;
-                self.tables.built += 1;
-                self.tables.entries.insert(
-                    key.clone(),
-                    CachedTable {
-                        raw: raw.into(),
-                        mapped: Vec::new(),
-                        last_used: self.tables.builds,
-                    },
-                );
-            }
-            pool_keys.push((active, key));
+                })?)
+            };
+            pool_keys.push((active, key, raw));
         }
 
         let backend_ids: Vec<u32> = set.backends.iter().map(|b| b.id.0).collect();
@@ -495,13 +522,34 @@ impl SnapshotBuilder {
             });
         }
         let mut pools = Vec::with_capacity(set.pools.len());
-        for (p, (active, key)) in set.pools.iter().zip(pool_keys) {
+        for (p, (active, key, raw)) in set.pools.iter().zip(pool_keys) {
             let active_handles: Vec<u32> = active.iter().map(|&i| handles[i]).collect();
+            let (size, inputs) = key;
+            let table = match self
+                .tables
+                .table_for((size, inputs.clone()), active_handles, raw)
+            {
+                Some(t) => t,
+                // Unreachable: every key was cached or built above. Built again rather than
+                // trusted: the build is deterministic and these inputs passed above.
+                None => {
+                    let raw = maglev::build_table(&inputs, size).map_err(|source| {
+                        SnapshotError::Maglev {
+                            pool: p.name.clone(),
+                            source,
+                        }
+                    })?;
+                    let handles: Vec<u32> = active.iter().map(|&i| handles[i]).collect();
+                    self.tables
+                        .table_for((size, inputs), handles, Some(raw))
+                        .unwrap_or_else(|| Arc::from(Vec::new()))
+                }
+            };
             pools.push(PoolRec {
                 name: p.name.clone(),
                 algorithm: p.algorithm,
                 active: active.len() as u32,
-                table: self.tables.table_for(&key, &active_handles),
+                table,
             });
         }
         self.tables.end_build();
