@@ -383,8 +383,23 @@ impl TableCache {
     }
 }
 
-/// The Maglev builder's view of the backends `active` (indices into `set.backends`).
+/// The Maglev builder's view of the backends `active` (indices into `set.backends`), weights
+/// divided by their greatest common divisor: a table depends only on the weights' ratios
+/// (pinned by `maglev::tests::scaled_weights_build_the_same_table`), so a pool whose weights
+/// all doubled, or a one-backend pool whose weight changed, finds its table in the cache.
 fn maglev_inputs(set: &ServiceSet, active: &[usize]) -> Vec<MaglevBackend> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let g = active
+        .iter()
+        .map(|&i| set.backends[i].weight)
+        .fold(0, gcd)
+        .max(1);
     active
         .iter()
         .map(|&i| {
@@ -392,7 +407,7 @@ fn maglev_inputs(set: &ServiceSet, active: &[usize]) -> Vec<MaglevBackend> {
             MaglevBackend {
                 address: b.address,
                 port: b.port,
-                weight: b.weight,
+                weight: b.weight / g,
             }
         })
         .collect()

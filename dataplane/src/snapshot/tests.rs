@@ -372,3 +372,22 @@ fn cached_tables_equal_fresh_builds_over_random_histories() {
         "{built} {mapped} {reused}"
     );
 }
+
+#[test]
+fn weights_scaled_together_reuse_the_table() {
+    let mut b = SnapshotBuilder::new(16, 16);
+    let s1 = b
+        .build(&set(&[(1, "10.1.0.1", 1), (2, "10.1.0.2", 2)]), 1)
+        .unwrap();
+    let s2 = b
+        .build(&set(&[(1, "10.1.0.1", 3), (2, "10.1.0.2", 6)]), 2)
+        .unwrap();
+    assert!(Arc::ptr_eq(&s1.pools[0].table, &s2.pools[0].table));
+    assert_eq!(b.table_builds(), (1, 0, 1));
+    // A one-backend pool: any weight, one table.
+    let mut b = SnapshotBuilder::new(16, 16);
+    for (g, w) in [1, 7, 100].into_iter().enumerate() {
+        b.build(&set(&[(1, "10.1.0.1", w)]), g as u64 + 1).unwrap();
+    }
+    assert_eq!(b.table_builds(), (1, 0, 2));
+}

@@ -525,3 +525,20 @@ fn tables_are_pinned() {
         ]
     );
 }
+
+proptest! {
+    /// A table depends only on the ratios of the weights (every schedule compares credits or
+    /// claim rounds scaled by the same factor): the data plane's table cache keys pools by
+    /// weights divided by their gcd and relies on this.
+    #[test]
+    fn scaled_weights_build_the_same_table(
+        weights in proptest::collection::vec(1u32..20, 1..12),
+        k in 2u32..50,
+    ) {
+        let set: Vec<MaglevBackend> =
+            weights.iter().enumerate().map(|(i, &w)| v4(i as u32, 80, w)).collect();
+        let scaled: Vec<MaglevBackend> =
+            set.iter().map(|b| MaglevBackend { weight: b.weight * k, ..*b }).collect();
+        prop_assert_eq!(build_table(&set, 1009).unwrap(), build_table(&scaled, 1009).unwrap());
+    }
+}
