@@ -244,6 +244,12 @@ impl FlowRef<'_> {
         self.e.set_state(state);
     }
 
+    /// Refreshes the entry, its state unchanged ([`Self::touch`] with the current state).
+    #[inline]
+    pub fn refresh(self, now: u32) {
+        self.e.last_seen = now;
+    }
+
     /// Points the entry at another backend (see [`FlowTable::update`]).
     #[inline]
     pub fn update(self, backend: u32, state: FlowState, now: u32) {

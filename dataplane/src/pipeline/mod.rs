@@ -550,11 +550,15 @@ impl Pipeline {
                         Some(b) if !reopen => {
                             // A closing flow stays closing until it expires; an established one
                             // is not made half-open again by a (retransmitted or spoofed) SYN.
+                            // The common case, a flow staying in its state, only refreshes.
+                            let h = hit.backend();
                             let keep = hit_state == FlowState::TcpClosing
                                 || (hit_state == FlowState::TcpOpen && state == FlowState::TcpSyn);
-                            let st = if keep { hit_state } else { state };
-                            let h = hit.backend();
-                            hit.touch(st, now);
+                            if hit_state == state || keep {
+                                hit.refresh(now);
+                            } else {
+                                hit.touch(state, now);
+                            }
                             (h, Some(b))
                         }
                         _ => {
