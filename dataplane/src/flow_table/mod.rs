@@ -237,6 +237,13 @@ impl FlowRef<'_> {
         state_from_u8(self.e.state())
     }
 
+    /// Whether the flow is in `state`: one compare of the stored byte, which is always a
+    /// [`FlowState`]'s value (only `set_state` and `insert` write it, from a `FlowState`).
+    #[inline(always)]
+    pub fn is(&self, state: FlowState) -> bool {
+        self.e.state() == state as u8
+    }
+
     /// Refreshes the entry, moving it to `state` (see [`FlowTable::touch`]).
     #[inline]
     pub fn touch(self, state: FlowState, now: u32) {
@@ -419,7 +426,8 @@ impl FlowTable {
         let e = bucket
             .entries
             .iter_mut()
-            .find(|e| e.meta & KEY_MASK == meta && e.client == client)?;
+            // The low 48 bits (the key part of `meta`) equal: no mask constant to load.
+            .find(|e| (e.meta ^ meta) << (64 - STATE_SHIFT) == 0 && e.client == client)?;
         // Always present: a state byte is below 8.
         let timeout = timeout_of.get(usize::from(e.state())).copied().unwrap_or(0);
         (now.wrapping_sub(e.last_seen) <= timeout).then_some(FlowRef { e })

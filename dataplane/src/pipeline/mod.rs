@@ -554,17 +554,17 @@ impl Pipeline {
             };
             match self.flows.find(hash, &p.src, l.slot, p.sport, now) {
                 Some(hit) => {
-                    let hit_state = hit.state();
-                    let reopen = syn_only && hit_state == FlowState::TcpClosing;
+                    let closing = hit.is(FlowState::TcpClosing);
+                    let reopen = syn_only && closing;
                     match Self::usable_backend(snap, l, hit.backend()) {
                         Some(b) if !reopen => {
                             // A closing flow stays closing until it expires; an established one
                             // is not made half-open again by a (retransmitted or spoofed) SYN.
                             // The common case, a flow staying in its state, only refreshes.
                             let h = hit.backend();
-                            let keep = hit_state == FlowState::TcpClosing
-                                || (hit_state == FlowState::TcpOpen && state == FlowState::TcpSyn);
-                            if hit_state == state || keep {
+                            let keep = closing
+                                || (state == FlowState::TcpSyn && hit.is(FlowState::TcpOpen));
+                            if hit.is(state) || keep {
                                 hit.refresh(now);
                             } else {
                                 hit.touch(state, now);
