@@ -347,7 +347,12 @@ impl Pipeline {
             hashes,
             errs,
         } = &mut *st;
-        // Zipped iterators rather than `[i]`: no index to check (n <= BURST is not a type).
+        // Zipped iterators over slices cut to `n` once, rather than `[i]` or `take(n)`: no
+        // index to check and one loop counter (n <= BURST is not a type; the cuts never fail).
+        let parsed = parsed.get_mut(..n).unwrap_or_default();
+        let hashes = hashes.get_mut(..n).unwrap_or_default();
+        let errs = errs.get_mut(..n).unwrap_or_default();
+        let verdicts = verdicts.get_mut(..n).unwrap_or_default();
         let stage = parsed
             .iter_mut()
             .zip(hashes.iter_mut())
@@ -355,7 +360,7 @@ impl Pipeline {
         // Counted in registers and added once per burst: nothing reads the counters while a
         // burst is processed (they are the worker's own, published between bursts).
         let mut rx_bytes = 0u64;
-        for (i, ((parsed, hash), err)) in stage.enumerate().take(n) {
+        for (i, ((parsed, hash), err)) in stage.enumerate() {
             let data = pkts.data(i);
             rx_bytes += data.len() as u64;
             // The common frame's record is stored straight from registers; the rest take the
@@ -386,7 +391,7 @@ impl Pipeline {
         // Packets not forwarded (the rare case, counted by `account`); the forwarded are the rest.
         let mut not_forwarded = 0usize;
         let stage = parsed.iter().zip(hashes.iter()).zip(errs.iter());
-        for (i, (((p, &h), err), verdict)) in stage.zip(verdicts.iter_mut()).enumerate().take(n) {
+        for (i, (((p, &h), err), verdict)) in stage.zip(verdicts.iter_mut()).enumerate() {
             let v = match *err {
                 Some(r) => self.parse_refused_cold(r),
                 // Inlined closure: the whole per-packet path in this loop, no call (the call,
