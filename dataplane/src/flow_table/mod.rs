@@ -364,9 +364,14 @@ impl FlowTable {
     /// Hints the CPU to load the bucket of `hash`, so a burst can overlap its cache misses.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        if let Some(b) = self.buckets.get(self.bucket_index(hash)) {
-            prefetch_read(b as *const Bucket as *const u8);
-        }
+        // No bounds check: the index is below the length (`mask` = length - 1), and a
+        // prefetch is a hint that never faults, so the pointer is only computed (wrapping).
+        let b = self
+            .buckets
+            .ptr
+            .as_ptr()
+            .wrapping_add(self.bucket_index(hash));
+        prefetch_read(b as *const u8);
     }
 
     /// The way of `bucket` holding a live entry for `key`, if any.
@@ -422,7 +427,9 @@ impl FlowTable {
         let bi = self.bucket_index(hash);
         let (client, meta) = key_words(client, listener, port);
         let timeout_of = &self.timeout_of;
-        let bucket = self.buckets.get_mut(bi)?;
+        // SAFETY: `bi` = hash & mask, and `mask` = buckets.len() - 1 (`new`: the bucket count
+        // is a power of two, and neither field changes after), so `bi` < buckets.len().
+        let bucket = unsafe { self.buckets.get_unchecked_mut(bi) };
         let e = bucket
             .entries
             .iter_mut()
