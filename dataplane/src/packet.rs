@@ -51,14 +51,21 @@ impl<'a> PacketBuf<'a> {
     /// The packet bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        // Invariant from `new`/`push_front`/`pull_front`/`set_len`: start + len <= chunk.len().
-        &self.chunk[self.start..self.start + self.len]
+        // SAFETY: the type's invariant, established by `new` and `empty` and kept by
+        // `push_front`, `pull_front` and `set_len` (the only writers of `start` and `len`;
+        // `chunk` is never replaced): start + len <= chunk.len(), so the range is inside the
+        // chunk. Unchecked because the pipeline takes this view many times per packet.
+        unsafe { self.chunk.get_unchecked(self.start..self.start + self.len) }
     }
 
     /// The packet bytes, mutable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.chunk[self.start..self.start + self.len]
+        // SAFETY: as in `data`: start + len <= chunk.len() is the type's invariant.
+        unsafe {
+            self.chunk
+                .get_unchecked_mut(self.start..self.start + self.len)
+        }
     }
 
     /// Packet length.
@@ -179,7 +186,8 @@ impl<'a> AreaBurst<'a> {
         }
     }
 
-    /// The chunk range holding `d`, if it is well-formed.
+    /// The chunk range holding `d`, if it is well-formed: `(base, start)` with
+    /// base + chunk <= area.len() and start + d.len <= chunk (the unchecked views rely on it).
     #[inline]
     fn locate(&self, d: &Desc) -> Option<(usize, usize)> {
         let addr = usize::try_from(d.addr).ok()?;
@@ -203,7 +211,12 @@ impl Burst for AreaBurst<'_> {
     fn data(&self, i: usize) -> &[u8] {
         let d = self.descs[i];
         match self.locate(&d) {
-            Some((base, start)) => &self.area[base + start..base + start + d.len as usize],
+            // SAFETY: `locate` checked base + chunk <= area.len() and start + len <= chunk, so
+            // the range lies inside the area (and no sum overflows: both are below area.len()).
+            Some((base, start)) => unsafe {
+                self.area
+                    .get_unchecked(base + start..base + start + d.len as usize)
+            },
             None => &[],
         }
     }
@@ -215,12 +228,19 @@ impl Burst for AreaBurst<'_> {
         // A descriptor outside the area: the pipeline sees an empty (malformed) packet and
         // the descriptor is left as it was for the backend to reclaim. `f` is called in one
         // place only, so an inlined `f` is not duplicated.
-        let located = self.locate(&d).and_then(|(base, start)| {
-            let c = self.area.get_mut(base..base + chunk)?;
-            Some((base, PacketBuf::new(c, start, d.len as usize)?))
-        });
-        let (base, mut pkt) = match located {
-            Some((base, pkt)) => (Some(base), pkt),
+        let (base, mut pkt) = match self.locate(&d) {
+            Some((base, start)) => {
+                // SAFETY: `locate` checked base + chunk <= area.len() (without overflow).
+                let chunk = unsafe { self.area.get_unchecked_mut(base..base + chunk) };
+                // The invariant of `PacketBuf` (start + len <= chunk.len()) is what `locate`
+                // checked: start + len <= chunk.
+                let pkt = PacketBuf {
+                    chunk,
+                    start,
+                    len: d.len as usize,
+                };
+                (Some(base), pkt)
+            }
             None => (None, PacketBuf::empty()),
         };
         let r = f(&mut pkt);

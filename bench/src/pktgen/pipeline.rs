@@ -147,11 +147,19 @@ fn worker(
     // Workers start at different flows, as RSS would give them different ones.
     let mut next = index * n / 2 % n.max(1);
     let mut burst = |pipeline: &mut Pipeline, next: &mut usize| -> usize {
-        for _ in 0..BURST {
-            let j = *next;
-            *next = if j + 1 == n { 0 } else { j + 1 };
-            // Cannot fail: 2 * BURST chunks of 2048 bytes and all freed after each burst.
-            let _ = port.inject(frames.get(j).copied().unwrap_or_default());
+        // The next BURST templates, cyclically: at most a few runs of the list. Cannot fail:
+        // 2 * BURST chunks of 2048 bytes and all freed after each burst.
+        let mut left = BURST;
+        while left > 0 {
+            let run = frames.get(*next..).unwrap_or_default();
+            let run = run.get(..left).unwrap_or(run);
+            let _ = port.inject_burst(run.iter().copied());
+            *next += run.len();
+            if *next >= n {
+                *next = 0;
+            }
+            // An empty template list injects nothing; stop rather than loop.
+            left = if run.is_empty() { 0 } else { left - run.len() };
         }
         let k = port.rx_burst(&mut descs);
         let done = {

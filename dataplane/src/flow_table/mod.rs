@@ -237,11 +237,24 @@ impl FlowRef<'_> {
         state_from_u8(self.e.state())
     }
 
+    /// Whether the flow is in `state`: one compare of the stored byte, which is always a
+    /// [`FlowState`]'s value (only `set_state` and `insert` write it, from a `FlowState`).
+    #[inline(always)]
+    pub fn is(&self, state: FlowState) -> bool {
+        self.e.state() == state as u8
+    }
+
     /// Refreshes the entry, moving it to `state` (see [`FlowTable::touch`]).
     #[inline]
     pub fn touch(self, state: FlowState, now: u32) {
         self.e.last_seen = now;
         self.e.set_state(state);
+    }
+
+    /// Refreshes the entry, its state unchanged ([`Self::touch`] with the current state).
+    #[inline]
+    pub fn refresh(self, now: u32) {
+        self.e.last_seen = now;
     }
 
     /// Points the entry at another backend (see [`FlowTable::update`]).
@@ -351,9 +364,14 @@ impl FlowTable {
     /// Hints the CPU to load the bucket of `hash`, so a burst can overlap its cache misses.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        if let Some(b) = self.buckets.get(self.bucket_index(hash)) {
-            prefetch_read(b as *const Bucket as *const u8);
-        }
+        // No bounds check: the index is below the length (`mask` = length - 1), and a
+        // prefetch is a hint that never faults, so the pointer is only computed (wrapping).
+        let b = self
+            .buckets
+            .ptr
+            .as_ptr()
+            .wrapping_add(self.bucket_index(hash));
+        prefetch_read(b as *const u8);
     }
 
     /// The way of `bucket` holding a live entry for `key`, if any.
@@ -409,11 +427,14 @@ impl FlowTable {
         let bi = self.bucket_index(hash);
         let (client, meta) = key_words(client, listener, port);
         let timeout_of = &self.timeout_of;
-        let bucket = self.buckets.get_mut(bi)?;
+        // SAFETY: `bi` = hash & mask, and `mask` = buckets.len() - 1 (`new`: the bucket count
+        // is a power of two, and neither field changes after), so `bi` < buckets.len().
+        let bucket = unsafe { self.buckets.get_unchecked_mut(bi) };
         let e = bucket
             .entries
             .iter_mut()
-            .find(|e| e.meta & KEY_MASK == meta && e.client == client)?;
+            // The low 48 bits (the key part of `meta`) equal: no mask constant to load.
+            .find(|e| (e.meta ^ meta) << (64 - STATE_SHIFT) == 0 && e.client == client)?;
         // Always present: a state byte is below 8.
         let timeout = timeout_of.get(usize::from(e.state())).copied().unwrap_or(0);
         (now.wrapping_sub(e.last_seen) <= timeout).then_some(FlowRef { e })

@@ -67,18 +67,29 @@ impl DropReason {
 }
 
 /// Packets, bytes and new flows of one listener or backend.
+///
+/// `new_flows` sits between `packets` and `bytes` (`repr(C)` keeps the order): the two words
+/// every forwarded packet adds to are then not adjacent, so the compiler adds them with two
+/// scalar instructions instead of a 5-instruction SSE sequence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct ObjectCounters {
     pub packets: u64,
-    pub bytes: u64,
     pub new_flows: u64,
+    pub bytes: u64,
 }
 
 impl ObjectCounters {
+    /// One forwarded packet of `bytes` bytes, the first of its flow if `new_flow`.
     #[inline]
-    pub(crate) fn count(&mut self, bytes: usize) {
+    pub(crate) fn count(&mut self, bytes: usize, new_flow: bool) {
         self.packets += 1;
         self.bytes += bytes as u64;
+        // A branch, not an add of 0/1: new flows are rare, and an add here would make the
+        // three words one vector add again.
+        if new_flow {
+            self.new_flows += 1;
+        }
     }
 
     /// Adds another worker's counters.

@@ -363,18 +363,24 @@ impl Burst for RxBurst {
         let v = self.views[i];
         let room = usize::from(v.buf_len);
         let (off, len) = (usize::from(v.data_off), usize::from(v.data_len));
-        if v.multi_seg != 0 || v.buf.is_null() || off + len > room {
-            return f(&mut PacketBuf::empty());
-        }
-        // SAFETY: buf[..buf_len] is the data room of mbuf i, which this burst owns and lends
-        // mutably only here, one packet at a time (&mut self).
-        let room_slice = unsafe { std::slice::from_raw_parts_mut(v.buf, room) };
-        let Some(mut pkt) = PacketBuf::new(room_slice, off, len) else {
-            unreachable!("off + len <= buf_len was checked")
+        // `f` is called in one place only, so an inlined `f` (the whole per-packet path) is
+        // not duplicated. A packet the pipeline cannot use is seen as empty (malformed).
+        let usable = v.multi_seg == 0 && !v.buf.is_null() && off + len <= room;
+        let mut pkt = if usable {
+            // SAFETY: buf[..buf_len] is the data room of mbuf i, which this burst owns and
+            // lends mutably only here, one packet at a time (&mut self).
+            let room_slice = unsafe { std::slice::from_raw_parts_mut(v.buf, room) };
+            // Always `Some`: off + len <= buf_len was checked.
+            match PacketBuf::new(room_slice, off, len) {
+                Some(pkt) => pkt,
+                None => PacketBuf::empty(),
+            }
+        } else {
+            PacketBuf::empty()
         };
         let r = f(&mut pkt);
         let (start, new_len) = (pkt.start(), pkt.len());
-        if start != off || new_len != len {
+        if usable && (start != off || new_len != len) {
             // Both fit u16: start + len <= buf_len, a u16.
             let (s, l) = (start as u16, new_len as u16);
             // SAFETY: the mbuf is owned by this burst; the new range lies in its data room.
