@@ -614,12 +614,17 @@ impl Programmer {
                 match a.tx.send(generation, m.clone()) {
                     Ok(_) => break,
                     Err(SendError::Ring(RingError::Full { .. })) => {
+                        a.region.ring_command_doorbell();
                         self.wait_step(generation, deadline, &mut last_beat).await?;
                         tokio::time::sleep(poll).await;
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
+        }
+        // Wake the data plane's control thread, which sleeps on the doorbell between commands.
+        if let Some(a) = self.attached.as_ref() {
+            a.region.ring_command_doorbell();
         }
         let sent = Instant::now();
         loop {
@@ -768,8 +773,8 @@ impl Programmer {
 }
 
 /// How long after a transaction's last message the reply ring is watched closely: a reply
-/// usually comes within a few ms (the data plane polls every 100 µs, builds, and waits for its
-/// workers' quiescent points).
+/// usually comes within a few ms (the data plane wakes on the doorbell, builds, and waits for
+/// its workers' quiescent points).
 const CLOSE_WATCH: Duration = Duration::from_millis(20);
 
 /// The pause between two looks at the reply ring. tokio's timer has a 1 ms resolution, which

@@ -281,3 +281,44 @@ fn per_worker_counters_through_the_mapping() {
     drop((obs, cp, dp));
     std::fs::remove_file(&path).unwrap();
 }
+
+/// The command doorbell: a control plane's ring wakes a data plane sleeping on it (here two
+/// mappings of one file, as across processes), and a ring between reading the doorbell and
+/// sleeping is not lost.
+#[test]
+fn command_doorbell_wakes_the_sleeper() {
+    let path = temp_path("doorbell");
+    let dp = std::sync::Arc::new(Region::create(&path, &small()).unwrap());
+    let cp = Region::attach(&path).unwrap();
+    // A ring after the read: the wait returns at once although nobody wakes it.
+    let seen = dp.header().command_doorbell();
+    cp.ring_command_doorbell();
+    let t = std::time::Instant::now();
+    dp.wait_for_commands(seen, Duration::from_secs(5));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // Sleeping first, then rung from the other mapping: woken long before the timeout.
+    let seen = dp.header().command_doorbell();
+    let sleeper = {
+        let dp = dp.clone();
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            dp.wait_for_commands(seen, Duration::from_secs(10));
+            t.elapsed()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    cp.ring_command_doorbell();
+    let slept = sleeper.join().unwrap();
+    assert!(slept < Duration::from_secs(5), "woken after {slept:?}");
+    // Nobody rings: the timeout bounds the sleep.
+    let seen = dp.header().command_doorbell();
+    let t = std::time::Instant::now();
+    dp.wait_for_commands(seen, Duration::from_millis(20));
+    assert!(
+        t.elapsed() >= Duration::from_millis(15),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(cp);
+    let _ = std::fs::remove_file(&path);
+}

@@ -60,6 +60,7 @@ pub fn run(
                     Ok(_) => break,
                     Err(SendError::Ring(RingError::Full { .. })) if Instant::now() < deadline => {
                         region.beat();
+                        region.ring_command_doorbell();
                         std::thread::sleep(Duration::from_micros(50));
                     }
                     Err(e) => anyhow::bail!("sending generation {generation}: {e}"),
@@ -69,6 +70,9 @@ pub fn run(
                 committed = Instant::now();
             }
         }
+        // As fiberlbd does: wake the data plane's control thread (else it sees the
+        // transaction at its next timed look, within 1 ms).
+        region.ring_command_doorbell();
         loop {
             anyhow::ensure!(
                 Instant::now() < deadline,

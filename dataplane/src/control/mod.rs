@@ -60,9 +60,11 @@ pub struct ControlOptions {
     /// Listener and backend slots the snapshots may use (the pipeline's counter arrays).
     pub max_listeners: usize,
     pub max_backends: usize,
-    /// Sleep when the command ring is empty: the wait a commit may sit unseen. 100 µs (about
-    /// 10 000 wake-ups a second, ~1 % of the housekeeping core the control thread runs on);
-    /// at 1 ms it was half of an idle commit's latency.
+    /// Longest sleep when the command ring is empty. The control plane rings the region's
+    /// command doorbell after sending (a futex the thread sleeps on), so a commit is seen at
+    /// once; this bounds the wait for a writer that does not ring it. (Polling every 100 µs
+    /// instead woke the housekeeping core 10 000 times a second: on a 2-core machine that
+    /// slowed whatever shared it — the bench's generator sent ~10 % less.)
     pub poll_interval: Duration,
     /// How often the data plane's heartbeat is stored.
     pub heartbeat_interval: Duration,
@@ -88,7 +90,7 @@ impl Default for ControlOptions {
             workers: 1,
             max_listeners: 4096,
             max_backends: 65536,
-            poll_interval: Duration::from_micros(100),
+            poll_interval: Duration::from_millis(1),
             heartbeat_interval: Duration::from_millis(100),
             stale_transaction: Duration::from_secs(3),
             slots_path: None,
@@ -554,10 +556,13 @@ impl ControlThread {
             ..ControlCounts::default()
         };
         while !stop.load(Ordering::Relaxed) {
+            // Read before looking at the ring: a command sent after the look rings it and
+            // the wait below returns at once.
+            let bell = self.region.header().command_doorbell();
             let n = self.poll_once(stop);
             self.housekeeping(&mut written);
             if n == 0 {
-                std::thread::sleep(self.opts.poll_interval);
+                self.region.wait_for_commands(bell, self.opts.poll_interval);
             }
         }
         self.region.beat();

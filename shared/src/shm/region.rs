@@ -69,7 +69,11 @@ pub struct Header {
     counters_workers: AtomicU32,
     counters_listeners: AtomicU32,
     counters_backends: AtomicU32,
-    _reserved: AtomicU32,
+    /// Bumped by the control plane after it sends commands, then woken with `FUTEX_WAKE`: the
+    /// data plane's control thread sleeps on it (`FUTEX_WAIT` with a timeout) instead of
+    /// polling. Was a reserved zero word: a writer that never rings it is still served, at
+    /// the wait's timeout.
+    command_doorbell: AtomicU32,
     data_plane_heartbeat: CachePadded<AtomicU64>,
     control_plane_heartbeat: CachePadded<AtomicU64>,
 }
@@ -94,6 +98,13 @@ impl Header {
     /// Set by the data plane's control thread after publishing a snapshot.
     pub fn set_applied_generation(&self, generation: u64) {
         self.applied_generation.store(generation, Ordering::Release);
+    }
+
+    /// The command doorbell's value: read it before looking at the command ring, then
+    /// [`Region::wait_for_commands`] with it (a ring after the look changes it, so the wait
+    /// returns at once: no wake-up is lost).
+    pub fn command_doorbell(&self) -> u32 {
+        self.command_doorbell.load(Ordering::Acquire)
     }
 
     /// Data plane heartbeat: [`monotonic_ns`] at its last beat (0: never).
@@ -607,6 +618,51 @@ impl Region {
             Role::Observer => return,
         };
         slot.store(monotonic_ns(), Ordering::Relaxed);
+    }
+
+    /// Control plane, after sending commands: wakes the data plane's control thread.
+    pub fn ring_command_doorbell(&self) {
+        let bell = &self.header().command_doorbell;
+        bell.fetch_add(1, Ordering::Release);
+        // SAFETY: FUTEX_WAKE on the address of a live, aligned u32 in this shared mapping (no
+        // FUTEX_PRIVATE_FLAG: the waiter is another process); it reads nothing else. Its result
+        // (how many were woken) does not matter.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                bell.as_ptr(),
+                libc::FUTEX_WAKE,
+                1,
+                0usize,
+                0usize,
+                0,
+            );
+        }
+    }
+
+    /// Data plane: sleeps until the command doorbell no longer holds `seen` (a value read
+    /// with [`Header::command_doorbell`] before the ring was found empty), or `timeout`.
+    pub fn wait_for_commands(&self, seen: u32, timeout: Duration) {
+        let bell = &self.header().command_doorbell;
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT on the address of a live, aligned u32 in this shared mapping,
+        // with `ts` a valid relative timeout that outlives the call. It returns at once when
+        // the word no longer equals `seen` (EAGAIN), on a wake, a signal or the timeout; all
+        // are fine: the caller looks at the ring again.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                bell.as_ptr(),
+                libc::FUTEX_WAIT,
+                seen,
+                &ts as *const libc::timespec,
+                0usize,
+                0,
+            );
+        }
     }
 
     /// True when the other side beat within `max_age`.
