@@ -51,8 +51,8 @@ gateway_mac = "$MAC_B0"
 cores = [$2]
 idle_backoff = false
 [umem]
-# As testpmd (which gets -m 256, hugepage-backed, when 256 are free): "off" put fiberlb's UMEM in
-# 4 KiB pages, so the kernel's copy into it (on the generator's core) took more TLB misses.
+# As testpmd's mempool (-m 256, hugepage-backed, when 256 are free): the same kind of memory on
+# both sides of the comparison (the product's default is "auto" too).
 hugepages = "auto"
 [shm]
 path = "/dev/shm/$P.region"
