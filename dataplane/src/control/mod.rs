@@ -3,9 +3,9 @@
 //!
 //! It is not a worker: it polls the command ring and sleeps about a millisecond when the ring is
 //! empty, beats the region's heartbeat about every 100 ms, and does all allocation, Maglev
-//! building and freeing of old snapshots. `Applied(gen)` is sent only after every online worker
-//! has passed a quiescent point with the new snapshot in force, so it means "every worker
-//! forwards by generation `gen`".
+//! building and freeing of old snapshots. `Applied(gen)` is sent only after every worker is offline
+//! (between bursts: its next burst loads the new snapshot) or in a burst begun with the new
+//! snapshot in force, so it means "every worker forwards by generation `gen`".
 //!
 //! One [`SnapshotBuilder`] serves the life of the process: listener and backend slots stay
 //! stable across updates, which is what keeps established flows on their backend and counters

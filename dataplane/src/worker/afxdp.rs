@@ -205,7 +205,6 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
         };
         // `WorkerCore::new` checked 1 <= burst <= BURST.
         let burst = self.core.settings.burst.min(BURST);
-        let snap = self.core.reader.current();
         let mut total = 0;
         for pi in 0..self.ports.len() {
             let Some(port) = self.ports.get_mut(pi) else {
@@ -230,9 +229,7 @@ impl<R: SnapshotReader, C: CounterSink> Worker<R, C> {
                     umem: out.umem,
                     descs: rx,
                 };
-                self.core
-                    .pipeline
-                    .process_burst(snap, &mut b, verdicts, now_ms)
+                self.core.process_burst(&mut b, verdicts, now_ms)
             };
             (out.nb, out.nc) = (0, 0);
             dispatch(rx, verdicts, done, &mut out);

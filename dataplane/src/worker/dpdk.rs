@@ -74,7 +74,7 @@ impl Outputs for Sorted {
 
 /// A DPDK worker: the same round as [`super::afxdp::Worker`] (receive, pipeline, send by
 /// verdict, free drops) over [`PortQueue`]s, plus the exception path to the host when it has
-/// host queues, in the same loop ([`run_loop`]: quiescent point, counters every
+/// host queues, in the same loop ([`run_loop`]: offline between bursts, counters every
 /// [`super::PUBLISH_EVERY`], optional idle back-off).
 pub struct DpdkWorker<R, C> {
     pub index: usize,
@@ -210,7 +210,6 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
         let mut out = Sorted::default();
         let mut verdicts = [Verdict::Drop(DropReason::Malformed); BURST];
         let burst = self.core.settings.burst;
-        let snap = self.core.reader.current();
         let mut total = 0;
         for pi in 0..self.ports.len() {
             let (Some(port), host) = (self.ports.get_mut(pi), self.host.get_mut(pi)) else {
@@ -234,10 +233,7 @@ impl<R: SnapshotReader, C: CounterSink> DpdkWorker<R, C> {
             let Some(verdicts) = verdicts.get_mut(..n) else {
                 continue;
             };
-            let done = self
-                .core
-                .pipeline
-                .process_burst(snap, &mut rx, verdicts, now_ms);
+            let done = self.core.process_burst(&mut rx, verdicts, now_ms);
             let (ptrs, len) = rx.mbufs().raw_mut();
             dispatch(ptrs.get(..*len).unwrap_or(&[]), verdicts, done, &mut out);
             // Every mbuf moved to a TX array or was freed.

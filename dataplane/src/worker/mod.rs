@@ -15,9 +15,10 @@
 //! which runs [`run_loop`] until the stop flag is set. One round, per port: reap TX
 //! completions, receive up to a burst, run the pipeline over it, send `ToBackend` packets on
 //! the backend-facing port and `ToClient` packets on the client-facing port (the same port
-//! when one port has role `both`), free dropped ones. After the round the worker reports a
-//! quiescent point so old snapshots can be freed, and about every 100 ms it publishes its
-//! counters.
+//! when one port has role `both`), free dropped ones. The worker holds the snapshot in force
+//! only while the pipeline runs over a burst and is offline for reclamation the rest of the
+//! time (so a commit never waits for a worker descheduled in a syscall); about every 100 ms
+//! it publishes its counters.
 //!
 //! Nothing in the loop allocates or locks. The only syscalls are the wake-ups a backend's
 //! driver asks for (AF_XDP `sendto` in copy mode) and, with idle back-off, the sleep.
@@ -57,17 +58,16 @@ pub const MAX_IDLE_SLEEP: Duration = Duration::from_millis(1);
 /// How often counters are published.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
-/// What a worker needs from the snapshot publication: the snapshot in force at the start of a
-/// round, and quiescent / offline / online reports so old snapshots can be freed.
+/// What a worker needs from the snapshot publication: the snapshot in force for a burst, and
+/// an offline report when it holds none any more, so old snapshots can be freed and commits
+/// need not wait for it.
 pub trait SnapshotReader {
-    /// The snapshot to use for this round; stays valid until [`Self::quiescent`].
+    /// The snapshot to use for this burst (back online first if offline); stays valid until
+    /// [`Self::offline`].
     fn current(&mut self) -> &Snapshot;
-    /// The worker holds no reference into any snapshot any more.
-    fn quiescent(&mut self);
-    /// The worker goes to sleep holding no snapshot: writers need not wait for it.
+    /// The worker holds no reference into any snapshot until its next [`Self::current`]:
+    /// writers need not wait for it.
     fn offline(&mut self);
-    /// The worker is back.
-    fn online(&mut self);
 }
 
 /// Where a worker's counters go (shared memory, every [`PUBLISH_EVERY`]).
@@ -82,16 +82,8 @@ impl SnapshotReader for crate::publish::ReaderHandle<Snapshot> {
         crate::publish::ReaderHandle::current(self)
     }
     #[inline]
-    fn quiescent(&mut self) {
-        crate::publish::ReaderHandle::quiescent(self)
-    }
-    #[inline]
     fn offline(&mut self) {
         crate::publish::ReaderHandle::offline(self)
-    }
-    #[inline]
-    fn online(&mut self) {
-        crate::publish::ReaderHandle::online(self)
     }
 }
 
@@ -103,9 +95,7 @@ impl SnapshotReader for FixedSnapshot {
     fn current(&mut self) -> &Snapshot {
         &self.0
     }
-    fn quiescent(&mut self) {}
     fn offline(&mut self) {}
-    fn online(&mut self) {}
 }
 
 /// Discards counters.
@@ -181,6 +171,32 @@ impl<R, C> WorkerCore<R, C> {
     }
 }
 
+impl<R: SnapshotReader, C> WorkerCore<R, C> {
+    /// Runs the pipeline over one received burst with the snapshot in force, then takes the
+    /// worker out of reclamation until its next burst.
+    ///
+    /// The worker holds a snapshot only while the pipeline runs: the TX kicks, fill-ring
+    /// wake-ups and completion reaping around it are syscalls (copy-mode AF_XDP sends the
+    /// packet inside `sendto`, most of a loaded worker's time) during which the scheduler may
+    /// run something else on the worker's core. A worker offline there is not waited for, so
+    /// a commit counts as applied as soon as every worker is between bursts or has finished
+    /// the burst it was in: its next burst loads the new snapshot ([`SnapshotReader::current`]
+    /// brings it back online first). Costs one store and, on the way back, one load, one
+    /// store and one full fence per burst, never per packet.
+    #[inline]
+    pub(crate) fn process_burst<B: crate::packet::Burst + ?Sized>(
+        &mut self,
+        pkts: &mut B,
+        verdicts: &mut [Verdict],
+        now_ms: u32,
+    ) -> usize {
+        let snap = self.reader.current();
+        let done = self.pipeline.process_burst(snap, pkts, verdicts, now_ms);
+        self.reader.offline();
+        done
+    }
+}
+
 /// A backend's worker as [`run_loop`] sees it: one poll round over its ports, and its core.
 pub(crate) trait PollRound {
     type Reader: SnapshotReader;
@@ -191,8 +207,9 @@ pub(crate) trait PollRound {
 }
 
 /// The worker loop of every backend, until `stop` is set: polls, runs the pipeline's
-/// housekeeping, reports a quiescent point, publishes counters every [`PUBLISH_EVERY`], backs
-/// off when idle (if configured, offline while asleep). Publishes the counters once more
+/// housekeeping, stays offline for reclamation outside its bursts
+/// ([`WorkerCore::process_burst`]), publishes counters every [`PUBLISH_EVERY`], backs off
+/// when idle (if configured). Publishes the counters once more
 /// before returning. Generic, so each backend's round is inlined into its own loop.
 pub(crate) fn run_loop<W: PollRound>(w: &mut W, stop: &AtomicBool) {
     let start = Instant::now();
@@ -206,7 +223,9 @@ pub(crate) fn run_loop<W: PollRound>(w: &mut W, stop: &AtomicBool) {
         let got = w.poll_once(now_ms);
         let c = w.core();
         c.pipeline.housekeeping(now_ms, got);
-        c.reader.quiescent();
+        // Between rounds the worker holds no snapshot (`process_burst` already went offline
+        // after each burst; this covers a round without one).
+        c.reader.offline();
         c.stats.rounds += 1;
         if now.duration_since(last_publish) >= PUBLISH_EVERY {
             c.sink.publish(c.pipeline.counters());
@@ -218,9 +237,8 @@ pub(crate) fn run_loop<W: PollRound>(w: &mut W, stop: &AtomicBool) {
         } else if c.settings.idle_backoff {
             empty_rounds = empty_rounds.saturating_add(1);
             if empty_rounds >= IDLE_ROUNDS {
-                c.reader.offline();
+                // Offline already: the sleep holds no commit up.
                 std::thread::sleep(sleep);
-                c.reader.online();
                 c.stats.idle_sleeps += 1;
                 sleep = (sleep * 2).min(MAX_IDLE_SLEEP);
             }
@@ -392,6 +410,98 @@ pools:
         };
         run_loop(&mut none, &stop);
         assert_eq!((none.core.stats.rounds, none.core.sink.0), (0, 1));
+    }
+
+    /// A round that runs the pipeline over one (empty) burst and records the generation it
+    /// forwarded by, then — once, in round `block_in` — blocks where `poll_once` would kick the
+    /// TX ring (a syscall: the scheduler may run something else on the worker's core there)
+    /// until the test lets it go.
+    struct BlocksInSyscall {
+        core: WorkerCore<crate::publish::ReaderHandle<Snapshot>, CountPublishes>,
+        seen: Vec<u64>,
+        block_in: usize,
+        blocked: std::sync::mpsc::Sender<()>,
+        resume: std::sync::mpsc::Receiver<()>,
+        rounds: usize,
+        stop: std::sync::Arc<AtomicBool>,
+    }
+
+    impl PollRound for BlocksInSyscall {
+        type Reader = crate::publish::ReaderHandle<Snapshot>;
+        type Sink = CountPublishes;
+        fn poll_once(&mut self, now_ms: u32) -> usize {
+            self.seen.push(self.core.reader.current().generation);
+            let mut verdicts = [Verdict::Drop(DropReason::Malformed); BURST];
+            let empty: &mut [crate::packet::PacketBuf<'_>] = &mut [];
+            self.core.process_burst(empty, &mut verdicts, now_ms);
+            if self.seen.len() == self.block_in {
+                self.blocked.send(()).unwrap();
+                self.resume.recv().unwrap();
+            }
+            if self.seen.len() >= self.rounds {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            1
+        }
+        fn core(&mut self) -> &mut WorkerCore<Self::Reader, CountPublishes> {
+            &mut self.core
+        }
+    }
+
+    /// Issue 15 (commit -> applied at full load): a worker descheduled between bursts does not
+    /// hold a commit up, and its next burst forwards by the new snapshot. Before, the worker
+    /// held the snapshot for its whole round, syscalls included, and reported a quiescent point
+    /// after it: this wait timed out while the worker was blocked (p99 4 ms under load on a
+    /// 2-core VM, where the worker's core also runs the veth's softirq work).
+    #[test]
+    fn a_worker_blocked_between_bursts_does_not_hold_up_a_commit() {
+        let set = parse_services(SERVICES).unwrap();
+        let mut builder = SnapshotBuilder::new(16, 16);
+        let first = builder.build(&set, 1).unwrap();
+        let second = builder.build(&set, 2).unwrap();
+        let (mut publisher, mut readers) = crate::publish::Publisher::new(Box::new(first), 1);
+        let pipeline = Pipeline::new(crate::pipeline::PipelineConfig {
+            flow_capacity: 1024,
+            ..Default::default()
+        })
+        .unwrap();
+        let settings = WorkerSettings {
+            burst: BURST,
+            idle_backoff: false,
+        };
+        let reader = readers.pop().unwrap();
+        let core = WorkerCore::new(0, 2, (0, 1), pipeline, reader, CountPublishes(0), settings);
+        let (blocked_tx, blocked) = std::sync::mpsc::channel();
+        let (resume, resume_rx) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let mut w = BlocksInSyscall {
+            core: core.unwrap(),
+            seen: Vec::new(),
+            block_in: 3,
+            blocked: blocked_tx,
+            resume: resume_rx,
+            rounds: 6,
+            stop: stop.clone(),
+        };
+        let worker = std::thread::spawn(move || {
+            run_loop(&mut w, &stop.clone());
+            w.seen
+        });
+        blocked.recv().unwrap();
+        publisher.publish(Box::new(second));
+        let applied = publisher.wait_quiescent(Duration::from_millis(500));
+        resume.send(()).unwrap();
+        let seen = worker.join().unwrap();
+        assert!(
+            applied,
+            "the commit waited for a worker blocked between bursts"
+        );
+        assert_eq!(
+            seen,
+            [1, 1, 1, 2, 2, 2],
+            "rounds after the commit use the new snapshot"
+        );
+        assert_eq!(publisher.retired(), 0, "the old snapshot was freed");
     }
 
     #[test]
