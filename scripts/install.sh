@@ -59,8 +59,14 @@ if [ -z "$BIN_DIR" ]; then
     BIN_DIR=$ROOT/target/release
     if [ $BUILD = 1 ]; then
         echo "install.sh: building (release)"
-        command -v protoc >/dev/null || {
-            echo "install.sh: building needs protoc (etcd-client's build script): apt install protobuf-compiler, or run scripts/setup.sh" >&2
+        # protoc with its well-known types (Debian: libprotobuf-dev), as etcd's protos import them.
+        wkt=$(mktemp -d)
+        echo 'syntax = "proto3"; import "google/protobuf/descriptor.proto";' >"$wkt/t.proto"
+        protoc_ok=0
+        (cd "$wkt" && protoc --descriptor_set_out=/dev/null t.proto) >/dev/null 2>&1 && protoc_ok=1
+        rm -rf "$wkt"
+        [ $protoc_ok = 1 ] || {
+            echo "install.sh: building needs protoc and its well-known types (etcd-client's build script): apt install protobuf-compiler libprotobuf-dev, or run scripts/setup.sh" >&2
             exit 1
         }
         (cd "$ROOT" && cargo build --release -q --workspace --bins)

@@ -32,11 +32,15 @@ need_root
 #  bird2                  tests/e2e/cluster.sh (BGP/ECMP router and each node's BIRD) and the
 #                         bgp unit test that has `bird -p` parse fiberlbd's include file
 #  protobuf-compiler      protoc, which the etcd-client crate's build script runs (store = "etcd")
+#  libprotobuf-dev        the well-known types protoc needs for etcd's protos
+#                         (google/protobuf/descriptor.proto, struct.proto); only a Recommends of
+#                         protobuf-compiler, so --no-install-recommends leaves it out and the
+#                         build fails on a fresh machine
 #  etcd-server, etcd-client  a real etcd (and etcdctl) for controlplane/tests/etcd_store.rs and
 #                         tests/e2e/controlplane.sh with FCP_STORE=etcd
 pkgs=(python3-scapy tshark iproute2 ethtool ca-certificates pkg-config curl python3 iputils-ping bc coreutils
     systemd procps python3-venv nftables iptables linux-perf git shfmt valgrind iputils-arping hping3 bird2
-    protobuf-compiler etcd-server etcd-client)
+    protobuf-compiler libprotobuf-dev etcd-server etcd-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
