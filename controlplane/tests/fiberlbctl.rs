@@ -137,10 +137,7 @@ fn apply_twice_changes_nothing_the_second_time() {
         Some(0)
     );
     assert!(exported.contains("state: drained"), "{exported}");
-    assert!(
-        exported.contains("health_check: \"web-http\""),
-        "{exported}"
-    );
+    assert!(exported.contains("health_check: web-http"), "{exported}");
     assert!(exported.contains("kind: udp"), "{exported}");
 
     // Health checks are applied, changed and pruned like the rest.

@@ -2,137 +2,126 @@
 //! `fiberlbctl apply -f` takes back with "no changes" (round-trip tested in
 //! `controlplane/tests/fiberlbctl.rs`).
 //!
-//! Written: load balancers (name, VIP) with their listeners (port, protocol, mode, encap, pool),
-//! pools (name, algorithm, table size) with their backends (address, port, weight, MAC, admin
-//! state), health checks (every field explicit) and which pool uses which. Not written, as
-//! `apply` does not carry them: the node-wide `tunnel` section and health results.
+//! The objects are turned into a [`ServicesDocument`] and written by the services file's one
+//! writer, [`fiberlb_shared::services::to_yaml_document`]. Written: load balancers (name, VIP,
+//! also those without listeners) with their listeners (port, protocol, mode, encap, pool), pools
+//! (name, algorithm, table size) with their backends (address, port, weight, MAC, admin state),
+//! health checks (every field the stored check has) and which pool uses which. Objects are
+//! sorted by name (listeners by port and protocol, backends by address and port), so the same
+//! objects give the same text. Not written, as `apply` does not carry them: the node-wide
+//! `tunnel` section, health results, ids, and the stored listener names
+//! (`<org>/<project>/<lb>/<port>/<protocol>`: `apply` names listeners itself).
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, HashMap};
+
+use fiberlb_shared::model::{Backend, BackendId, Listener, ListenerId, Pool, PoolId, ServiceSet};
+use fiberlb_shared::services::{to_yaml_document, ServicesDocument};
 
 use super::apply::{spec_of, Current};
-
-/// A YAML double-quoted scalar (JSON string syntax is valid YAML).
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
+use crate::model::{
+    parse_address, parse_admin_state, parse_algorithm, parse_encap, parse_mac, parse_mode,
+    parse_protocol, parse_table_size, Error,
+};
 
 /// The services file for `c`; `origin` goes into the header comment.
-pub fn to_services_yaml(c: &Current, origin: &str) -> String {
-    let mut out = format!(
+///
+/// # Errors
+/// When a stored object has a field the API would not accept (an address, a mode…), which
+/// cannot be written as a file `apply` takes back; the error names the object and the field.
+pub fn to_services_yaml(c: &Current, origin: &str) -> Result<String, Error> {
+    let doc = document(c)?;
+    Ok(format!(
         "# fiberlb services file exported by `fiberlbctl export` from {origin}.\n\
-         # Apply it with `fiberlbctl apply -f FILE` (the same objects: \"no changes\").\n"
-    );
-    let pool_names: HashMap<u32, &str> = c.pools.iter().map(|p| (p.id, p.name.as_str())).collect();
+         # Apply it with `fiberlbctl apply -f FILE` (the same objects: \"no changes\").\n{}",
+        to_yaml_document(&doc)
+    ))
+}
+
+/// The objects of `c` as a services document, sorted by name.
+///
+/// # Errors
+/// As [`to_services_yaml`].
+pub fn document(c: &Current) -> Result<ServicesDocument, Error> {
+    let mut set = ServiceSet::default();
+
+    let mut pools: Vec<_> = c.pools.iter().collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    for p in &pools {
+        let field = |f: &str| format!("pool {:?} {f}", p.name);
+        set.pools.push(Pool {
+            id: PoolId(p.id),
+            name: p.name.clone(),
+            algorithm: parse_algorithm(&field("algorithm"), &p.algorithm)?,
+            table_size: parse_table_size(&field("table_size"), p.table_size)?,
+        });
+    }
+
+    let mut backends = Vec::with_capacity(c.backends.len());
+    for b in &c.backends {
+        let field = |f: &str| format!("backend {} {f}", b.id);
+        backends.push(Backend {
+            id: BackendId(b.id),
+            pool: PoolId(b.pool_id),
+            address: parse_address(&field("address"), &b.address)?,
+            port: crate::model::parse_port(&field("port"), b.port)?,
+            weight: b.weight,
+            mac: parse_mac(&field("mac"), &b.mac)?,
+            admin: parse_admin_state(&field("admin_state"), &b.admin_state)?,
+            // Health results are the checks' to decide, not the file's.
+            healthy: true,
+        });
+    }
+    // Grouped by pool when written; in a pool, by address and port.
+    backends.sort_by_key(|b| (b.address, b.port));
+    set.backends = backends;
+
+    let mut load_balancers = Vec::with_capacity(c.load_balancers.len());
     let mut lbs: Vec<_> = c.load_balancers.iter().collect();
     lbs.sort_by(|a, b| a.name.cmp(&b.name));
-    if lbs.is_empty() {
-        out.push_str("loadbalancers: []\n");
-    } else {
-        out.push_str("loadbalancers:\n");
-    }
     for lb in lbs {
-        let _ = writeln!(out, "  - name: {}\n    vip: {}", q(&lb.name), q(&lb.vip));
-        let mut ls: Vec<_> = c
-            .listeners
-            .iter()
-            .filter(|l| l.load_balancer_id == lb.id)
-            .collect();
-        ls.sort_by(|a, b| (a.port, &a.protocol).cmp(&(b.port, &b.protocol)));
-        if ls.is_empty() {
-            out.push_str("    listeners: []\n");
-            continue;
+        let vip = parse_address(&format!("load balancer {:?} vip", lb.name), &lb.vip)?;
+        load_balancers.push((lb.name.clone(), vip));
+        let mut listeners = Vec::new();
+        for l in c.listeners.iter().filter(|l| l.load_balancer_id == lb.id) {
+            let field = |f: &str| format!("listener {} {f}", l.id);
+            let port = crate::model::parse_port(&field("port"), l.port)?;
+            let protocol = parse_protocol(&field("protocol"), &l.protocol)?;
+            listeners.push(Listener {
+                id: ListenerId(l.id),
+                // The default name, which the file leaves out and `apply` gives.
+                name: format!("{}/{port}/{protocol}", lb.name),
+                vip,
+                port,
+                protocol,
+                mode: parse_mode(&field("mode"), &l.mode)?,
+                encap: parse_encap(&field("encap"), &l.encap)?,
+                pool: PoolId(l.pool_id),
+            });
         }
-        out.push_str("    listeners:\n");
-        for l in ls {
-            let pool = pool_names.get(&l.pool_id).copied().unwrap_or("");
-            let _ = write!(
-                out,
-                "      - {{port: {}, protocol: {}, mode: {}",
-                l.port, l.protocol, l.mode
-            );
-            if l.mode == "tunnel" && !l.encap.is_empty() {
-                let _ = write!(out, ", encap: {}", l.encap);
-            }
-            let _ = writeln!(out, ", pool: {}}}", q(pool));
-        }
+        listeners.sort_by_key(|l| (l.port, l.protocol.as_str()));
+        set.listeners.extend(listeners);
     }
+
     let hc_names: HashMap<u32, &str> = c
         .health_checks
         .iter()
         .map(|h| (h.id, h.name.as_str()))
         .collect();
-    let mut hcs: Vec<_> = c.health_checks.iter().map(spec_of).collect();
-    hcs.sort_by(|a, b| a.name.cmp(&b.name));
-    if !hcs.is_empty() {
-        out.push_str("\nhealth_checks:\n");
-    }
-    for h in hcs {
-        let _ = write!(
-            out,
-            "  - {{name: {}, kind: {}, interval_ms: {}, timeout_ms: {}, rise: {}, fall: {}",
-            q(&h.name),
-            h.kind,
-            h.interval_ms,
-            h.timeout_ms,
-            h.rise,
-            h.fall
-        );
-        if !h.http_path.is_empty() {
-            let _ = write!(out, ", path: {}", q(&h.http_path));
-        }
-        if let Some((lo, hi)) = h.expected_status {
-            let _ = write!(out, ", expect_status: \"{lo}-{hi}\"");
-        }
-        if !h.udp_send.is_empty() {
-            let _ = write!(out, ", send: {}", q(&h.udp_send));
-        }
-        if !h.udp_expect.is_empty() {
-            let _ = write!(out, ", expect: {}", q(&h.udp_expect));
-        }
-        out.push_str("}\n");
-    }
-    let mut pools: Vec<_> = c.pools.iter().collect();
-    pools.sort_by(|a, b| a.name.cmp(&b.name));
-    if pools.is_empty() {
-        out.push_str("pools: []\n");
-    } else {
-        out.push_str("\npools:\n");
-    }
-    for p in pools {
-        let _ = writeln!(out, "  - name: {}", q(&p.name));
-        if !p.algorithm.is_empty() {
-            let _ = writeln!(out, "    algorithm: {}", p.algorithm);
-        }
-        if p.table_size != 0 {
-            let _ = writeln!(out, "    table_size: {}", p.table_size);
-        }
-        if let Some(h) = hc_names.get(&p.health_check_id) {
-            let _ = writeln!(out, "    health_check: {}", q(h));
-        }
-        let mut bs: Vec<_> = c.backends.iter().filter(|b| b.pool_id == p.id).collect();
-        bs.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
-        if bs.is_empty() {
-            out.push_str("    backends: []\n");
-            continue;
-        }
-        out.push_str("    backends:\n");
-        for b in bs {
-            let _ = write!(
-                out,
-                "      - {{address: {}, port: {}, weight: {}",
-                q(&b.address),
-                b.port,
-                b.weight
-            );
-            if !b.mac.is_empty() {
-                let _ = write!(out, ", mac: {}", q(&b.mac));
-            }
-            if !b.admin_state.is_empty() && b.admin_state != "enabled" {
-                let _ = write!(out, ", state: {}", b.admin_state);
-            }
-            out.push_str("}\n");
-        }
-    }
-    out
+    let mut health_checks: Vec<_> = c.health_checks.iter().map(spec_of).collect();
+    health_checks.sort_by(|a, b| a.name.cmp(&b.name));
+    let pool_health_checks: BTreeMap<String, String> = c
+        .pools
+        .iter()
+        .filter_map(|p| {
+            let hc = hc_names.get(&p.health_check_id)?;
+            Some((p.name.clone(), (*hc).to_string()))
+        })
+        .collect();
+
+    Ok(ServicesDocument {
+        set,
+        load_balancers,
+        health_checks,
+        pool_health_checks,
+    })
 }

@@ -145,7 +145,8 @@ async fn run_command(
                 } else {
                     &origin
                 },
-            );
+            )
+            .map_err(|e| Failure(format!("cannot export: {e}")))?;
             out!("{}", text.trim_end());
             Ok(())
         }

@@ -286,4 +286,4 @@ use convert::*;
 use fields::*;
 use ids::*;
 use tree::*;
-pub use write::to_yaml;
+pub use write::{to_yaml, to_yaml_document};

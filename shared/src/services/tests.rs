@@ -496,7 +496,7 @@ fn yaml_strings_read_back() {
 #[test]
 fn to_yaml_of_an_empty_set_reads_back() {
     let set = ServiceSet::default();
-    assert_eq!(to_yaml(&set), "loadbalancers: []\npools: []\n");
+    assert_eq!(to_yaml(&set), "loadbalancers: []\n\npools: []\n");
     assert_eq!(parse_services(&to_yaml(&set)), Ok(set));
 }
 
@@ -659,6 +659,48 @@ mod props {
             })
     }
 
+    /// A valid `health_checks:` entry, with awkward strings where the kind has any.
+    fn arb_health_check() -> impl Strategy<Value = HealthCheckSpec> {
+        let text = prop_oneof![
+            "[ -~]{1,12}",
+            Just("line\nbreak\ttab \"q\" \\ é 😀".to_string()),
+            Just("\u{1}\u{7f}".to_string()),
+            Just("- yes".to_string()),
+        ];
+        let interval = prop_oneof![Just(0u32), 1u32..=3_600_000];
+        (
+            "[a-z][a-z0-9._-]{0,6}",
+            0u8..4,
+            (interval, any::<u32>(), 0u32..=100, 0u32..=100),
+            proptest::option::of("/[a-z0-9/._~%-]{0,10}"),
+            proptest::option::of((100u32..=599, any::<u32>())),
+            text.clone(),
+            proptest::option::of(text),
+        )
+            .prop_map(|(name, kind, (interval_ms, t, rise, fall), path, status, send, expect)| {
+                let kind = ["tcp", "http", "https", "udp"][usize::from(kind)];
+                let web = kind.starts_with("http");
+                let udp = kind == "udp";
+                // timeout <= interval when both are set; 0 is "left out".
+                let cap = if interval_ms == 0 { 3_600_000 } else { interval_ms };
+                let timeout_ms = t % (cap + 1);
+                HealthCheckSpec {
+                    name,
+                    kind: kind.to_string(),
+                    interval_ms,
+                    timeout_ms,
+                    rise,
+                    fall,
+                    http_path: if web { path.unwrap_or_default() } else { String::new() },
+                    expected_status: status
+                        .filter(|_| web)
+                        .map(|(lo, hi)| (lo, lo + hi % (600 - lo))),
+                    udp_send: if udp { send } else { String::new() },
+                    udp_expect: if udp { expect.unwrap_or_default() } else { String::new() },
+                }
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -669,6 +711,41 @@ mod props {
             let yaml = to_yaml(&set);
             let back = parse_services(&yaml);
             prop_assert_eq!(back, Ok(set), "{}", yaml);
+        }
+
+        #[test]
+        fn to_yaml_document_round_trips(
+            set in arb_set(),
+            checks in proptest::collection::vec(arb_health_check(), 0..4),
+            uses in proptest::collection::vec(proptest::option::of(any::<usize>()), 0..4),
+            empty_lbs in 0u8..3,
+        ) {
+            prop_assume!(set.validate().is_ok());
+            // The document reading the bare set's file gives: its load balancers as written.
+            let mut doc = parse_services_without_node_settings(&to_yaml(&set)).unwrap();
+            // Load balancers without listeners, first and last.
+            for i in 0..empty_lbs {
+                let lb = (format!("empty-{i}"), IpAddr::from([10, 200, 0, i + 1]));
+                if i % 2 == 0 {
+                    doc.load_balancers.insert(0, lb);
+                } else {
+                    doc.load_balancers.push(lb);
+                }
+            }
+            for (i, mut hc) in checks.into_iter().enumerate() {
+                hc.name = format!("{}{i}", hc.name);
+                doc.health_checks.push(hc);
+            }
+            for (pool, used) in doc.set.pools.iter().zip(uses) {
+                if let (Some(n), false) = (used, doc.health_checks.is_empty()) {
+                    let hc = &doc.health_checks[n % doc.health_checks.len()];
+                    doc.pool_health_checks.insert(pool.name.clone(), hc.name.clone());
+                }
+            }
+            let yaml = to_yaml_document(&doc);
+            let back = parse_services_without_node_settings(&yaml);
+            prop_assert_eq!(back.as_ref(), Ok(&doc), "{}", yaml);
+            prop_assert_eq!(to_yaml_document(&back.unwrap()), yaml);
         }
 
         #[test]
