@@ -1,7 +1,10 @@
 //! The services file: fiberlb's declarative configuration in YAML.
 //!
-//! The data plane reads it with `--services` and `replay --services`; `fiberlbctl apply -f`
-//! takes the same schema and `fiberlbctl get -o yaml` prints it ([`to_yaml`]). A file is
+//! The data plane reads it with `--services` and `replay --services` ([`parse_services`]);
+//! `fiberlbctl apply -f` takes the same schema ([`parse_services_without_node_settings`], which
+//! also returns the health checks). There is one writer: [`to_yaml_document`] writes a
+//! [`ServicesDocument`] (what `fiberlbctl export`, alias `get`, prints: it builds one from the
+//! API's objects), and [`to_yaml`] writes a bare [`ServiceSet`] through it. A file is
 //! either accepted whole or rejected with the line, the column and the reason of the first
 //! problem — nothing is ever half-applied, because the result is one [`ServiceSet`] that has
 //! passed [`ServiceSet::validate`].
@@ -25,11 +28,24 @@
 //!         pool: web               # required, name of a pool below
 //!         encap: ipip             # only for mode tunnel: ipip (default) | gue
 //!         name: web-http          # optional, unique; default "<loadbalancer>/<port>/<protocol>"
+//! health_checks:                  # optional; fiberlbd runs them, the data plane ignores them
+//!   - name: web-http              # required, unique; letters, digits, '.', '_', '-'
+//!     kind: http                  # required: tcp | http | https | udp
+//!     path: /healthz              # http/https only; default "/"
+//!     expect_status: 200-399      # http/https only: a status or a range; default 200-399
+//!     send: "ping"                # udp only, required there: the datagram sent
+//!     expect: "pong"              # udp only: the reply expected (default: any reply)
+//!     interval_ms: 2000           # the four numbers default to fiberlbd's [health_defaults]
+//!     timeout_ms: 1000            #   (timeout <= interval)
+//!     rise: 2                     # 1-100 successes to come up
+//!     fall: 3                     # 1-100 failures to go down
 //! pools:                          # optional
 //!   - name: web                   # required, unique; any 1-128 printable characters
 //!     algorithm: maglev           # maglev (5-tuple, default) | maglev-source-ip (3-tuple:
 //!                                 #   every connection of a client to the same backend)
 //!     table_size: 65537           # Maglev table size, must be prime, default 65537
+//!     health_check: web-http      # optional: a health check above (fiberlbctl apply attaches
+//!                                 #   it; a pool without one has none)
 //!     backends:                   # optional list; a pool with no backends is valid (its
 //!                                 #   listeners drop with a counter)
 //!       - address: 10.10.1.1      # required, IPv4 or IPv6 unicast address
@@ -208,8 +224,9 @@ pub fn parse_services_without_node_settings(text: &str) -> Result<ServicesDocume
     })
 }
 
-/// A services file as the control plane reads it: the service set plus the health checks
-/// (which the data plane does not use: it ignores them).
+/// A services file as the control plane reads it ([`parse_services_without_node_settings`]) and
+/// `fiberlbctl export` writes it ([`to_yaml_document`]): the service set plus the load
+/// balancers and the health checks (which the data plane does not use: it ignores them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicesDocument {
     pub set: ServiceSet,
