@@ -677,28 +677,42 @@ mod props {
             text.clone(),
             proptest::option::of(text),
         )
-            .prop_map(|(name, kind, (interval_ms, t, rise, fall), path, status, send, expect)| {
-                let kind = ["tcp", "http", "https", "udp"][usize::from(kind)];
-                let web = kind.starts_with("http");
-                let udp = kind == "udp";
-                // timeout <= interval when both are set; 0 is "left out".
-                let cap = if interval_ms == 0 { 3_600_000 } else { interval_ms };
-                let timeout_ms = t % (cap + 1);
-                HealthCheckSpec {
-                    name,
-                    kind: kind.to_string(),
-                    interval_ms,
-                    timeout_ms,
-                    rise,
-                    fall,
-                    http_path: if web { path.unwrap_or_default() } else { String::new() },
-                    expected_status: status
-                        .filter(|_| web)
-                        .map(|(lo, hi)| (lo, lo + hi % (600 - lo))),
-                    udp_send: if udp { send } else { String::new() },
-                    udp_expect: if udp { expect.unwrap_or_default() } else { String::new() },
-                }
-            })
+            .prop_map(
+                |(name, kind, (interval_ms, t, rise, fall), path, status, send, expect)| {
+                    let kind = ["tcp", "http", "https", "udp"][usize::from(kind)];
+                    let web = kind.starts_with("http");
+                    let udp = kind == "udp";
+                    // timeout <= interval when both are set; 0 is "left out".
+                    let cap = if interval_ms == 0 {
+                        3_600_000
+                    } else {
+                        interval_ms
+                    };
+                    let timeout_ms = t % (cap + 1);
+                    HealthCheckSpec {
+                        name,
+                        kind: kind.to_string(),
+                        interval_ms,
+                        timeout_ms,
+                        rise,
+                        fall,
+                        http_path: if web {
+                            path.unwrap_or_default()
+                        } else {
+                            String::new()
+                        },
+                        expected_status: status
+                            .filter(|_| web)
+                            .map(|(lo, hi)| (lo, lo + hi % (600 - lo))),
+                        udp_send: if udp { send } else { String::new() },
+                        udp_expect: if udp {
+                            expect.unwrap_or_default()
+                        } else {
+                            String::new()
+                        },
+                    }
+                },
+            )
     }
 
     proptest! {
