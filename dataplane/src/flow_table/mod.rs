@@ -165,10 +165,12 @@ impl Entry {
         self.meta as u32
     }
 
-    /// The state byte (a [`FlowState`] value, below 8).
+    /// The state byte (a [`FlowState`] value, below 8). Bits 56-63 of `meta` are always 0
+    /// (`insert` and `set_state` write the state from a `FlowState` and the key from 48 bits),
+    /// so this is the byte itself, no mask: a compare with a state is one byte compare.
     #[inline(always)]
     fn state(&self) -> u8 {
-        (self.meta >> STATE_SHIFT) as u8 & 7
+        (self.meta >> STATE_SHIFT) as u8
     }
 
     #[inline(always)]
@@ -389,7 +391,7 @@ impl FlowTable {
     /// The idle timeout of state byte `state`.
     #[inline(always)]
     fn timeout(&self, state: u8) -> u32 {
-        // Always present: a state byte is below 8 (`Entry::state` masks it).
+        // Always present: a state byte is below 8 (masked here, so the check folds away).
         self.timeout_of
             .get(usize::from(state & 7))
             .copied()
@@ -426,6 +428,7 @@ impl FlowTable {
     ) -> Option<FlowRef<'_>> {
         let bi = self.bucket_index(hash);
         let (client, meta) = key_words(client, listener, port);
+        let key_top = meta << (64 - STATE_SHIFT);
         let timeout_of = &self.timeout_of;
         // SAFETY: `bi` = hash & mask, and `mask` = buckets.len() - 1 (`new`: the bucket count
         // is a power of two, and neither field changes after), so `bi` < buckets.len().
@@ -433,10 +436,14 @@ impl FlowTable {
         let e = bucket
             .entries
             .iter_mut()
-            // The low 48 bits (the key part of `meta`) equal: no mask constant to load.
-            .find(|e| (e.meta ^ meta) << (64 - STATE_SHIFT) == 0 && e.client == client)?;
+            // The key part of `meta` (its low 48 bits) compared shifted to the top: a shift
+            // per way instead of a 48-bit mask constant loaded per way.
+            .find(|e| e.meta << (64 - STATE_SHIFT) == key_top && e.client == client)?;
         // Always present: a state byte is below 8.
-        let timeout = timeout_of.get(usize::from(e.state())).copied().unwrap_or(0);
+        let timeout = timeout_of
+            .get(usize::from(e.state() & 7))
+            .copied()
+            .unwrap_or(0);
         (now.wrapping_sub(e.last_seen) <= timeout).then_some(FlowRef { e })
     }
 
@@ -489,7 +496,10 @@ impl FlowTable {
                 break;
             }
             let age = now.wrapping_sub(e.last_seen);
-            let timeout = timeout_of.get(usize::from(e.state())).copied().unwrap_or(0);
+            let timeout = timeout_of
+                .get(usize::from(e.state() & 7))
+                .copied()
+                .unwrap_or(0);
             let class = if e.listener() == 0 || age > timeout {
                 0
             } else if e.state() == FlowState::TcpSyn as u8 {
