@@ -169,6 +169,10 @@ pub struct AreaBurst<'a> {
     /// `chunk - 1` when `chunk` is a power of two (every real chunk size): the chunk of an
     /// address is then found with a mask instead of a division.
     pow2_mask: Option<usize>,
+    /// How many chunk bases fit: `base < base_limit` is `base + chunk <= area.len()`, one
+    /// compare per packet instead of an overflow-checked add and a compare (0 when the area
+    /// is smaller than a chunk: no base is valid).
+    base_limit: usize,
     descs: &'a mut [Desc],
 }
 
@@ -179,6 +183,7 @@ impl<'a> AreaBurst<'a> {
     pub fn new(area: &'a mut [u8], chunk: usize, descs: &'a mut [Desc]) -> Self {
         let chunk = chunk.max(1);
         AreaBurst {
+            base_limit: (area.len() + 1).saturating_sub(chunk),
             area,
             chunk,
             pow2_mask: chunk.is_power_of_two().then(|| chunk - 1),
@@ -196,8 +201,12 @@ impl<'a> AreaBurst<'a> {
             None => addr - addr % self.chunk,
         };
         let start = addr - base;
-        let end = base.checked_add(self.chunk)?;
-        (end <= self.area.len() && start + d.len as usize <= self.chunk).then_some((base, start))
+        // base < base_limit: base + chunk <= area.len() (area.len() + 1 cannot overflow: a
+        // slice is at most isize::MAX bytes). start < chunk and len < 2^32: no overflow.
+        if base >= self.base_limit || start + d.len as usize > self.chunk {
+            return None;
+        }
+        Some((base, start))
     }
 }
 
@@ -251,5 +260,41 @@ impl Burst for AreaBurst<'_> {
             };
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `locate` accepts exactly the descriptors inside one chunk of the area, for power-of-two
+    /// and other chunk sizes, and for an area smaller than a chunk.
+    #[test]
+    fn locate_accepts_exactly_the_packets_inside_one_chunk() {
+        for (chunk, area_len) in [(64usize, 256usize), (48, 200), (64, 63), (64, 64), (1, 3)] {
+            let mut area = vec![0u8; area_len];
+            let mut descs = [Desc::default()];
+            let b = AreaBurst::new(&mut area, chunk, &mut descs);
+            for addr in 0..area_len as u64 + 2 * chunk as u64 {
+                for len in 0..chunk as u32 + 2 {
+                    let a = addr as usize;
+                    let base = a - a % chunk;
+                    let want = (base + chunk <= area_len && a - base + len as usize <= chunk)
+                        .then_some((base, a - base));
+                    assert_eq!(
+                        b.locate(&Desc { addr, len }),
+                        want,
+                        "{chunk} {area_len} {addr} {len}"
+                    );
+                }
+            }
+            assert_eq!(
+                b.locate(&Desc {
+                    addr: u64::MAX,
+                    len: 0
+                }),
+                None
+            );
+        }
     }
 }

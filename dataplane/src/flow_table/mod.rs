@@ -142,38 +142,47 @@ pub struct FlowKey {
 }
 
 /// One table entry: 32 bytes, two per cache line. The key is two words — the client address
-/// and [`Entry::meta`]'s low 48 bits — so a way is compared with two compares.
+/// and [`Entry::meta`] without its state byte — so a way is compared with two compares.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(32))]
 struct Entry {
     /// Client address bytes, read as one native-endian word.
     client: u128,
-    /// Listener slot + 1 (bits 0-31; 0 marks an empty entry), client port (bits 32-47) and
-    /// state (bits 48-55; the [`FlowState`] value).
+    /// State (bits 0-7; the [`FlowState`] value), listener slot + 1 (bits 8-39; 0 marks an
+    /// empty entry) and client port (bits 40-55); bits 56-63 are always 0, so `meta >> 8` is
+    /// the key word (one shift to compare a way) and the state is the low byte (a state
+    /// compare is one byte compare, no mask constant).
     meta: u64,
     backend: u32,
     last_seen: u32,
 }
 
-const KEY_MASK: u64 = (1 << 48) - 1;
-const STATE_SHIFT: u32 = 48;
+/// Where the key word (listener tag | port << 32) sits in [`Entry::meta`].
+const KEY_SHIFT: u32 = 8;
 
 impl Entry {
     /// Listener slot + 1; 0 for an empty entry.
     #[inline(always)]
     fn listener(&self) -> u32 {
-        self.meta as u32
+        (self.meta >> KEY_SHIFT) as u32
     }
 
-    /// The state byte (a [`FlowState`] value, below 8).
+    /// The state byte (a [`FlowState`] value, below 8: `insert` and `set_state` write it
+    /// from a `FlowState`).
     #[inline(always)]
     fn state(&self) -> u8 {
-        (self.meta >> STATE_SHIFT) as u8 & 7
+        self.meta as u8
+    }
+
+    /// The key word: `meta` without the state byte (bits 56-63 are 0: the key is 48 bits).
+    #[inline(always)]
+    fn key(&self) -> u64 {
+        self.meta >> KEY_SHIFT
     }
 
     #[inline(always)]
     fn set_state(&mut self, state: FlowState) {
-        self.meta = (self.meta & KEY_MASK) | (state as u64) << STATE_SHIFT;
+        self.meta = (self.meta & !0xff) | state as u64;
     }
 }
 
@@ -185,7 +194,7 @@ impl FlowKey {
     }
 }
 
-/// A key as an entry stores it: client word, and listener tag (slot + 1) | port << 32.
+/// A key as [`Entry::key`] gives it: client word, and listener tag (slot + 1) | port << 32.
 #[inline(always)]
 fn key_words(client: &[u8; 16], listener: u32, port: u16) -> (u128, u64) {
     (
@@ -381,7 +390,7 @@ impl FlowTable {
         let way = bucket
             .entries
             .iter()
-            .position(|e| e.meta & KEY_MASK == meta && e.client == client)?;
+            .position(|e| e.key() == meta && e.client == client)?;
         let e = bucket.entries.get(way)?;
         (now.wrapping_sub(e.last_seen) <= self.timeout(e.state())).then_some(way)
     }
@@ -389,7 +398,7 @@ impl FlowTable {
     /// The idle timeout of state byte `state`.
     #[inline(always)]
     fn timeout(&self, state: u8) -> u32 {
-        // Always present: a state byte is below 8 (`Entry::state` masks it).
+        // Always present: a state byte is below 8 (masked here, so the check folds away).
         self.timeout_of
             .get(usize::from(state & 7))
             .copied()
@@ -433,10 +442,13 @@ impl FlowTable {
         let e = bucket
             .entries
             .iter_mut()
-            // The low 48 bits (the key part of `meta`) equal: no mask constant to load.
-            .find(|e| (e.meta ^ meta) << (64 - STATE_SHIFT) == 0 && e.client == client)?;
+            // The key part of `meta` compared after one shift: no mask constant per way.
+            .find(|e| e.key() == meta && e.client == client)?;
         // Always present: a state byte is below 8.
-        let timeout = timeout_of.get(usize::from(e.state())).copied().unwrap_or(0);
+        let timeout = timeout_of
+            .get(usize::from(e.state() & 7))
+            .copied()
+            .unwrap_or(0);
         (now.wrapping_sub(e.last_seen) <= timeout).then_some(FlowRef { e })
     }
 
@@ -483,13 +495,16 @@ impl FlowTable {
         let mut victim_class = u8::MAX;
         let mut victim_age = 0u32;
         for (way, e) in bucket.entries.iter().enumerate() {
-            if e.meta & KEY_MASK == meta && e.client == client {
+            if e.key() == meta && e.client == client {
                 victim = way;
                 victim_class = 0;
                 break;
             }
             let age = now.wrapping_sub(e.last_seen);
-            let timeout = timeout_of.get(usize::from(e.state())).copied().unwrap_or(0);
+            let timeout = timeout_of
+                .get(usize::from(e.state() & 7))
+                .copied()
+                .unwrap_or(0);
             let class = if e.listener() == 0 || age > timeout {
                 0
             } else if e.state() == FlowState::TcpSyn as u8 {
@@ -516,7 +531,7 @@ impl FlowTable {
         };
         *slot = Entry {
             client,
-            meta: meta | (state as u64) << STATE_SHIFT,
+            meta: meta << KEY_SHIFT | state as u64,
             backend,
             last_seen: now,
         };

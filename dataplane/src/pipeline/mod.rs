@@ -369,15 +369,16 @@ impl Pipeline {
         // Counted in registers and added once per burst: nothing reads the counters while a
         // burst is processed (they are the worker's own, published between bursts).
         let mut rx_bytes = 0u64;
+        // A copy of the hasher (its seed's flips), not reloaded through `self` per packet.
+        let hasher = self.hasher;
         for (i, ((parsed, hash), err)) in stage.enumerate() {
             let data = pkts.data(i);
             rx_bytes += data.len() as u64;
             // The common frame's record is stored straight from registers; the rest take the
             // full parse (the same `parse::parse`, split so the two are not merged first).
-            if let Some(p) = parse::parse_v4_fast(data) {
-                let h = self
-                    .hasher
-                    .hash_v4(v4(&p.src), v4(&p.dst), p.sport, p.dport, p.proto);
+            if let Some((p, (lo, hi))) = parse::parse_v4_fast_words(data) {
+                // The key's words as the frame holds them: no key assembled in memory.
+                let h = hasher.hash_v4_words(lo, hi);
                 self.flows.prefetch(h);
                 *parsed = p;
                 *hash = h;

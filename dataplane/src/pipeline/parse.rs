@@ -110,6 +110,15 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
 /// [`parse_full`] returns (a property test holds them equal).
 #[inline(always)]
 pub fn parse_v4_fast(frame: &[u8]) -> Option<Parsed> {
+    parse_v4_fast_words(frame).map(|(p, _)| p)
+}
+
+/// [`parse_v4_fast`], and the flow key's two hash words read straight from the frame (see
+/// [`fiberlb_shared::flow_hash::FlowHasher::hash_v4_words`]): bytes 26-33 (source and
+/// destination address) and bytes 31-38 with the protocol as the top byte (the last three
+/// bytes of the destination, the ports, then the protocol instead of byte 38).
+#[inline(always)]
+pub fn parse_v4_fast_words(frame: &[u8]) -> Option<(Parsed, (u64, u64))> {
     // Ethernet (14), IPv4 (20), and the 20 bytes of a TCP header (UDP's 8 and then some).
     let h: &[u8; 54] = frame.first_chunk()?;
     // IPv4 ethertype and version 4 / IHL 5 in one compare; then the fragment field without
@@ -143,11 +152,18 @@ pub fn parse_v4_fast(frame: &[u8]) -> Option<Parsed> {
         }
         _ => return None,
     };
+    // Addresses and ports from two 8-byte words (bytes 26-33: the addresses; 30-37: the
+    // destination and the ports), which are also the flow key's hash words.
+    // (`chunk` of the 54-byte array: the checks are constant and fold away; whole-word
+    // loads, where an array of 8 indexed bytes is assembled byte by byte.)
+    let lo = u64::from_le_bytes(*chunk::<8>(h, 26)?);
+    let w30 = u64::from_le_bytes(*chunk::<8>(h, 30)?);
+    let hi = w30 >> 8 | u64::from(proto) << 56;
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
-    src[..4].copy_from_slice(&h[26..30]);
-    dst[..4].copy_from_slice(&h[30..34]);
-    Some(Parsed {
+    src[..4].copy_from_slice(&(lo as u32).to_le_bytes());
+    dst[..4].copy_from_slice(&((lo >> 32) as u32).to_le_bytes());
+    let p = Parsed {
         l3: 14,
         v6: false,
         ip_len,
@@ -155,11 +171,12 @@ pub fn parse_v4_fast(frame: &[u8]) -> Option<Parsed> {
         proto,
         src,
         dst,
-        sport: u16::from_be_bytes([h[34], h[35]]),
-        dport: u16::from_be_bytes([h[36], h[37]]),
+        sport: ((w30 >> 32) as u16).swap_bytes(),
+        dport: ((w30 >> 48) as u16).swap_bytes(),
         frag: Frag::No,
         tcp_flags,
-    })
+    };
+    Some((p, (lo, hi)))
 }
 
 /// [`parse`] for every frame: VLAN tags, IPv4 options and fragments, IPv6 and its extension
@@ -363,6 +380,20 @@ mod tests {
                 prop_assert_eq!(Ok(fast), parse_full(&f));
             }
             prop_assert_eq!(parse(&f), parse_full(&f));
+        }
+
+        /// The hash words the fast path reads from the frame hash like the parsed 5-tuple.
+        #[test]
+        fn fast_path_hash_words_hash_the_5_tuple(f in frame_strategy(), seed: u64) {
+            if let Some((p, (lo, hi))) = parse_v4_fast_words(&f) {
+                let h = fiberlb_shared::flow_hash::FlowHasher::new(seed);
+                let [s0, s1, s2, s3, ..] = p.src;
+                let [d0, d1, d2, d3, ..] = p.dst;
+                prop_assert_eq!(
+                    h.hash_v4_words(lo, hi),
+                    h.hash_v4([s0, s1, s2, s3], [d0, d1, d2, d3], p.sport, p.dport, p.proto)
+                );
+            }
         }
     }
 
