@@ -357,6 +357,11 @@ pools:
     fn core(idle_backoff: bool) -> WorkerCore<FixedSnapshot, CountPublishes> {
         let set = parse_services(SERVICES).unwrap();
         let snap = SnapshotBuilder::new(16, 16).build(&set, 1).unwrap();
+        core_with(FixedSnapshot(std::sync::Arc::new(snap)), idle_backoff)
+    }
+
+    /// A worker core of two ports over `reader`, with a 1024-flow pipeline.
+    fn core_with<R>(reader: R, idle_backoff: bool) -> WorkerCore<R, CountPublishes> {
         let pipeline = Pipeline::new(crate::pipeline::PipelineConfig {
             flow_capacity: 1024,
             ..Default::default()
@@ -366,8 +371,7 @@ pools:
             burst: BURST,
             idle_backoff,
         };
-        let snap = FixedSnapshot(std::sync::Arc::new(snap));
-        WorkerCore::new(0, 2, (0, 1), pipeline, snap, CountPublishes(0), settings).unwrap()
+        WorkerCore::new(0, 2, (0, 1), pipeline, reader, CountPublishes(0), settings).unwrap()
     }
 
     #[test]
@@ -460,22 +464,12 @@ pools:
         let first = builder.build(&set, 1).unwrap();
         let second = builder.build(&set, 2).unwrap();
         let (mut publisher, mut readers) = crate::publish::Publisher::new(Box::new(first), 1);
-        let pipeline = Pipeline::new(crate::pipeline::PipelineConfig {
-            flow_capacity: 1024,
-            ..Default::default()
-        })
-        .unwrap();
-        let settings = WorkerSettings {
-            burst: BURST,
-            idle_backoff: false,
-        };
-        let reader = readers.pop().unwrap();
-        let core = WorkerCore::new(0, 2, (0, 1), pipeline, reader, CountPublishes(0), settings);
+        let core = core_with(readers.pop().unwrap(), false);
         let (blocked_tx, blocked) = std::sync::mpsc::channel();
         let (resume, resume_rx) = std::sync::mpsc::channel();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let mut w = BlocksInSyscall {
-            core: core.unwrap(),
+            core,
             seen: Vec::new(),
             block_in: 3,
             blocked: blocked_tx,

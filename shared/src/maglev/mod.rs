@@ -22,6 +22,8 @@ use std::net::IpAddr;
 
 use xxhash_rust::xxh64::xxh64;
 
+pub mod paper;
+
 /// Default lookup table size (prime). The paper recommends `M` at least 100 times the number of
 /// backends so that shares differ by about 1% at most.
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
