@@ -5,9 +5,12 @@
 # Method: `fiberlb-pktgen pipeline --packets N` (memory ports, one worker, 64-byte UDP, every
 # flow already in the flow table) runs under `valgrind --tool=callgrind` twice per mode and
 # flow count, with N1 and N2 packets; the figure is (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up,
-# the snapshot's Maglev builds and the flow-table warm-up cancel. It includes the memory port's
-# per-packet work (the 64-byte copy into a receive buffer a NIC's DMA would do, rx_burst, free),
-# as `cargo bench --bench pipeline` does; nothing is transmitted. For nat at 1k flows it also
+# the snapshot's Maglev builds and the flow-table warm-up cancel. A run counts the memory
+# port's per-packet work too (the 64-byte copy into a receive buffer a NIC's DMA would do,
+# rx_burst, free), as `cargo bench --bench pipeline` does; the same count with
+# `--harness-only` (every burst received and freed, not processed) measures that work alone,
+# and the table's first figure — the pipeline, parse to TX descriptor — is the difference.
+# Nothing is transmitted. For nat at 1k flows it also
 # prints where the instructions go (callgrind_annotate, self cost per inlined source file,
 # differenced the same way). Instruction counts, not time: cache misses (what 1M flows costs
 # in ns) do not show here.
@@ -67,11 +70,14 @@ mkdir -p "$RES/callgrind"
 measure() {
     local label=$1 bin=$2 flows mode n out json
     for flows in $FLOWS_LIST; do
-        for mode in $MODES; do
+        for mode in $MODES harness; do
             for n in $N1 $N2; do
                 out=$RES/callgrind/$label-$mode-$flows-$n
+                # harness: the memory port's inject, receive and free alone (no pipeline).
+                args=(--mode "$mode")
+                [ "$mode" = harness ] && args=(--mode nat --harness-only)
                 valgrind --tool=callgrind --callgrind-out-file="$out.out" --log-file="$out.log" \
-                    "$bin" pipeline --mode "$mode" --flows "$flows" --packets "$n" --cores 0 >"$out.json" ||
+                    "$bin" pipeline "${args[@]}" --flows "$flows" --packets "$n" --cores 0 >"$out.json" ||
                     { echo "$label $mode $flows flows $n packets failed: see $out.log"; return 1; }
                 printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$mode" "$flows" "$n" \
                     "$(sed -n 's/.*refs: *//p' "$out.log" | tr -d ,)" "$out" >>"$RES/runs.tsv"
@@ -85,8 +91,10 @@ pts = [(int(r[3]), int(r[4])) for r in rows if r[:3] == sys.argv[2:5]]
 (a, ia), (b, ib) = pts[-2:]
 # --packets rounds up to bursts of 32; both counts are multiples of 32 by default.
 a, b = -(-a // 32) * 32, -(-b // 32) * 32
-nf = json.load(open(sys.argv[5]))["not_forwarded"]
-print(f"{(ib - ia) / (b - a):.1f} instructions/packet" + (f"  ({nf} NOT FORWARDED)" if nf else ""))
+r = json.load(open(sys.argv[5]))
+nf, miss = r["not_forwarded"], r.get("flow_misses", 0)
+print(f"{(ib - ia) / (b - a):.1f} instructions/packet" + (f"  ({nf} NOT FORWARDED)" if nf else "")
+      + (f"  ({miss} flow-table misses)" if miss else ""))
 EOF
 )"
         done
@@ -134,34 +142,46 @@ per = {}
 for (label, mode, flows, n) in ir:
     if n == n1 and (label, mode, flows, n2) in ir:
         per[(label, mode, flows)] = (ir[(label, mode, flows, n2)] - ir[(label, mode, flows, n1)]) / (n2 - n1)
-modes = list(dict.fromkeys(m for (_, m, _) in per))
+modes = list(dict.fromkeys(m for (_, m, _) in per if m != "harness"))
 flows = sorted({f for (_, _, f) in per})
 name = {"dsr": "dsr", "nat": "nat", "tunnel": "tunnel IPIP", "gue": "tunnel GUE"}
 fl = lambda f: "1M" if f == 1000000 else "1k" if f == 1000 else str(f)
 date = datetime.date.today().isoformat()
-out = [f"Instructions per packet, pipeline alone (`bench/instructions.sh`, callgrind, commit {commit}, {date};",
-       f"64-byte UDP, flow-table hits, memory-port copy/rx/free included, {n1} vs {n2} packets):", "",
+# The pipeline alone: each run minus the harness-only run (inject, receive, free) of the same
+# flow count, both counted in this run. The bench's own loop is the same in both.
+def alone(label, m, f):
+    v, h = per.get((label, m, f)), per.get((label, "harness", f))
+    return None if v is None or h is None else v - h
+out = [f"Instructions per packet (`bench/instructions.sh`, callgrind, commit {commit}, {date}; 64-byte",
+       f"UDP, flow-table hits, {n1} vs {n2} packets). Pipeline = parse, listener, flow table, Maglev,",
+       "rewrite, TX descriptor: the run minus a harness-only run (the memory port's frame copy,",
+       "receive and free, which a NIC's DMA and driver do); with the harness in parentheses:", "",
        "| mode | " + " | ".join(f"{fl(f)} flows" for f in flows) + " |",
        "|---|" + "---|" * len(flows)]
 for m in modes:
     cells = []
     for f in flows:
-        v = per.get(("current", m, f))
-        c = "" if v is None else f"{v:.0f}"
-        if brev and ("current", m, f) in per and (brev, m, f) in per:
-            b = per[(brev, m, f)]
-            c += f" ({brev}: {b:.0f}, {100 * (v - b) / b:+.1f} %)"
+        v = alone("current", m, f)
+        c = "" if v is None else f"{v:.0f} ({per[('current', m, f)]:.0f})"
+        b = alone(brev, m, f) if brev else None
+        if v is not None and b is not None:
+            c += f" [{brev}: {b:.0f}, {100 * (v - b) / b:+.1f} %]"
         cells.append(c)
     out.append(f"| {name.get(m, m)} | " + " | ".join(cells) + " |")
+out.append("| harness alone | " + " | ".join(
+    f"{per[('current', 'harness', f)]:.0f}" if ("current", "harness", f) in per else "" for f in flows) + " |")
 table = "\n".join(out) + "\n"
 open(f"{res}/table.md", "w").write(table)
 with open(f"{res}/instructions.tsv", "w") as t:
-    t.write("commit\tmode\tflows\tinstructions_per_packet\n")
+    t.write("commit\tmode\tflows\tinstructions_per_packet\tpipeline_alone\n")
     for (label, m, f), v in sorted(per.items()):
-        t.write(f"{commit if label == 'current' else label}\t{m}\t{f}\t{v:.2f}\n")
+        a = alone(label, m, f) if m != "harness" else None
+        t.write(f"{commit if label == 'current' else label}\t{m}\t{f}\t{v:.2f}\t{'' if a is None else f'{a:.2f}'}\n")
 json.dump({"commit": commit, "date": date, "packets": [n1, n2], "baseline": brev or None,
            "instructions_per_packet": [{"commit": commit if l == "current" else l, "mode": m,
-                                        "flows": f, "instructions": round(v, 2)}
+                                        "flows": f, "instructions": round(v, 2),
+                                        "pipeline_alone": None if m == "harness" or alone(l, m, f) is None
+                                        else round(alone(l, m, f), 2)}
                                        for (l, m, f), v in sorted(per.items())]},
           open(f"{res}/instructions.json", "w"), indent=2)
 print()

@@ -59,6 +59,10 @@ enum Cmd {
         /// bursts of 32), no clock in the loop — the same work every run (bench/instructions.sh).
         #[arg(long)]
         packets: Option<u64>,
+        /// Inject, receive and free every burst but do not process it: the memory port's own
+        /// work, which bench/instructions.sh subtracts to count the pipeline alone.
+        #[arg(long)]
+        harness_only: bool,
     },
     /// Commit → Applied latency of a running data plane, alternating service files.
     Update {
@@ -270,12 +274,16 @@ fn main() -> anyhow::Result<()> {
             cores,
             secs,
             packets,
+            harness_only,
         } => {
             let len = match packets {
                 Some(n) => pipeline::Length::Packets(n),
                 None => pipeline::Length::Secs(secs),
             };
-            emit(&pipeline::run(&mode, flows, workers, &cores, len)?, None)
+            emit(
+                &pipeline::run(&mode, flows, workers, &cores, len, harness_only)?,
+                None,
+            )
         }
         Cmd::Update {
             shm,

@@ -33,6 +33,13 @@ pub struct PipelineResult {
     pub total_pps: f64,
     /// Packets the pipeline did not forward (must be 0: all flows are for a listener).
     pub not_forwarded: u64,
+    /// Flow-table inserts after the warm-up: packets that missed the table (about 0: the
+    /// table has room for every flow, so the run measures hits, as its figures say).
+    #[serde(default)]
+    pub flow_misses: u64,
+    /// Whether the pipeline ran at all (`--harness-only`: the memory port's work alone).
+    #[serde(default)]
+    pub harness_only: bool,
     pub cpus: Vec<i32>,
 }
 
@@ -57,13 +64,16 @@ pub enum Length {
     Packets(u64),
 }
 
-/// Runs `workers` threads pinned to `cores` (cycled) for `len` on UDP flows of `mode`.
+/// Runs `workers` threads pinned to `cores` (cycled) for `len` on UDP flows of `mode`. With
+/// `harness_only` every burst is injected, received and freed but not processed: the memory
+/// port's own cost, which `bench/instructions.sh` subtracts to count the pipeline alone.
 pub fn run(
     mode: &str,
     flows: usize,
     workers: usize,
     cores: &[usize],
     len: Length,
+    harness_only: bool,
 ) -> anyhow::Result<PipelineResult> {
     anyhow::ensure!(
         workers >= 1 && !cores.is_empty(),
@@ -85,12 +95,13 @@ pub fn run(
         let core = cores[w % cores.len()];
         let (snap, templates) = (snap.clone(), templates.clone());
         handles.push(std::thread::spawn(move || {
-            worker(&snap, &templates.0, &templates.1, flows, core, len, w)
+            worker(&snap, &templates, flows, core, len, w, harness_only)
         }));
     }
     let mut per = Vec::new();
     let mut cpus = Vec::new();
     let mut not_forwarded = 0;
+    let mut flow_misses = 0;
     let (mut seconds, mut packets) = (0f64, 0);
     for h in handles {
         let r = h
@@ -99,6 +110,7 @@ pub fn run(
         per.push(r.packets as f64 / r.seconds);
         cpus.push(r.cpu);
         not_forwarded += r.not_forwarded;
+        flow_misses += r.flow_misses;
         seconds = seconds.max(r.seconds);
         packets = r.packets;
     }
@@ -111,6 +123,8 @@ pub fn run(
         total_pps: per.iter().sum(),
         per_worker_pps: per,
         not_forwarded,
+        flow_misses,
+        harness_only,
         cpus,
     })
 }
@@ -120,17 +134,18 @@ struct WorkerResult {
     packets: u64,
     seconds: f64,
     not_forwarded: u64,
+    flow_misses: u64,
     cpu: i32,
 }
 
 fn worker(
     snap: &Snapshot,
-    templates: &[u8],
-    lens: &[usize],
+    (templates, lens): &(Vec<u8>, Vec<usize>),
     flows: usize,
     core: usize,
     len: Length,
     index: usize,
+    harness_only: bool,
 ) -> anyhow::Result<WorkerResult> {
     super::sys::pin(core)?;
     let mut pipeline = Pipeline::new(config(flows))?;
@@ -162,7 +177,9 @@ fn worker(
             left = if run.is_empty() { 0 } else { left - run.len() };
         }
         let k = port.rx_burst(&mut descs);
-        let done = {
+        let done = if harness_only {
+            k
+        } else {
             let mut b = port.burst(&mut descs[..k]);
             pipeline.process_burst(snap, &mut b, &mut verdicts, 1)
         };
@@ -177,6 +194,7 @@ fn worker(
     }
     let c0 = pipeline.counters().forwarded;
     let r0 = pipeline.counters().rx_packets;
+    let i0 = pipeline.flow_table().stats().inserts;
     let start = Instant::now();
     let mut pkts = 0u64;
     match len {
@@ -201,6 +219,7 @@ fn worker(
         packets: pkts,
         seconds,
         not_forwarded: rx - fwd,
+        flow_misses: pipeline.flow_table().stats().inserts - i0,
         cpu: super::sys::current_cpu(),
     })
 }
