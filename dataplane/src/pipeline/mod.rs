@@ -144,14 +144,27 @@ pub struct Pipeline {
 }
 
 /// What the first pass of [`Pipeline::process_burst`] leaves for the second, per packet:
-/// the parsed record and flow hash, or the reason the parser refused the frame. Entries
-/// `0..n` are written by the first pass before the second reads them; later entries are
-/// stale and never read.
+/// the flow hash and what the parse found ([`Staged`]), with the parsed record for frames
+/// off the fast path. Entries `0..n` are written by the first pass before the second reads
+/// them; later entries are stale and never read.
 #[derive(Debug)]
 struct Stage {
     parsed: [Parsed; BURST],
     hashes: [u64; BURST],
-    errs: [Option<DropReason>; BURST],
+    kinds: [Staged; BURST],
+}
+
+/// How the first pass parsed a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Staged {
+    /// The common frame ([`parse::parse_v4_fast_words`]): no record is stored; the second
+    /// pass reads its fields from the frame again ([`parse::v4_fast_trusted`]), so the
+    /// compiler knows its constant fields and the record never goes through memory.
+    Fast,
+    /// Parsed by [`parse::parse_full`]: the record is in [`Stage::parsed`].
+    Parsed,
+    /// Refused by the parser, for this reason.
+    Refused(DropReason),
 }
 
 #[inline]
@@ -205,7 +218,7 @@ impl Pipeline {
             stage: Some(Box::new(Stage {
                 parsed: [Parsed::default(); BURST],
                 hashes: [0; BURST],
-                errs: [None; BURST],
+                kinds: [Staged::Fast; BURST],
             })),
             cfg,
         })
@@ -355,35 +368,35 @@ impl Pipeline {
         let Stage {
             parsed,
             hashes,
-            errs,
+            kinds,
         } = &mut *st;
         // Zipped iterators over slices cut to `n` once, rather than `[i]` or `take(n)`: no
         // index to check and one loop counter (n <= BURST is not a type; the cuts never fail).
         let parsed = parsed.get_mut(..n).unwrap_or_default();
         let hashes = hashes.get_mut(..n).unwrap_or_default();
-        let errs = errs.get_mut(..n).unwrap_or_default();
+        let kinds = kinds.get_mut(..n).unwrap_or_default();
         let verdicts = verdicts.get_mut(..n).unwrap_or_default();
         let stage = parsed
             .iter_mut()
             .zip(hashes.iter_mut())
-            .zip(errs.iter_mut());
+            .zip(kinds.iter_mut());
         // Counted in registers and added once per burst: nothing reads the counters while a
         // burst is processed (they are the worker's own, published between bursts).
         let mut rx_bytes = 0u64;
         // A copy of the hasher (its seed's flips), not reloaded through `self` per packet.
         let hasher = self.hasher;
-        for (i, ((parsed, hash), err)) in stage.enumerate() {
+        for (i, ((parsed, hash), kind)) in stage.enumerate() {
             let data = pkts.data(i);
             rx_bytes += data.len() as u64;
-            // The common frame's record is stored straight from registers; the rest take the
-            // full parse (the same `parse::parse`, split so the two are not merged first).
-            if let Some((p, (lo, hi))) = parse::parse_v4_fast_words(data) {
+            // The common frame is only checked and hashed here (its record is read again in
+            // the second pass); the rest take the full parse (the same `parse::parse`, split
+            // so the two are not merged first).
+            if let Some((_, (lo, hi))) = parse::parse_v4_fast_words(data) {
                 // The key's words as the frame holds them: no key assembled in memory.
                 let h = hasher.hash_v4_words(lo, hi);
                 self.flows.prefetch(h);
-                *parsed = p;
                 *hash = h;
-                *err = None;
+                *kind = Staged::Fast;
                 continue;
             }
             match parse::parse_full(data) {
@@ -392,26 +405,37 @@ impl Pipeline {
                     self.flows.prefetch(h);
                     *parsed = p;
                     *hash = h;
-                    *err = None;
+                    *kind = Staged::Parsed;
                 }
-                Err(r) => *err = Some(r),
+                Err(r) => *kind = Staged::Refused(r),
             }
         }
         self.counters.rx_packets += n as u64;
         self.counters.rx_bytes += rx_bytes;
         // Packets not forwarded (the rare case, counted by `account`); the forwarded are the rest.
         let mut not_forwarded = 0usize;
-        let stage = parsed.iter().zip(hashes.iter()).zip(errs.iter());
-        for (i, (((p, &h), err), verdict)) in stage.zip(verdicts.iter_mut()).enumerate() {
-            let v = match *err {
-                Some(r) => self.parse_refused_cold(r),
-                // Inlined closure: the whole per-packet path in this loop, no call (the call,
-                // its spills and the captured environment cost ~26 instructions per packet).
-                None => pkts.with_buf(
+        let stage = parsed.iter().zip(hashes.iter()).zip(kinds.iter());
+        for (i, (((p, &h), &kind), verdict)) in stage.zip(verdicts.iter_mut()).enumerate() {
+            // Inlined closures: the whole per-packet path in this loop, no call (the call,
+            // its spills and the captured environment cost ~26 instructions per packet).
+            // `forward` is inlined twice: for the common frame, with the record built in
+            // registers from the frame and its constant fields folded in, and for the rest.
+            let v = match kind {
+                Staged::Fast => pkts.with_buf(
+                    i,
+                    #[inline(always)]
+                    |pkt| match parse::v4_fast_trusted(pkt.data()) {
+                        Some(p) => self.forward(snap, pkt, &p, h, now),
+                        // Cannot happen: the first pass accepted these very bytes.
+                        None => Verdict::Drop(DropReason::Malformed),
+                    },
+                ),
+                Staged::Parsed => pkts.with_buf(
                     i,
                     #[inline(always)]
                     |pkt| self.forward(snap, pkt, p, h, now),
                 ),
+                Staged::Refused(r) => self.parse_refused_cold(r),
             };
             if !matches!(v, Verdict::ToBackend | Verdict::ToClient) {
                 self.account(v);
@@ -462,19 +486,22 @@ impl Pipeline {
                 {
                     li
                 } else {
-                    return self.not_a_listener(snap, pkt, p);
+                    return self.not_a_listener(snap, pkt, *p);
                 };
                 self.new_or_existing_flow(snap, pkt, p, li, hash, now)
             }
-            proto::ICMP if !p.v6 => self.icmp_error(snap, pkt, p, now),
-            proto::ICMPV6 if p.v6 => self.icmp_error(snap, pkt, p, now),
+            proto::ICMP if !p.v6 => self.icmp_error(snap, pkt, *p, now),
+            proto::ICMPV6 if p.v6 => self.icmp_error(snap, pkt, *p, now),
             _ => self.not_ours(DropReason::UnsupportedProtocol),
         }
     }
 
-    /// A TCP/UDP packet to no listener: a nat reply, or not fiberlb's.
+    /// A TCP/UDP packet to no listener: a nat reply, or not fiberlb's. (Out-of-line functions
+    /// take the record by value: a reference would make the inlined fast-path record live in
+    /// memory on every packet; by value it is copied only on the way here.)
     #[inline(never)]
-    fn not_a_listener(&mut self, snap: &Snapshot, pkt: &mut PacketBuf<'_>, p: &Parsed) -> Verdict {
+    fn not_a_listener(&mut self, snap: &Snapshot, pkt: &mut PacketBuf<'_>, p: Parsed) -> Verdict {
+        let p = &p;
         if let Some(&li) = snap.nat_return.get(&key_of(p.v6, &p.src, p.sport, p.proto)) {
             // From a nat backend to one of the host's own addresses (a health check
             // made from this host): the host's, not a reply to un-NAT. Checked only
@@ -504,7 +531,7 @@ impl Pipeline {
         hasher: &FlowHasher,
         snap: &Snapshot,
         l: &ListenerRec,
-        p3: (&[u8; 16], &[u8; 16], u8, bool),
+        p3: ([u8; 16], [u8; 16], u8, bool),
         h5: u64,
         three: bool,
     ) -> u32 {
@@ -513,7 +540,7 @@ impl Pipeline {
         };
         let h = if three || pool.algorithm == Algorithm::MaglevSourceIp {
             let (src, dst, pr, v6) = p3;
-            hash5(hasher, v6, src, dst, 0, 0, pr)
+            hash5(hasher, v6, &src, &dst, 0, 0, pr)
         } else {
             h5
         };
@@ -547,7 +574,7 @@ impl Pipeline {
                     &self.hasher,
                     snap,
                     l,
-                    (&p.src, &p.dst, p.proto, p.v6),
+                    (p.src, p.dst, p.proto, p.v6),
                     hash,
                     true,
                 ),
@@ -592,7 +619,7 @@ impl Pipeline {
                                 &self.hasher,
                                 snap,
                                 l,
-                                (&p.src, &p.dst, p.proto, p.v6),
+                                (p.src, p.dst, p.proto, p.v6),
                                 hash,
                                 false,
                             );
@@ -613,7 +640,7 @@ impl Pipeline {
                         &self.hasher,
                         snap,
                         l,
-                        (&p.src, &p.dst, p.proto, p.v6),
+                        (p.src, p.dst, p.proto, p.v6),
                         hash,
                         false,
                     );
@@ -690,20 +717,20 @@ impl Pipeline {
             };
         }
         if l.mode == Mode::Dsr {
-            return self.send_dsr(pkt, p, mac);
+            return self.send_dsr(pkt, p.l3, p.v6, mac);
         }
-        self.send_to_backend_general(snap, pkt, p, l, mac, addr, addr_v6, port, hash, icmp_inner)
+        self.send_to_backend_general(snap, pkt, *p, l, mac, addr, addr_v6, port, hash, icmp_inner)
     }
 
     /// [`Self::send_to_backend`] for dsr: the frame goes on unchanged but for the TTL and the
     /// MACs.
     #[inline(never)]
-    fn send_dsr(&self, pkt: &mut PacketBuf<'_>, p: &Parsed, mac: Option<&Mac>) -> Verdict {
+    fn send_dsr(&self, pkt: &mut PacketBuf<'_>, l3: usize, v6: bool, mac: Option<&Mac>) -> Verdict {
         let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
         let data = pkt.data_mut();
-        match rewrite::dec_ttl(data, p).and_then(|()| {
+        match rewrite::dec_ttl_at(data, l3, v6).and_then(|()| {
             rewrite::set_macs_reply_from(data, dst_mac, self.cfg.backend_side_mac.as_ref())
         }) {
             Ok(()) => Verdict::ToBackend,
@@ -718,7 +745,7 @@ impl Pipeline {
         &self,
         snap: &Snapshot,
         pkt: &mut PacketBuf<'_>,
-        p: &Parsed,
+        p: Parsed,
         l: &ListenerRec,
         mac: Option<&Mac>,
         addr: &[u8; 16],
@@ -727,6 +754,7 @@ impl Pipeline {
         hash: u64,
         icmp_inner: Option<&parse::Inner>,
     ) -> Verdict {
+        let p = &p;
         let Some(&dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };

@@ -152,9 +152,21 @@ pub fn parse_v4_fast_words(frame: &[u8]) -> Option<(Parsed, (u64, u64))> {
         }
         _ => return None,
     };
+    v4_fast_record(h, ip_len, proto, tcp_flags)
+}
+
+/// The record and hash words of a frame [`parse_v4_fast_words`] accepts, once its checks
+/// passed: the fields it reads from the 54 bytes.
+#[inline(always)]
+fn v4_fast_record(
+    h: &[u8; 54],
+    ip_len: usize,
+    proto: u8,
+    tcp_flags: u8,
+) -> Option<(Parsed, (u64, u64))> {
     // Addresses and ports from two 8-byte words (bytes 26-33: the addresses; 30-37: the
-    // destination and the ports), which are also the flow key's hash words.
-    // (`chunk` of the 54-byte array: the checks are constant and fold away; whole-word
+    // destination and the ports), which are also the flow key's hash words. (`chunk` of the
+    // 54-byte array: the checks are constant and fold away, so `None` never comes; whole-word
     // loads, where an array of 8 indexed bytes is assembled byte by byte.)
     let lo = u64::from_le_bytes(*chunk::<8>(h, 26)?);
     let w30 = u64::from_le_bytes(*chunk::<8>(h, 30)?);
@@ -177,6 +189,26 @@ pub fn parse_v4_fast_words(frame: &[u8]) -> Option<(Parsed, (u64, u64))> {
         tcp_flags,
     };
     Some((p, (lo, hi)))
+}
+
+/// The record [`parse_v4_fast`] gave for this frame, read again without its checks: for
+/// the burst's second pass, which then needs no copy of the record from the first — only
+/// the fields it uses are loaded, and the constant ones (offsets 14 and 34, IPv4, not a
+/// fragment, TCP or UDP) let the compiler drop every branch about other frames. Only for a
+/// frame `parse_v4_fast` accepted (unchanged since): for any other it returns a record of
+/// the same bytes that was never validated (`None` only below 54 bytes). A property test
+/// holds it equal to `parse_v4_fast` on every frame that accepts.
+#[inline(always)]
+pub fn v4_fast_trusted(frame: &[u8]) -> Option<Parsed> {
+    let h: &[u8; 54] = frame.first_chunk()?;
+    // TCP or UDP (the fast parse accepts no other), said so the compiler knows it.
+    let (proto, tcp_flags) = if h[23] == proto::TCP {
+        (proto::TCP, h[47])
+    } else {
+        (proto::UDP, 0)
+    };
+    let ip_len = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    v4_fast_record(h, ip_len, proto, tcp_flags).map(|(p, _)| p)
 }
 
 /// [`parse`] for every frame: VLAN tags, IPv4 options and fragments, IPv6 and its extension
@@ -378,6 +410,8 @@ mod tests {
         fn fast_path_equals_full_parse(f in frame_strategy()) {
             if let Some(fast) = parse_v4_fast(&f) {
                 prop_assert_eq!(Ok(fast), parse_full(&f));
+                // The second pass's unchecked reading gives the same record.
+                prop_assert_eq!(v4_fast_trusted(&f), Some(fast));
             }
             prop_assert_eq!(parse(&f), parse_full(&f));
         }

@@ -41,9 +41,10 @@ impl Pipeline {
         &mut self,
         snap: &Snapshot,
         pkt: &mut PacketBuf<'_>,
-        p: &Parsed,
+        p: Parsed,
         now: u32,
     ) -> Verdict {
+        let p = &p;
         let Some(inner) = parse::icmp_inner(pkt.data(), p) else {
             return self.not_ours(DropReason::IcmpNotForVip);
         };
@@ -78,7 +79,7 @@ impl Pipeline {
                 &self.hasher,
                 snap,
                 l,
-                (&inner.dst, &inner.src, inner.proto, p.v6),
+                (inner.dst, inner.src, inner.proto, p.v6),
                 h,
                 false,
             ),

@@ -60,15 +60,21 @@ const TTL_DELTA: u16 = u16::from_ne_bytes(0xfeffu16.to_be_bytes());
 /// Decrements the TTL / hop limit, as a router does.
 #[inline]
 pub fn dec_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
-    if p.v6 {
-        let ip: &mut [u8; 40] = chunk_mut(frame, p.l3).ok_or(MALFORMED)?;
+    dec_ttl_at(frame, p.l3, p.v6)
+}
+
+/// [`dec_ttl`] for the IP header at `l3` (IPv6 if `v6`).
+#[inline]
+pub fn dec_ttl_at(frame: &mut [u8], l3: usize, v6: bool) -> Result<(), DropReason> {
+    if v6 {
+        let ip: &mut [u8; 40] = chunk_mut(frame, l3).ok_or(MALFORMED)?;
         let hl = ip[7];
         if hl <= 1 {
             return Err(DropReason::TtlExceeded);
         }
         ip[7] = hl - 1;
     } else {
-        let ip: &mut [u8; 20] = chunk_mut(frame, p.l3).ok_or(MALFORMED)?;
+        let ip: &mut [u8; 20] = chunk_mut(frame, l3).ok_or(MALFORMED)?;
         let ttl = ip[8];
         if ttl <= 1 {
             return Err(DropReason::TtlExceeded);
