@@ -152,6 +152,8 @@ struct Stage {
     parsed: [Parsed; BURST],
     hashes: [u64; BURST],
     kinds: [Staged; BURST],
+    /// Why the parser refused a frame ([`Staged::Refused`]); other entries are stale.
+    refusals: [DropReason; BURST],
 }
 
 /// How the first pass parsed a frame.
@@ -163,8 +165,9 @@ enum Staged {
     Fast,
     /// Parsed by [`parse::parse_full`]: the record is in [`Stage::parsed`].
     Parsed,
-    /// Refused by the parser, for this reason.
-    Refused(DropReason),
+    /// Refused by the parser, for the reason in [`Stage::refusals`] (apart, so that a
+    /// kind is one byte compared without decoding an enum's niche).
+    Refused,
 }
 
 #[inline]
@@ -219,6 +222,7 @@ impl Pipeline {
                 parsed: [Parsed::default(); BURST],
                 hashes: [0; BURST],
                 kinds: [Staged::Fast; BURST],
+                refusals: [DropReason::Malformed; BURST],
             })),
             cfg,
         })
@@ -369,23 +373,26 @@ impl Pipeline {
             parsed,
             hashes,
             kinds,
+            refusals,
         } = &mut *st;
         // Zipped iterators over slices cut to `n` once, rather than `[i]` or `take(n)`: no
         // index to check and one loop counter (n <= BURST is not a type; the cuts never fail).
         let parsed = parsed.get_mut(..n).unwrap_or_default();
         let hashes = hashes.get_mut(..n).unwrap_or_default();
         let kinds = kinds.get_mut(..n).unwrap_or_default();
+        let refusals = refusals.get_mut(..n).unwrap_or_default();
         let verdicts = verdicts.get_mut(..n).unwrap_or_default();
         let stage = parsed
             .iter_mut()
             .zip(hashes.iter_mut())
-            .zip(kinds.iter_mut());
+            .zip(kinds.iter_mut())
+            .zip(refusals.iter_mut());
         // Counted in registers and added once per burst: nothing reads the counters while a
         // burst is processed (they are the worker's own, published between bursts).
         let mut rx_bytes = 0u64;
         // A copy of the hasher (its seed's flips), not reloaded through `self` per packet.
         let hasher = self.hasher;
-        for (i, ((parsed, hash), kind)) in stage.enumerate() {
+        for (i, (((parsed, hash), kind), refusal)) in stage.enumerate() {
             let data = pkts.data(i);
             rx_bytes += data.len() as u64;
             // The common frame is only checked and hashed here (its record is read again in
@@ -407,15 +414,24 @@ impl Pipeline {
                     *hash = h;
                     *kind = Staged::Parsed;
                 }
-                Err(r) => *kind = Staged::Refused(r),
+                Err(r) => {
+                    *kind = Staged::Refused;
+                    *refusal = r;
+                }
             }
         }
         self.counters.rx_packets += n as u64;
         self.counters.rx_bytes += rx_bytes;
         // Packets not forwarded (the rare case, counted by `account`); the forwarded are the rest.
         let mut not_forwarded = 0usize;
-        let stage = parsed.iter().zip(hashes.iter()).zip(kinds.iter());
-        for (i, (((p, &h), &kind), verdict)) in stage.zip(verdicts.iter_mut()).enumerate() {
+        let stage = parsed
+            .iter()
+            .zip(hashes.iter())
+            .zip(kinds.iter())
+            .zip(refusals.iter());
+        for (i, ((((p, &h), &kind), &refusal), verdict)) in
+            stage.zip(verdicts.iter_mut()).enumerate()
+        {
             // Inlined closures: the whole per-packet path in this loop, no call (the call,
             // its spills and the captured environment cost ~26 instructions per packet).
             // `forward` is inlined twice: for the common frame, with the record built in
@@ -435,7 +451,7 @@ impl Pipeline {
                     #[inline(always)]
                     |pkt| self.forward(snap, pkt, p, h, now),
                 ),
-                Staged::Refused(r) => self.parse_refused_cold(r),
+                Staged::Refused => self.parse_refused_cold(refusal),
             };
             if !matches!(v, Verdict::ToBackend | Verdict::ToClient) {
                 self.account(v);
