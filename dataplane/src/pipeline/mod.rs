@@ -47,7 +47,7 @@ pub use counters::{DropReason, ObjectCounters, WorkerCounters};
 use std::sync::Arc;
 
 use fiberlb_shared::flow_hash::{table_index, FlowHasher, DEFAULT_SEED};
-use fiberlb_shared::model::{Algorithm, Mac, Mode, Usability};
+use fiberlb_shared::model::{Algorithm, Encap, Mac, Mode, Usability};
 
 use crate::flow_table::{FlowKey, FlowState, FlowTable, FlowTableError, Timeouts};
 use crate::packet::{Burst, PacketBuf};
@@ -732,10 +732,65 @@ impl Pipeline {
                 Err(r) => Verdict::Drop(r),
             };
         }
-        if l.mode == Mode::Dsr {
-            return self.send_dsr(pkt, p.l3, p.v6, mac);
+        match l.mode {
+            Mode::Dsr => self.send_dsr(pkt, p.l3, p.v6, mac),
+            // An ICMP error is encapsulated as it is, like any other packet.
+            Mode::Tunnel => {
+                let inner = (p.l3, p.ip_len, p.v6);
+                self.send_tunnel(snap, pkt, inner, l.encap, mac, addr, addr_v6, hash)
+            }
+            Mode::Nat => self.send_nat_general(pkt, *p, mac, addr, port, icmp_inner),
         }
-        self.send_to_backend_general(snap, pkt, *p, l, mac, addr, addr_v6, port, hash, icmp_inner)
+    }
+
+    /// [`Self::send_to_backend`] for tunnel listeners: the packet at `inner` = (IP header
+    /// offset, IP length, IPv6?) goes into an IPIP/IP6IP6 or GUE packet to `addr`. The
+    /// record's fields come as scalars: no copy of it on the way here.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn send_tunnel(
+        &self,
+        snap: &Snapshot,
+        pkt: &mut PacketBuf<'_>,
+        (l3, ip_len, v6): (usize, usize, bool),
+        encap: Encap,
+        mac: Option<&Mac>,
+        addr: &[u8; 16],
+        addr_v6: bool,
+        hash: u64,
+    ) -> Verdict {
+        let Some(&dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
+            return Verdict::Drop(DropReason::NoNextHop);
+        };
+        let Some(&our_mac) = pkt.data().first_chunk::<6>() else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let src_mac = self.cfg.backend_side_mac.unwrap_or(our_mac);
+        if let Err(r) = rewrite::dec_ttl_at(pkt.data_mut(), l3, v6) {
+            return Verdict::Drop(r);
+        }
+        let mut src = [0u8; 16];
+        match (addr_v6, snap.tunnel.source_v4, snap.tunnel.source_v6) {
+            (false, Some(s), _) => src[..4].copy_from_slice(&s.octets()),
+            (true, _, Some(s)) => src = s.octets(),
+            // validate() refuses tunnel listeners without a source of the family.
+            _ => return Verdict::Drop(DropReason::NoNextHop),
+        }
+        let outer = Outer {
+            encap,
+            dst: addr,
+            dst_v6: addr_v6,
+            src: &src,
+            gue_port: snap.tunnel.gue_port,
+            hash,
+            mtu: self.cfg.mtu,
+        };
+        match rewrite::encapsulate_at(pkt, l3, ip_len, v6, &outer)
+            .and_then(|()| rewrite::set_macs(pkt.data_mut(), &dst_mac, &src_mac))
+        {
+            Ok(()) => Verdict::ToBackend,
+            Err(r) => Verdict::Drop(r),
+        }
     }
 
     /// [`Self::send_to_backend`] for dsr: the frame goes on unchanged but for the TTL and the
@@ -754,20 +809,16 @@ impl Pipeline {
         }
     }
 
-    /// [`Self::send_to_backend`] for every other case.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Self::send_to_backend`] for the nat cases off its inline path (IPv6, ICMP errors,
+    /// later fragments); dsr and tunnel listeners are sent by their own functions.
     #[inline(never)]
-    fn send_to_backend_general(
+    fn send_nat_general(
         &self,
-        snap: &Snapshot,
         pkt: &mut PacketBuf<'_>,
         p: Parsed,
-        l: &ListenerRec,
         mac: Option<&Mac>,
         addr: &[u8; 16],
-        addr_v6: bool,
         port: u16,
-        hash: u64,
         icmp_inner: Option<&parse::Inner>,
     ) -> Verdict {
         let p = &p;
@@ -781,31 +832,9 @@ impl Pipeline {
         if let Err(r) = rewrite::dec_ttl(pkt.data_mut(), p) {
             return Verdict::Drop(r);
         }
-        let rewritten = match l.mode {
-            Mode::Dsr => Ok(()),
-            Mode::Nat => match icmp_inner {
-                Some(inner) => rewrite::nat_icmp(pkt.data_mut(), p, inner, addr, port),
-                None => rewrite::nat(pkt.data_mut(), p, true, addr, port),
-            },
-            Mode::Tunnel => {
-                let mut src = [0u8; 16];
-                match (addr_v6, snap.tunnel.source_v4, snap.tunnel.source_v6) {
-                    (false, Some(s), _) => src[..4].copy_from_slice(&s.octets()),
-                    (true, _, Some(s)) => src = s.octets(),
-                    // validate() refuses tunnel listeners without a source of the family.
-                    _ => return Verdict::Drop(DropReason::NoNextHop),
-                }
-                let outer = Outer {
-                    encap: l.encap,
-                    dst: addr,
-                    dst_v6: addr_v6,
-                    src: &src,
-                    gue_port: snap.tunnel.gue_port,
-                    hash,
-                    mtu: self.cfg.mtu,
-                };
-                rewrite::encapsulate(pkt, p, &outer)
-            }
+        let rewritten = match icmp_inner {
+            Some(inner) => rewrite::nat_icmp(pkt.data_mut(), p, inner, addr, port),
+            None => rewrite::nat(pkt.data_mut(), p, true, addr, port),
         };
         match rewritten.and_then(|()| rewrite::set_macs(pkt.data_mut(), &dst_mac, &src_mac)) {
             Ok(()) => Verdict::ToBackend,

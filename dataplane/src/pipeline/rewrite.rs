@@ -312,18 +312,19 @@ fn fill_icmp_checksum(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
     wr16(frame, p.l4 + 2, !sum)
 }
 
-/// One's complement sum of an option-less IPv4 header, fully unrolled: the general loop of
-/// [`checksum::ones_complement_sum`] is not always inlined here, and the call cost the tunnel
-/// modes 4 % in `bench/benches/pipeline.rs`. Same result (0 only for an all-zero header).
+/// One's complement sum of an option-less IPv4 header, as five 32-bit words read in the
+/// machine's byte order (no byte swaps; the sum is independent of byte order, RFC 1071 §2.B,
+/// as in [`nat_v4_dst_fused`]): store it with `to_ne_bytes`. The bytes are those of
+/// [`checksum::ones_complement_sum`]'s big-endian result (0 only for an all-zero header).
 #[inline(always)]
-fn ipv4_header_sum(h: &[u8; 20]) -> u16 {
-    let mut acc = 0u32;
-    for w in h.chunks_exact(2) {
-        if let [hi, lo] = *w {
-            acc += u32::from(u16::from_be_bytes([hi, lo]));
+fn ipv4_header_sum_ne(h: &[u8; 20]) -> u16 {
+    let mut acc = 0u64;
+    for w in h.chunks_exact(4) {
+        if let [a, b, c, d] = *w {
+            acc += u64::from(u32::from_ne_bytes([a, b, c, d]));
         }
     }
-    checksum::fold(acc)
+    checksum::fold64(acc)
 }
 
 /// Where to send an encapsulated packet.
@@ -347,7 +348,19 @@ pub struct Outer<'a> {
 /// keeping the Ethernet header (and VLAN tags) in front. Trims Ethernet padding first.
 /// The caller must write the Ethernet addresses afterwards (they are not carried over).
 pub fn encapsulate(pkt: &mut PacketBuf<'_>, p: &Parsed, o: &Outer<'_>) -> Result<(), DropReason> {
-    let inner_len = p.ip_len;
+    encapsulate_at(pkt, p.l3, p.ip_len, p.v6, o)
+}
+
+/// [`encapsulate`] for the IP packet at `l3` of `ip_len` bytes (IPv6 if `v6`), as parsed.
+#[inline]
+pub fn encapsulate_at(
+    pkt: &mut PacketBuf<'_>,
+    l3: usize,
+    ip_len: usize,
+    v6: bool,
+    o: &Outer<'_>,
+) -> Result<(), DropReason> {
+    let inner_len = ip_len;
     let ip_hdr = if o.dst_v6 { 40 } else { 20 };
     let udp_hdr = if o.encap == Encap::Gue { 8 } else { 0 };
     let add = ip_hdr + udp_hdr;
@@ -356,13 +369,12 @@ pub fn encapsulate(pkt: &mut PacketBuf<'_>, p: &Parsed, o: &Outer<'_>) -> Result
         return Err(DropReason::TooBigForTunnel);
     }
     // The L2 header ends with the ethertype: at least 14 bytes (parse found them).
-    let l3 = p.l3;
     let et_at = l3.checked_sub(2).filter(|&e| e >= 12).ok_or(MALFORMED)?;
     pkt.set_len(l3 + inner_len).ok_or(MALFORMED)?;
     let (tos, df) = {
         // An IPv6 header is longer than 20 bytes too.
         let ip: &[u8; 20] = chunk(pkt.data(), l3).ok_or(MALFORMED)?;
-        if p.v6 {
+        if v6 {
             (
                 (((u16::from_be_bytes([ip[0], ip[1]]) >> 4) & 0xff) as u8),
                 true,
@@ -386,7 +398,7 @@ pub fn encapsulate(pkt: &mut PacketBuf<'_>, p: &Parsed, o: &Outer<'_>) -> Result
     }
     let et: u16 = if o.dst_v6 { 0x86dd } else { 0x0800 };
     wr16(data, et_at, et)?;
-    let inner_proto = if p.v6 { proto::IPV6 } else { proto::IPIP };
+    let inner_proto = if v6 { proto::IPV6 } else { proto::IPIP };
     let next = if udp_hdr != 0 {
         proto::UDP
     } else {
@@ -404,18 +416,19 @@ pub fn encapsulate(pkt: &mut PacketBuf<'_>, p: &Parsed, o: &Outer<'_>) -> Result
         h[24..40].copy_from_slice(o.dst);
     } else {
         let h: &mut [u8; 20] = chunk_mut(data, l3).ok_or(MALFORMED)?;
-        h[0] = 0x45;
-        h[1] = tos;
-        h[2..4].copy_from_slice(&(outer_len as u16).to_be_bytes());
-        h[4..6].copy_from_slice(&[0, 0]);
-        h[6..8].copy_from_slice(&[if df { 0x40 } else { 0 }, 0]);
-        h[8] = 64;
-        h[9] = next;
-        h[10..12].copy_from_slice(&[0, 0]);
-        h[12..16].copy_from_slice(&o.src[..4]);
-        h[16..20].copy_from_slice(&o.dst[..4]);
-        let c = !ipv4_header_sum(h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
+        // Built and summed in registers (the constant words fold into the sum), then stored
+        // once: no read-back of the frame for the checksum.
+        let [len_hi, len_lo] = (outer_len as u16).to_be_bytes();
+        let [s0, s1, s2, s3, ..] = *o.src;
+        let [d0, d1, d2, d3, ..] = *o.dst;
+        let df = if df { 0x40 } else { 0 };
+        let mut hdr = [
+            0x45, tos, len_hi, len_lo, 0, 0, df, 0, 64, next, 0, 0, s0, s1, s2, s3, d0, d1, d2, d3,
+        ];
+        let [c_hi, c_lo] = (!ipv4_header_sum_ne(&hdr)).to_ne_bytes();
+        hdr[10] = c_hi;
+        hdr[11] = c_lo;
+        *h = hdr;
     }
     if udp_hdr != 0 {
         let u = l3 + ip_hdr;
@@ -543,10 +556,13 @@ mod tests {
     }
 
     proptest! {
-        /// The unrolled IPv4 header sum is the general one.
+        /// The native-order IPv4 header sum stores the bytes of the general (big-endian) one.
         #[test]
         fn ipv4_header_sum_equals_general(h in any::<[u8; 20]>()) {
-            prop_assert_eq!(ipv4_header_sum(&h), checksum::ones_complement_sum(&h));
+            prop_assert_eq!(
+                ipv4_header_sum_ne(&h).to_ne_bytes(),
+                checksum::ones_complement_sum(&h).to_be_bytes()
+            );
         }
 
         /// dec_ttl's native-order checksum update is RFC 1624's big-endian one, for any
