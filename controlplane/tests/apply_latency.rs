@@ -23,11 +23,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fiberlb_controlplane::api::client::connect;
+use fiberlb_controlplane::api::client::{connect, Clients};
 use fiberlb_controlplane::pb;
 
 /// A write not applied within this is a hang, not a slow machine.
 const LIVENESS: Duration = Duration::from_secs(10);
+
+/// Polls `DataplaneService.Status` until `done` holds for it, pausing `every` between polls
+/// (`Duration::ZERO`: back to back, for the latency measurement); fails with `what` and the
+/// last status after [`LIVENESS`].
+async fn wait_status(
+    c: &mut Clients,
+    every: Duration,
+    what: &str,
+    done: impl Fn(&pb::StatusResponse) -> bool,
+) {
+    let t0 = Instant::now();
+    loop {
+        let s = c
+            .dataplane
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if done(&s) {
+            return;
+        }
+        assert!(t0.elapsed() < LIVENESS, "{what} within {LIVENESS:?}: {s:?}");
+        if !every.is_zero() {
+            tokio::time::sleep(every).await;
+        }
+    }
+}
 
 /// Kills the processes it holds on drop (also when an assertion fails).
 struct Stack {
@@ -234,23 +261,13 @@ async fn write_to_applied_latency() {
     });
     let mut c = connect(&server, token.as_deref(), None).await.unwrap();
     // fiberlbd attaches to the region and replays its store after it starts serving.
-    let t0 = Instant::now();
-    loop {
-        let st = c
-            .dataplane
-            .status(pb::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if st.attached {
-            break;
-        }
-        assert!(
-            t0.elapsed() < LIVENESS,
-            "fiberlbd has no data plane attached: {st:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_status(
+        &mut c,
+        Duration::from_millis(50),
+        "fiberlbd attached no data plane",
+        |s| s.attached,
+    )
+    .await;
     let pool = c
         .pools
         .create(pb::CreatePoolRequest {
@@ -309,25 +326,14 @@ async fn write_to_applied_latency() {
                 .await
                 .unwrap()
                 .into_inner();
+            let what = format!("generation {} not applied", r.generation);
             let t0 = Instant::now();
-            loop {
-                let s = c
-                    .dataplane
-                    .status(pb::StatusRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner();
-                // The store generation the data plane holds (its own transaction numbers can run
-                // ahead of the store's, so applied_generation would stop the clock early).
-                if s.synced_store_generation.is_some_and(|g| g >= r.generation) {
-                    break;
-                }
-                assert!(
-                    t0.elapsed() < LIVENESS,
-                    "generation {} not applied within {LIVENESS:?}",
-                    r.generation
-                );
-            }
+            // The store generation the data plane holds (its own transaction numbers can run
+            // ahead of the store's, so applied_generation would stop the clock early).
+            wait_status(&mut c, Duration::ZERO, &what, |s| {
+                s.synced_store_generation.is_some_and(|g| g >= r.generation)
+            })
+            .await;
             if i > 0 {
                 samples.push(t0.elapsed());
                 whole.push(sent.elapsed());
@@ -365,22 +371,16 @@ async fn write_to_applied_latency() {
         .await
         .unwrap()
         .into_inner();
-    let t0 = Instant::now();
-    loop {
-        let s = c
-            .dataplane
-            .status(pb::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if s.synced_store_generation == Some(s.store_generation)
-            && s.store_generation >= d.generation
-        {
-            break;
-        }
-        assert!(t0.elapsed() < LIVENESS, "the delete was not applied: {s:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_status(
+        &mut c,
+        Duration::from_millis(5),
+        "the delete was not applied",
+        |s| {
+            s.synced_store_generation == Some(s.store_generation)
+                && s.store_generation >= d.generation
+        },
+    )
+    .await;
     // Loose on purpose (this machine is shared; the goal is p99 <= 3 ms): a p99 this far off
     // means something waits that should not (a timer, a poll interval, a rebuild of every
     // table), as the 100 ms MAC-refresh wait and the 1 ms tokio poll once did.
