@@ -18,6 +18,31 @@ pub fn write_atomic(
     bytes: &[u8],
     mode: u32,
 ) -> Result<(), (&'static str, std::io::Error)> {
+    write(path, bytes, mode, true)
+}
+
+/// [`write_atomic`] without the two fsyncs: readers still see the whole old file or the whole
+/// new one, and a crash of the process leaves one of them, but after a power loss the file may
+/// be the old one or empty. For files their owner derives and rewrites at every start — the
+/// data plane's slots file, fiberlbd's applied-state hint — where the fsyncs (~0.5–1 ms each
+/// on a disk) sat in every configuration commit for no durability anyone needs.
+///
+/// # Errors
+/// As [`write_atomic`] (without its fsync steps).
+pub fn replace_atomic(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), (&'static str, std::io::Error)> {
+    write(path, bytes, mode, false)
+}
+
+fn write(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    durable: bool,
+) -> Result<(), (&'static str, std::io::Error)> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -30,12 +55,16 @@ pub fn write_atomic(
             .open(&tmp)
             .map_err(|e| ("create", e))?;
         f.write_all(bytes).map_err(|e| ("write", e))?;
-        f.sync_all().map_err(|e| ("fsync", e))?;
+        if durable {
+            f.sync_all().map_err(|e| ("fsync", e))?;
+        }
         drop(f);
         std::fs::rename(&tmp, path).map_err(|e| ("rename", e))
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if result.is_err() || !durable {
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
         return result;
     }
     let dir = match path.parent() {
@@ -68,6 +97,16 @@ mod tests {
             .collect();
         assert_eq!(names, ["f.json"]);
         let (op, _) = write_atomic(&dir.join("missing/f"), b"x", 0o600).unwrap_err();
+        assert_eq!(op, "create");
+        // The same without fsyncs.
+        replace_atomic(&p, b"three", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"three");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f.json"]);
+        let (op, _) = replace_atomic(&dir.join("missing/f"), b"x", 0o600).unwrap_err();
         assert_eq!(op, "create");
         std::fs::remove_dir_all(&dir).unwrap();
     }

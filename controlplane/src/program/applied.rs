@@ -97,9 +97,12 @@ impl AppliedStateStore for FileAppliedState {
         }
     }
 
+    /// Without fsyncs ([`fiberlb_shared::atomic_file::replace_atomic`]): a crash of fiberlbd
+    /// still finds a whole record, and what a power loss can cost — an old or empty one — is
+    /// one full resync, which a power loss causes anyway (the data plane restarts too).
     fn save(&self, record: &AppliedRecord) -> Result<(), ProgramError> {
         let bytes = serde_json::to_vec(record).map_err(|e| self.err(e))?;
-        fiberlb_shared::atomic_file::write_atomic(&self.path, &bytes, 0o600)
+        fiberlb_shared::atomic_file::replace_atomic(&self.path, &bytes, 0o600)
             .map_err(|(step, e)| self.err(format!("{step}: {e}")))
     }
 }
