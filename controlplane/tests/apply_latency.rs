@@ -342,22 +342,17 @@ async fn write_to_applied_latency() {
         assert_eq!(samples.len(), n, "every write was applied");
         samples.sort_unstable();
         whole.sort_unstable();
-        eprintln!(
-            "round {round}: write returned -> data plane applied, {n} writes: p50 {:?}, p99 {:?}, \
-             max {:?}",
-            at(&samples, 0.50),
-            at(&samples, 0.99),
-            samples[samples.len() - 1]
-        );
-        // The same writes from the request leaving the client: the store's commit (redb: an
-        // fsync to disk) plus the above.
-        eprintln!(
-            "round {round}: write sent -> data plane applied, {n} writes: p50 {:?}, p99 {:?}, \
-             max {:?}",
-            at(&whole, 0.50),
-            at(&whole, 0.99),
-            whole[whole.len() - 1]
-        );
+        // The same writes also from the request leaving the client: the store's commit (redb:
+        // an fsync to disk) plus the above.
+        for (from, v) in [("write returned", &samples), ("write sent", &whole)] {
+            eprintln!(
+                "round {round}: {from} -> data plane applied, {n} writes: p50 {:?}, p99 {:?}, \
+                 max {:?}",
+                at(v, 0.50),
+                at(v, 0.99),
+                v[v.len() - 1]
+            );
+        }
         if at(&samples, 0.99) < bound || round == 2 {
             break samples;
         }

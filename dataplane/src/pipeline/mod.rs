@@ -677,18 +677,7 @@ impl Pipeline {
         let Some(b) = kept.or_else(|| snap.backend(handle)) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let v = self.send_to_backend(
-            snap,
-            pkt,
-            p,
-            l,
-            b.mac.as_ref(),
-            &b.addr,
-            b.address.is_ipv6(),
-            b.port,
-            hash,
-            None,
-        );
+        let v = self.send_to_backend(snap, pkt, p, l, b, hash, None);
         if v == Verdict::ToBackend {
             let bytes = pkt.len();
             if let Some(c) = self.counters.listener(l.slot) {
@@ -712,13 +701,11 @@ impl Pipeline {
         pkt: &mut PacketBuf<'_>,
         p: &Parsed,
         l: &ListenerRec,
-        mac: Option<&Mac>,
-        addr: &[u8; 16],
-        addr_v6: bool,
-        port: u16,
+        b: &BackendRec,
         hash: u64,
         icmp_inner: Option<&parse::Inner>,
     ) -> Verdict {
+        let (mac, addr, addr_v6, port) = (b.mac.as_ref(), &b.addr, b.address.is_ipv6(), b.port);
         if l.mode == Mode::Nat && !p.v6 && icmp_inner.is_none() && p.frag != Frag::Later {
             let Some(dst_mac) = mac.or(self.cfg.backend_gateway_mac.as_ref()) else {
                 return Verdict::Drop(DropReason::NoNextHop);

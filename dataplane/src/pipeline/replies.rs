@@ -87,18 +87,7 @@ impl Pipeline {
         let Some(b) = snap.backend(handle) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let v = self.send_to_backend(
-            snap,
-            pkt,
-            p,
-            l,
-            b.mac.as_ref(),
-            &b.addr,
-            b.address.is_ipv6(),
-            b.port,
-            h,
-            Some(&inner),
-        );
+        let v = self.send_to_backend(snap, pkt, p, l, b, h, Some(&inner));
         if v == Verdict::ToBackend {
             self.counters.icmp_to_backend += 1;
         }
