@@ -16,7 +16,9 @@
 # Usage: bench/run.sh [--quick] [--secs N] [--build] [scenario...]   (root; --quick < 5 min on 2 cores)
 # Full runs add tunnel (GUE), 1M flows and NDR/PDR searches (NDR=1 adds the searches to --quick).
 # Env: FIBERLB_BIN_DIR (default target/release; built when missing or with --build);
-#      PERF=1 profiles every trial (perf -e cpu-clock, all CPUs) into results/.../perf-*.txt.
+#      PERF=1 profiles every trial (perf -e cpu-clock, all CPUs) into results/.../perf-*.txt;
+#      BENCH_MODES ("dsr nat"), BENCH_SIZES ("64 1500"), BENCH_WORKERS ("1 2") narrow the
+#      fiberlb scenario's rows; BENCH_FILL_RING sets its [umem] fill_ring (default 2048).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --secs) SECS=$2; shift ;;
         --build) BUILD=1 ;;
-        -h|--help) sed -n "2,19p" "$0"; exit 0 ;;
+        -h|--help) sed -n "2,21p" "$0"; exit 0 ;;
         fiberlb|kernel|testpmd|pipeline|update|api) SCENARIOS+=("$1") ;;
         *) echo "unknown argument $1 (scenarios: fiberlb kernel testpmd pipeline update api)"; exit 2 ;;
     esac

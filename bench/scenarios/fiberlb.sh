@@ -54,6 +54,8 @@ idle_backoff = false
 # As testpmd's mempool (-m 256, hugepage-backed, when 256 are free): the same kind of memory on
 # both sides of the comparison (the product's default is "auto" too).
 hugepages = "auto"
+# The product default; BENCH_FILL_RING measures another (bench/README.md, "fill ring").
+fill_ring = ${BENCH_FILL_RING:-2048}
 [shm]
 path = "/dev/shm/$P.region"
 TOML
@@ -85,8 +87,8 @@ fiberlb_stop() { # [log name]
 }
 
 scenario_fiberlb() {
-    local modes="dsr nat" flows_list="1000" sizes="64 1500" workers_list="1 2"
-    if [ "$QUICK" = 0 ]; then modes="dsr nat tunnel"; flows_list="1000 1000000"; fi
+    local modes=${BENCH_MODES:-"dsr nat"} flows_list="1000" sizes=${BENCH_SIZES:-"64 1500"} workers_list=${BENCH_WORKERS:-"1 2"}
+    if [ "$QUICK" = 0 ]; then modes=${BENCH_MODES:-"dsr nat tunnel"}; flows_list="1000 1000000"; fi
     for workers in $workers_list; do
         local cores=$FWD_CORE txq=1 place
         if [ "$workers" = 2 ]; then cores="0, 1"; txq=2; fi

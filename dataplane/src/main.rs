@@ -328,6 +328,7 @@ mod run_cmd {
             let mut umem = Umem::new(&UmemConfig {
                 frame_count: cfg.umem.frames,
                 chunk_size: cfg.umem.chunk_size,
+                fill_size: cfg.umem.fill_ring,
                 hugepages: cfg.umem.hugepages.into(),
                 ..UmemConfig::default()
             })

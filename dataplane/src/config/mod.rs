@@ -42,6 +42,9 @@
 //! [umem]                            # per worker
 //! frames = 8192
 //! chunk_size = 4096                 # 2048 | 4096
+//! fill_ring = 2048                  # frames per socket's fill ring, 64-16384, power of two:
+//!                                   # fewer = smaller cache footprint of the receive copy,
+//!                                   # but a shorter worker stall already drops packets
 //! hugepages = "auto"                # auto | on | off
 //!
 //! [dpdk]                            # EAL settings, for ports with driver = "dpdk"
@@ -189,9 +192,15 @@ impl DataplaneConfig {
         }
         if !(1024..=(1 << 24)).contains(&u.frames) {
             return Err(bad(format!(
-                "umem.frames = {}: must be 1024-16777216 (every port's fill ring takes 2048 \
-                 frames' worth of room; 4096 or more per port is comfortable)",
+                "umem.frames = {}: must be 1024-16777216 (every port's fill ring takes \
+                 umem.fill_ring frames, 2048 by default; twice that per port is comfortable)",
                 u.frames
+            )));
+        }
+        if !(64..=16384).contains(&u.fill_ring) || !u.fill_ring.is_power_of_two() {
+            return Err(bad(format!(
+                "umem.fill_ring = {}: must be a power of two from 64 to 16384",
+                u.fill_ring
             )));
         }
         let mut names = std::collections::HashSet::new();

@@ -281,6 +281,11 @@ pub(super) fn shm_default_dir() -> PathBuf {
 pub struct UmemSection {
     pub frames: u32,
     pub chunk_size: u32,
+    /// Frames each AF_XDP socket keeps in its fill ring (the ring's size; power of two). The
+    /// kernel writes received packets into them oldest first, so this is both how many packets
+    /// a stalled worker can fall behind before the kernel drops (`fill_ring_empty`) and how many
+    /// frames' worth of memory the receive copies cycle through (their cache footprint).
+    pub fill_ring: u32,
     pub hugepages: HugePagesConfig,
 }
 
@@ -289,6 +294,7 @@ impl Default for UmemSection {
         UmemSection {
             frames: 8192,
             chunk_size: 4096,
+            fill_ring: 2048,
             hugepages: HugePagesConfig::Auto,
         }
     }

@@ -52,6 +52,7 @@ path = "/dev/shm/x"
 [umem]
 frames = 4096
 chunk_size = 2048
+fill_ring = 512
 hugepages = "off"
 "#;
 
@@ -68,6 +69,7 @@ fn ports_workers_umem_and_role_macs() {
     assert_eq!(c.shm.resolved_path(), PathBuf::from("/dev/shm/x"));
     assert_eq!(HugePages::from(c.umem.hugepages), HugePages::Never);
     assert_eq!(c.umem.bytes(), 4096 * 2048);
+    assert_eq!(c.umem.fill_ring, 512);
     assert_eq!(c.port_roles(), Some((0, 1)));
     let p = c.pipeline_with_ports().unwrap();
     assert_eq!(p.client_side_mac, Some([2, 0, 0, 0, 1, 1]));
@@ -122,6 +124,8 @@ fn node_errors_name_the_problem() {
             ("[workers]\nburst = 64\n", "workers.burst"),
             ("[umem]\nchunk_size = 1000\n", "umem.chunk_size"),
             ("[umem]\nframes = 10\n", "umem.frames"),
+            ("[umem]\nfill_ring = 1000\n", "umem.fill_ring"),
+            ("[umem]\nfill_ring = 32\n", "umem.fill_ring"),
             ("[umem]\nhugepages = \"maybe\"\n", "line 2"),
             ("[[ports]]\ninterface = \"a\"\nrole = \"both\"\ncolour = 1\n", "colour"),
         ] {
