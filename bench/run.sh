@@ -7,6 +7,8 @@
 #   testpmd   (c) dpdk-testpmd mac forwarding on net_af_xdp vdevs: the ceiling (if installed)
 #   pipeline  (d) the pipeline alone on memory ports, 1 and 2 worker threads
 #   update        commit -> Applied latency, and loss while Maglev tables swap under load
+#   instructions  instructions per packet of the pipeline alone (bench/instructions.sh, callgrind)
+#   maglev        Maglev build (M = 65537, 1000 backends) against the paper's loop, same process
 #   api           API write -> applied through fiberlbd (controlplane/tests/apply_latency.rs,
 #                 release build; its own data plane and namespace)
 # Every throughput is the sink's received rate of a max-rate trial, shown as a ratio to (b) and
@@ -28,13 +30,13 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --secs) SECS=$2; shift ;;
         --build) BUILD=1 ;;
-        -h|--help) sed -n "2,21p" "$0"; exit 0 ;;
-        fiberlb|kernel|testpmd|pipeline|update|api) SCENARIOS+=("$1") ;;
-        *) echo "unknown argument $1 (scenarios: fiberlb kernel testpmd pipeline update api)"; exit 2 ;;
+        -h|--help) sed -n "2,23p" "$0"; exit 0 ;;
+        fiberlb|kernel|testpmd|pipeline|update|api|instructions|maglev) SCENARIOS+=("$1") ;;
+        *) echo "unknown argument $1 (scenarios: fiberlb kernel testpmd pipeline update api instructions maglev)"; exit 2 ;;
     esac
     shift
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(pipeline fiberlb kernel testpmd update api)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(pipeline instructions maglev fiberlb kernel testpmd update api)
 [ -n "$SECS" ] || SECS=$((QUICK ? 3 : 5))
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh needs root (network namespaces, XDP, AF_XDP)"; exit 1; }
 for t in ip ethtool python3; do command -v $t >/dev/null || { echo "needs $t"; exit 1; }; done
@@ -44,8 +46,14 @@ if [ $BUILD = 1 ] || [ ! -x "$BIN_DIR/fiberlb-dataplane" ] || [ ! -x "$BIN_DIR/f
     (cd "$ROOT" && cargo build --release -q -p fiberlb-dataplane --bin fiberlb-dataplane \
         -p fiberlb-bench --bin fiberlb-pktgen)
 fi
+# The maglev scenario's timing program (an example of the shared crate), only when it runs.
+if [[ " ${SCENARIOS[*]} " == *" maglev "* ]] && { [ $BUILD = 1 ] || [ ! -x "$BIN_DIR/examples/maglev_build" ]; }; then
+    (cd "$ROOT" && cargo build --release -q -p fiberlb-shared --example maglev_build)
+    BIN_EXAMPLES=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples
+fi
 LB=$BIN_DIR/fiberlb-dataplane
 PKTGEN=$BIN_DIR/fiberlb-pktgen
+MAGLEV=${BIN_EXAMPLES:-$BIN_DIR/examples}/maglev_build
 
 RES=$ROOT/results/run-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RES/json"
@@ -57,6 +65,7 @@ mkdir -p "$RES/json"
 . "$HERE/scenarios/testpmd.sh"
 . "$HERE/scenarios/pipeline.sh"
 . "$HERE/scenarios/update.sh"
+. "$HERE/scenarios/cost.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
