@@ -18,13 +18,15 @@
 //! with the machine and are printed, not asserted; what is asserted is that every write is
 //! applied, within a generous liveness bound, and that the data plane ends on the last one.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fiberlb_controlplane::api::client::{connect, Clients};
 use fiberlb_controlplane::pb;
+
+mod support;
+use support::{is_root, start_dataplane, stop_child, Dataplane};
 
 /// A write not applied within this is a hang, not a slow machine.
 const LIVENESS: Duration = Duration::from_secs(10);
@@ -56,174 +58,51 @@ async fn wait_status(
     }
 }
 
-/// Kills the processes it holds on drop (also when an assertion fails).
+/// fiberlbd and the data plane it programs, stopped on drop (also when an assertion fails):
+/// fiberlbd, then the data plane, then the data plane's namespace is deleted.
 struct Stack {
-    children: Vec<Child>,
+    fiberlbd: Child,
     socket: PathBuf,
-    netns: String,
+    // Dropped after `Drop::drop` has stopped fiberlbd (fields drop in this order).
+    _dataplane: Dataplane,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
-            // SIGTERM first: the data plane detaches its XDP programs on the way out.
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(3) && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
+        stop_child(&mut self.fiberlbd);
     }
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(st.success(), "{args:?} failed");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// fiberlb-dataplane: FIBERLB_BIN_DIR, else beside this test's own target directory.
-fn dataplane_bin() -> PathBuf {
-    let dir = match std::env::var_os("FIBERLB_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            // target/<profile>/deps/apply_latency-<hash> -> target/<profile>
-            let exe = std::env::current_exe().expect("current_exe");
-            exe.parent()
-                .and_then(Path::parent)
-                .expect("target dir")
-                .to_path_buf()
-        }
-    };
-    let p = dir.join("fiberlb-dataplane");
-    assert!(
-        p.exists(),
-        "{} not found: build it (cargo build -p fiberlb-dataplane) or set FIBERLB_BIN_DIR",
-        p.display()
-    );
-    p
 }
 
 fn start_stack() -> Stack {
     let dir = tempfile::tempdir().unwrap();
-    let region = dir.path().join("region");
     let socket = dir.path().join("fiberlbd.sock");
-    let dp_config = dir.path().join("dataplane.toml");
-    let netns = format!("alat{}", std::process::id());
-    let mut stack = Stack {
-        children: Vec::new(),
-        socket: socket.clone(),
-        netns: netns.clone(),
-        _dir: dir,
-    };
-    // The node's two ports: l0 (clients) and l1 (backends), each a veth whose peer is up.
-    sh(&["ip", "netns", "add", &netns]);
-    for (port, peer) in [("l0", "p0"), ("l1", "p1")] {
-        sh(&[
-            "ip", "-n", &netns, "link", "add", port, "type", "veth", "peer", "name", peer,
-        ]);
-        sh(&["ip", "-n", &netns, "link", "set", peer, "up"]);
-        sh(&["ip", "-n", &netns, "link", "set", port, "up"]);
-    }
-    // One worker on the last core, idle back-off on (a shared 2-core machine).
-    let core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
-    std::fs::write(
-        &dp_config,
-        format!(
-            "[forwarding]\nbackend_gateway_mac = \"02:00:00:00:02:fe\"\n\
-             [[ports]]\nname = \"client\"\ninterface = \"l0\"\nrole = \"client\"\n\
-             gateway_mac = \"02:00:00:00:01:fe\"\n\
-             [[ports]]\nname = \"backend\"\ninterface = \"l1\"\nrole = \"backend\"\n\
-             [workers]\ncores = [{core}]\nidle_backoff = true\n[shm]\npath = {:?}\n",
-            region
-        ),
-    )
-    .unwrap();
-    let mut dp = Command::new("ip")
-        .args(["netns", "exec", &netns])
-        .arg(dataplane_bin())
-        .args(["run", "--config"])
-        .arg(&dp_config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fiberlb-dataplane");
-    let out = dp.stdout.take().unwrap();
-    let err = dp.stderr.take().unwrap();
-    stack.children.push(dp);
-    // The "forwarding on" line (on either stream), then keep draining both.
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(out) as Box<dyn std::io::Read + Send>,
-        Box::new(err),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let t0 = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains("forwarding on") => break,
-            Ok(line) => seen.push(line),
-            Err(_) => {}
-        }
-        if let Some(status) = stack.children[0].try_wait().unwrap() {
-            panic!("fiberlb-dataplane exited ({status}): {}", seen.join("\n"));
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "fiberlb-dataplane did not start: {}",
-            seen.join("\n")
-        );
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-
-    let cp_config = stack._dir.path().join("controlplane.toml");
+    let dataplane = start_dataplane(&format!("alat{}", std::process::id()), dir.path());
+    let cp_config = dir.path().join("controlplane.toml");
     std::fs::write(
         &cp_config,
         format!(
             "listen = {:?}\nstore_path = {:?}\nshm_path = {:?}\nvip_ranges = [\"10.10.0.0/24\"]\n",
             socket,
-            stack._dir.path().join("store.redb"),
-            region
+            dir.path().join("store.redb"),
+            dataplane.region
         ),
     )
     .unwrap();
-    let d = Command::new(env!("CARGO_BIN_EXE_fiberlbd"))
+    let fiberlbd = Command::new(env!("CARGO_BIN_EXE_fiberlbd"))
         .arg("--config")
         .arg(&cp_config)
         .stderr(Stdio::null())
         .spawn()
         .expect("start fiberlbd");
-    stack.children.push(d);
+    let stack = Stack {
+        fiberlbd,
+        socket,
+        _dataplane: dataplane,
+        _dir: dir,
+    };
     let t0 = Instant::now();
-    while !socket.exists() {
+    while !stack.socket.exists() {
         assert!(
             t0.elapsed() < Duration::from_secs(20),
             "fiberlbd did not start"

@@ -27,6 +27,7 @@ use fiberlb_controlplane::api::client::{connect, Clients};
 use fiberlb_controlplane::pb;
 
 mod etcd_harness;
+mod support;
 use etcd_harness::{skip, Etcd, Node, LIVENESS};
 
 fn scope() -> Option<pb::Scope> {

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use fiberlb_controlplane::api::client::connect;
 use fiberlb_controlplane::pb;
 
+mod support;
+use support::is_root;
+
 struct Daemon {
     child: Child,
     socket: PathBuf,
@@ -56,17 +59,6 @@ fn start(dir: &Path) -> Daemon {
         std::thread::sleep(Duration::from_millis(20));
     }
     Daemon { child, socket }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn ctl(d: &Daemon, args: &[&str]) -> Output {

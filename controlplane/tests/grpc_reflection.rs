@@ -3,12 +3,14 @@
 //! grpcio, grpcio-reflection and protobuf (the environment `scripts/setup.sh` creates) and, like
 //! grpcurl, learns every service and message from the server's reflection service.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod support;
+use support::free_port;
 
 const SCOPE: &str = r#""scope": {"org_id": "acme", "project_id": "web"}"#;
 const TOKEN: &str = "reflection-test-acme-web-0123456789abcdef";
@@ -61,21 +63,13 @@ impl Daemon {
     }
 }
 
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// fiberlbd on a Unix socket in `dir` without a data plane (no `shm_path`); with `tls` =
 /// (cert, key) PEM paths also on a TCP port with TLS and [`TOKEN`].
 fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> Daemon {
     let socket = dir.join("fiberlbd.sock");
     let config = dir.join("controlplane.toml");
     let log = dir.join("fiberlbd.log");
-    let tcp = tls.map(|_| free_tcp_port());
+    let tcp = tls.map(|_| free_port());
     let mut text = format!(
         "listen = {:?}\nstore_path = {:?}\nvip_ranges = [\"192.0.2.0/28\"]\n",
         socket,

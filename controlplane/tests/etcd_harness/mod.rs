@@ -1,27 +1,18 @@
 //! The etcd tests' harness: etcd members on free ports, and nodes (fiberlbd with store = "etcd",
-//! optionally programming a real data plane in a network namespace of their own).
+//! optionally programming a real data plane in a network namespace of their own). What is not
+//! etcd's (root, free ports, the data plane, stopping processes) is `support`, which the test
+//! binary including this also declares (`mod support;`).
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fiberlb_controlplane::api::client::{connect, Clients};
 
+use crate::support::{free_port, is_root, start_dataplane, stop_child, Dataplane};
+
 /// Anything not done within this is a hang, not a slow machine.
 pub const LIVENESS: Duration = Duration::from_secs(15);
-
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
 
 pub fn have_etcd() -> bool {
     Command::new("etcd")
@@ -46,22 +37,6 @@ pub fn skip(test: &str) -> bool {
         return true;
     }
     false
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(st.success(), "{args:?} failed");
 }
 
 /// An etcd cluster of one or more members on 127.0.0.1.
@@ -193,121 +168,22 @@ impl Drop for Etcd {
     }
 }
 
-/// fiberlb-dataplane: FIBERLB_BIN_DIR, else beside this test's own target directory.
-pub fn dataplane_bin() -> PathBuf {
-    let dir = match std::env::var_os("FIBERLB_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let exe = std::env::current_exe().expect("current_exe");
-            exe.parent()
-                .and_then(Path::parent)
-                .expect("target dir")
-                .to_path_buf()
-        }
-    };
-    let p = dir.join("fiberlb-dataplane");
-    assert!(
-        p.exists(),
-        "{} not found: build it (cargo build -p fiberlb-dataplane) or set FIBERLB_BIN_DIR",
-        p.display()
-    );
-    p
-}
-
 /// One node: a data plane in its own namespace (optional) and fiberlbd with store = "etcd".
+/// Dropping it stops fiberlbd, then the data plane, then deletes the data plane's namespace.
 pub struct Node {
-    dataplane: Option<Child>,
+    // Dropped after `Drop::drop` has stopped fiberlbd (fields drop in this order).
+    dataplane: Option<Dataplane>,
     fiberlbd: Option<Child>,
     pub socket: PathBuf,
-    netns: Option<String>,
     dir: tempfile::TempDir,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        for c in [self.fiberlbd.as_mut(), self.dataplane.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(3) && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(ns) = &self.netns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        if let Some(c) = self.fiberlbd.as_mut() {
+            stop_child(c);
         }
     }
-}
-
-pub fn start_dataplane(netns: &str, dir: &Path) -> (Child, PathBuf) {
-    let region = dir.join("region");
-    let dp_config = dir.join("dataplane.toml");
-    sh(&["ip", "netns", "add", netns]);
-    for (port, peer) in [("l0", "p0"), ("l1", "p1")] {
-        sh(&[
-            "ip", "-n", netns, "link", "add", port, "type", "veth", "peer", "name", peer,
-        ]);
-        sh(&["ip", "-n", netns, "link", "set", peer, "up"]);
-        sh(&["ip", "-n", netns, "link", "set", port, "up"]);
-    }
-    let core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
-    std::fs::write(
-        &dp_config,
-        format!(
-            "[forwarding]\nbackend_gateway_mac = \"02:00:00:00:02:fe\"\n\
-             [[ports]]\nname = \"client\"\ninterface = \"l0\"\nrole = \"client\"\n\
-             gateway_mac = \"02:00:00:00:01:fe\"\n\
-             [[ports]]\nname = \"backend\"\ninterface = \"l1\"\nrole = \"backend\"\n\
-             [workers]\ncores = [{core}]\nidle_backoff = true\n[shm]\npath = {region:?}\n"
-        ),
-    )
-    .unwrap();
-    let mut dp = Command::new("ip")
-        .args(["netns", "exec", netns])
-        .arg(dataplane_bin())
-        .args(["run", "--config"])
-        .arg(&dp_config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fiberlb-dataplane");
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(dp.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(dp.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let t0 = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains("forwarding on") => break,
-            Ok(line) => seen.push(line),
-            Err(_) => {}
-        }
-        if let Some(status) = dp.try_wait().unwrap() {
-            panic!("fiberlb-dataplane exited ({status}): {}", seen.join("\n"));
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "fiberlb-dataplane did not start: {}",
-            seen.join("\n")
-        );
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    (dp, region)
 }
 
 impl Node {
@@ -318,16 +194,14 @@ impl Node {
             dataplane: None,
             fiberlbd: None,
             socket,
-            netns: None,
             dir,
         };
         let mut shm = String::new();
         if with_dataplane {
             let ns = format!("etcd{tag}{}", std::process::id());
-            node.netns = Some(ns.clone());
-            let (dp, region) = start_dataplane(&ns, node.dir.path());
+            let dp = start_dataplane(&ns, node.dir.path());
+            shm = format!("shm_path = {:?}\n", dp.region);
             node.dataplane = Some(dp);
-            shm = format!("shm_path = {region:?}\n");
         }
         let eps = endpoints
             .iter()
