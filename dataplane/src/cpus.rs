@@ -44,20 +44,68 @@ pub fn allow_cpus(cpus: &[usize]) -> Result<(), String> {
     Ok(())
 }
 
-/// Gives the calling thread the nice value `nice` (lower runs sooner); needs CAP_SYS_NICE for
-/// values below 0, so without it the thread keeps its priority (logged once, not an error).
-pub fn raise_priority(nice: i32) {
+/// The scheduling the calling thread ended up with after [`raise_priority`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// SCHED_FIFO at this real-time priority.
+    Fifo(i32),
+    /// SCHED_OTHER at this nice value.
+    Nice(i32),
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Priority::Fifo(p) => write!(f, "SCHED_FIFO {p}"),
+            Priority::Nice(n) => write!(f, "nice {n}"),
+        }
+    }
+}
+
+/// Raises the calling thread's priority: SCHED_FIFO at `fifo` when given and allowed, else the
+/// nice value `nice` (lower runs sooner), else it keeps what it has. Real time needs root,
+/// CAP_SYS_NICE or an RLIMIT_RTPRIO of at least `fifo` (systemd: `LimitRTPRIO=`) and no
+/// `RestrictRealtime=yes`; a negative nice needs CAP_SYS_NICE or RLIMIT_NICE (`LimitNICE=`).
+/// What was refused is logged, never an error. Returns what the thread has now.
+pub fn raise_priority(fifo: Option<i32>, nice: i32) -> Priority {
+    let mut refused = Vec::new();
+    if let Some(prio) = fifo {
+        let param = libc::sched_param {
+            sched_priority: prio,
+        };
+        // SAFETY: pid 0 is the calling thread (Linux schedules threads, not processes);
+        // `param` is a valid sched_param for the duration of the call. RESET_ON_FORK: a
+        // thread or process it starts does not inherit real time.
+        let rc = unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+        };
+        if rc == 0 {
+            return Priority::Fifo(prio);
+        }
+        refused.push(format!(
+            "SCHED_FIFO {prio}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     // SAFETY: gettid takes no argument and cannot fail.
     let tid = unsafe { libc::gettid() };
     // SAFETY: setpriority with PRIO_PROCESS and a thread id changes only that thread's nice
     // value; it reads no memory of ours.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
-    if rc != 0 {
+    let now = if rc == 0 {
+        Priority::Nice(nice)
+    } else {
+        refused.push(format!("nice {nice}: {}", std::io::Error::last_os_error()));
+        // SAFETY: as above; getpriority only reads the thread's nice value.
+        Priority::Nice(unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) })
+    };
+    if !refused.is_empty() {
         eprintln!(
-            "fiberlb-dataplane: control thread keeps nice 0 (setting {nice}: {})",
-            std::io::Error::last_os_error()
+            "fiberlb-dataplane: control thread runs at {now} (refused: {})",
+            refused.join("; ")
         );
     }
+    now
 }
 
 /// The CPUs this process may use that no worker is pinned to: where the control thread and
@@ -83,6 +131,35 @@ pub fn available_cores() -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The policy the kernel reports for the calling thread (without the reset-on-fork flag).
+    fn policy() -> i32 {
+        // SAFETY: pid 0 is the calling thread; no memory is passed.
+        unsafe { libc::sched_getscheduler(0) & !libc::SCHED_RESET_ON_FORK }
+    }
+
+    #[test]
+    fn raise_priority_reports_what_the_kernel_gave() {
+        // On a thread of its own: the test harness's threads keep their priority.
+        std::thread::spawn(|| {
+            let got = raise_priority(Some(1), -10);
+            match got {
+                Priority::Fifo(1) => assert_eq!(policy(), libc::SCHED_FIFO),
+                Priority::Nice(_) => assert_eq!(policy(), libc::SCHED_OTHER),
+                other => panic!("unexpected {other:?}"),
+            }
+            // A thread it starts does not inherit real time, and without it asked for gets none.
+            std::thread::spawn(|| {
+                assert_eq!(policy(), libc::SCHED_OTHER);
+                assert_eq!(raise_priority(None, 0), Priority::Nice(0));
+                assert_eq!(policy(), libc::SCHED_OTHER);
+            })
+            .join()
+            .unwrap();
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn pinning_to_a_missing_core_is_an_error() {

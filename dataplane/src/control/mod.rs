@@ -46,8 +46,22 @@ const MAX_MESSAGES_PER_POLL: usize = 256;
 /// The control thread's nice value: it sleeps almost always and works for a few hundred µs per
 /// commit, but a commit waits for it; on housekeeping CPUs shared with busy processes (on a
 /// 2-core machine, a packet generator at 100 %) a nice-0 thread waited milliseconds for its
-/// turn (commit -> Applied p50 2.0 ms under load, 0.3 ms idle).
+/// turn (commit -> Applied p50 2.0 ms under load, 0.3 ms idle). The fallback of
+/// [`CONTROL_FIFO`].
 pub const CONTROL_NICE: i32 = -10;
+
+/// The control thread's real-time priority (SCHED_FIFO, the lowest level) when it has
+/// housekeeping CPUs of its own. At nice -10 it still waited up to 3.3 ms for CPU 0 behind two
+/// nice-0 threads that switched every 20 µs (`perf sched timehist` of the bench's full-load
+/// update: woken by its 1 ms timer, it was not picked until 3.3 ms later); the full-load
+/// commit -> Applied p99 was 0.76-3.1 ms at nice -10 against 0.30-1.0 ms at SCHED_FIFO 1 over
+/// four alternating runs each, idle p99 0.51-0.65 against 0.29-0.42 ms. Never on a worker's
+/// core (it would preempt the busy-polling worker for a whole snapshot build). The kernel's
+/// real-time throttling (`kernel.sched_rt_runtime_us`, 95 % by default) bounds what a long
+/// build (a full resync of thousands of pools) takes from the housekeeping core; where that
+/// matters more than update latency, `RestrictRealtime=yes` in the unit keeps it at
+/// [`CONTROL_NICE`].
+pub const CONTROL_FIFO: i32 = 1;
 
 /// An apply that takes this long is logged with the time of each step.
 const SLOW_APPLY: Duration = Duration::from_millis(2);
@@ -581,12 +595,17 @@ impl ControlThread {
         std::thread::Builder::new()
             .name("fiberlb-control".into())
             .spawn(move || {
+                // Real time only on CPUs no worker polls (see CONTROL_FIFO).
+                let mut own_cpus = false;
                 if !self.opts.cpus.is_empty() {
-                    if let Err(e) = crate::cpus::allow_cpus(&self.opts.cpus) {
-                        eprintln!("fiberlb-dataplane: control thread: {e}; it runs anywhere");
+                    match crate::cpus::allow_cpus(&self.opts.cpus) {
+                        Ok(()) => own_cpus = true,
+                        Err(e) => {
+                            eprintln!("fiberlb-dataplane: control thread: {e}; it runs anywhere")
+                        }
                     }
                 }
-                crate::cpus::raise_priority(CONTROL_NICE);
+                crate::cpus::raise_priority(own_cpus.then_some(CONTROL_FIFO), CONTROL_NICE);
                 self.run(&stop);
                 self
             })
