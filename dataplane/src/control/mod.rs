@@ -605,7 +605,18 @@ impl ControlThread {
                         }
                     }
                 }
-                crate::cpus::raise_priority(own_cpus.then_some(CONTROL_FIFO), CONTROL_NICE);
+                let prio =
+                    crate::cpus::raise_priority(own_cpus.then_some(CONTROL_FIFO), CONTROL_NICE);
+                if own_cpus {
+                    eprintln!(
+                        "fiberlb-dataplane: control thread on CPUs {:?} at {prio}",
+                        self.opts.cpus
+                    );
+                } else {
+                    eprintln!(
+                        "fiberlb-dataplane: control thread on any of the process's CPUs at {prio}"
+                    );
+                }
                 self.run(&stop);
                 self
             })
