@@ -558,8 +558,8 @@ impl Programmer {
                     services: set.clone(),
                 });
                 // Applied is what the API reports from here on: said before the record below
-                // is saved (an atomic write with two fsyncs, ~1 ms here), which only spares a
-                // restarted fiberlbd a resync and need not delay the answer.
+                // is saved (a file write and rename), which only spares a restarted fiberlbd a
+                // resync and need not delay the answer.
                 self.update_status(|s| {
                     s.transactions_applied += 1;
                     s.full_resyncs += u64::from(full);

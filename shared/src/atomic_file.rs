@@ -86,28 +86,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fiberlb-atomic-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("f.json");
-        write_atomic(&p, b"one", 0o600).unwrap();
-        write_atomic(&p, b"two", 0o600).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["f.json"]);
-        let (op, _) = write_atomic(&dir.join("missing/f"), b"x", 0o600).unwrap_err();
-        assert_eq!(op, "create");
-        // The same without fsyncs.
-        replace_atomic(&p, b"three", 0o600).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"three");
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["f.json"]);
-        let (op, _) = replace_atomic(&dir.join("missing/f"), b"x", 0o600).unwrap_err();
-        assert_eq!(op, "create");
+        type Writer = fn(&Path, &[u8], u32) -> Result<(), (&'static str, std::io::Error)>;
+        // The durable writer, then the same without fsyncs: both replace the file whole.
+        for (writer, bytes) in [
+            (write_atomic as Writer, &b"two"[..]),
+            (replace_atomic as Writer, &b"three"[..]),
+        ] {
+            writer(&p, b"one", 0o600).unwrap();
+            writer(&p, bytes, 0o600).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), bytes);
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["f.json"]);
+            let (op, _) = writer(&dir.join("missing/f"), b"x", 0o600).unwrap_err();
+            assert_eq!(op, "create");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
